@@ -1,0 +1,249 @@
+"""``iif-ray`` command line.
+
+Arguments are validated before Ray starts, so a typo fails in a second with one message that
+names the bad value, instead of after a cluster connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from iif_ray.attribution.selection import SELECTION_RULES, check_drop_fraction
+from iif_ray.presets import ALGOS, PRESETS, Preset, preset_for
+
+console = Console(stderr=False, highlight=False)
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported as one line, exit status 2."""
+
+
+def _int_at_least(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def _drop_fraction(text: str) -> float:
+    try:
+        return check_drop_fraction(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"drop fraction must be in [0, 1), got {text!r}") from None
+
+
+def _key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def _add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", help="gymnasium id (paper presets apply to their own env ids)")
+    p.add_argument("--preset", help=f"paper preset: {', '.join(PRESETS)}")
+    p.add_argument("--timesteps", type=_int_at_least(1, "timesteps"),
+                   help="env-step budget (default: the preset's paper budget)")
+    p.add_argument("--selection", choices=SELECTION_RULES, help="override the selection rule")
+    p.add_argument("--drop-fraction", type=_drop_fraction, help="p in [0, 1)")
+    p.add_argument("--target", help="target function (return, action, or a registered name)")
+    p.add_argument("--target-option", type=_key_value, action="append", default=[],
+                   metavar="KEY=VALUE", help="target option, e.g. action=2 or probe_file=p.npz")
+    p.add_argument("--num-scorers", type=_int_at_least(0, "num-scorers"),
+                   help="scorer actors (0: score in the learner process)")
+    p.add_argument("--num-env-runners", type=_int_at_least(0, "num-env-runners"), default=0)
+    p.add_argument("--ledger-obs", action="store_true", help="store observations in the ledger")
+    p.add_argument("--address", help="Ray address: omit for an embedded local Ray; 'auto' or a "
+                                     "URL for a cluster")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="iif-ray", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train IIF or PPO on one environment")
+    _add_run_args(train)
+    train.add_argument("--algo", choices=ALGOS, default="iif")
+    train.add_argument("--seed", type=_int_at_least(0, "seed"), default=0)
+    train.add_argument("--out", required=True, help="run directory to create")
+    train.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+
+    demo = sub.add_parser("demo", help="short IIF-vs-PPO comparison with a side-by-side table")
+    _add_run_args(demo)
+    demo.add_argument("--seeds", type=_int_at_least(1, "seeds"), default=1)
+    demo.add_argument("--out", default="runs/demo", help="parent directory for the runs")
+    demo.set_defaults(preset_default="cartpole", timesteps_default=40_960)
+
+    bench = sub.add_parser("bench", help="print benchmark figures")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    scoring = bench_sub.add_parser("scoring", help="scoring vs PPO update seconds per round")
+    scoring.add_argument("--presets", default="lunarlander,minigrid")
+    scoring.add_argument("--rounds", type=_int_at_least(2, "rounds"), default=4)
+    scoring.add_argument("--address")
+    return parser
+
+
+def _resolve_preset(args: argparse.Namespace) -> Preset:
+    preset_name = args.preset
+    if preset_name is None and args.env is None:
+        preset_name = getattr(args, "preset_default", None)
+    if preset_name is None and args.env is None:
+        raise UsageError("give --env or --preset")
+    try:
+        return preset_for(preset_name, args.env)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def _attribution_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.selection is not None:
+        out["selection"] = args.selection
+    if args.drop_fraction is not None:
+        out["drop_fraction"] = args.drop_fraction
+    if args.target is not None:
+        out["target"] = args.target
+    if args.target_option:
+        out["target_options"] = dict(args.target_option)
+    if args.num_scorers is not None:
+        out["num_scorers"] = args.num_scorers
+    if args.ledger_obs:
+        out["ledger_obs"] = True
+    from iif_ray.settings import AttributionSettings
+
+    try:
+        AttributionSettings.from_dict(out)  # validate now, before Ray starts
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return out
+
+
+def _fmt(value: float | None, spec: str = ".1f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def _round_printer(label: str, budget: int):
+    console.print(f"[bold]{label}[/bold]  budget {budget:,} env steps")
+    console.print(f"{'round':>5} {'env_steps':>10} {'return':>9} {'dropped':>8} "
+                  f"{'scoring_s':>9} {'update_s':>8} {'round_s':>8}")
+
+    def on_round(row: dict) -> None:
+        console.print(
+            f"{row['iteration']:>5} {row['env_steps']:>10,} {_fmt(row['episode_return_mean']):>9} "
+            f"{_fmt(row['frac_dropped'], '.3f'):>8} {_fmt(row['scoring_s'], '.3f'):>9} "
+            f"{_fmt(row['update_s'], '.2f'):>8} {_fmt(row['iter_s'], '.2f'):>8}"
+        )
+
+    return on_round
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from iif_ray.ray_session import ray_session
+    from iif_ray.training import RunSpec, prepare_out_dir, run
+
+    preset = _resolve_preset(args)
+    overrides = _attribution_overrides(args)
+    try:
+        out = prepare_out_dir(args.out, overwrite=args.overwrite)
+    except FileExistsError as e:
+        raise UsageError(str(e)) from None
+    spec = RunSpec(preset=preset, algo=args.algo, seed=args.seed, timesteps=args.timesteps,
+                   out_dir=str(out), num_env_runners=args.num_env_runners,
+                   attribution=overrides)
+    with ray_session(args.address):
+        summary = run(spec, _round_printer(f"{args.algo} on {preset.env_id} (seed {args.seed})",
+                                           spec.budget))
+    console.print(f"final return {_fmt(summary['final_return'])} after "
+                  f"{summary['env_steps']:,} env steps in {summary['wall_s']:.1f} s")
+    console.print(f"results in {out}/ (summary.json, progress.csv, ledger/, checkpoint/)")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from iif_ray.ray_session import ray_session
+    from iif_ray.training import RunSpec, prepare_out_dir, run
+
+    preset = _resolve_preset(args)
+    overrides = _attribution_overrides(args)
+    timesteps = args.timesteps or args.timesteps_default
+    parent = prepare_out_dir(args.out, overwrite=True)
+    summaries = []
+    with ray_session(args.address):
+        for seed in range(args.seeds):
+            for algo in ("ppo", "iif"):
+                spec = RunSpec(preset=preset, algo=algo, seed=seed, timesteps=timesteps,
+                               out_dir=str(parent / f"{algo}-seed{seed}"),
+                               num_env_runners=args.num_env_runners, attribution=overrides)
+                summaries.append(run(spec, _round_printer(
+                    f"{algo} on {preset.env_id} (seed {seed})", timesteps)))
+    console.print(comparison_table(summaries, preset))
+    console.print(f"runs in {parent}/")
+    return 0
+
+
+def comparison_table(summaries: list[dict], preset: Preset) -> Table:
+    table = Table(title=f"IIF vs PPO on {preset.env_id} (p={preset.drop_fraction})")
+    for col in ("algo", "seed", "final return", "best return", "env steps", "wall s",
+                "update s/round", "frac dropped"):
+        table.add_column(col, justify="right")
+    for s in summaries:
+        table.add_row(s["algo"], str(s["seed"]), _fmt(s["final_return"]),
+                      _fmt(s["best_return"]), f"{s['env_steps']:,}", _fmt(s["wall_s"]),
+                      _fmt(s["mean_update_s"], ".3f"), _fmt(s["mean_frac_dropped"], ".3f"))
+    return table
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from iif_ray.bench import bench_scoring
+    from iif_ray.presets import get_preset
+    from iif_ray.ray_session import ray_session
+
+    names = [n.strip() for n in args.presets.split(",") if n.strip()]
+    try:
+        for n in names:
+            get_preset(n)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    with ray_session(args.address):
+        bench_scoring(names, rounds=args.rounds, echo=console.print)
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bench": cmd_bench}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except UsageError as e:
+        print(f"iif-ray {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,138 @@
+"""Environment creation: validated ids, observation wrappers, RLlib registration.
+
+Any gymnasium id works. Observations are adapted so RLlib's default encoders and the
+attribution code (which needs one tensor per observation) can use them:
+
+* ``Discrete`` observations become one-hot vectors (FrozenLake);
+* MiniGrid's dict observation becomes its image, as float32 scaled by ``1/255`` (what the
+  paper's Stable-Baselines3 ``CnnPolicy`` sees);
+* 2-D arrays (highway-env's kinematics table) are flattened.
+
+Environments are registered with Ray under ``iif/<gym id>`` so remote EnvRunners on any node
+can build them.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+PREFIX = "iif/"
+# Packages whose import registers extra gymnasium ids, keyed by id prefix.
+_ENV_PACKAGES = {"MiniGrid-": "minigrid", "BabyAI-": "minigrid", "highway": "highway_env",
+                 "merge": "highway_env", "roundabout": "highway_env",
+                 "intersection": "highway_env", "parking": "highway_env",
+                 "racetrack": "highway_env", "exit": "highway_env", "two-way": "highway_env",
+                 "u-turn": "highway_env", "lane-keeping": "highway_env"}
+
+
+class UnknownEnvironmentError(ValueError):
+    pass
+
+
+def _import_env_package(env_id: str) -> None:
+    for prefix, package in _ENV_PACKAGES.items():
+        if env_id.startswith(prefix):
+            importlib.import_module(package)
+
+
+def check_env_id(env_id: str) -> str:
+    """Return ``env_id`` if gymnasium knows it, else raise with close matches."""
+    if not isinstance(env_id, str) or not env_id:
+        raise UnknownEnvironmentError(f"environment id must be a non-empty string, got {env_id!r}")
+    env_id = env_id.removeprefix(PREFIX)
+    _import_env_package(env_id)
+    try:
+        gym.spec(env_id)
+    except gym.error.Error:
+        for package in sorted(set(_ENV_PACKAGES.values())):
+            importlib.import_module(package)
+        close = difflib.get_close_matches(env_id, list(gym.registry), n=3, cutoff=0.6)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise UnknownEnvironmentError(
+            f"unknown environment {env_id!r}: not a registered gymnasium id{hint}"
+        ) from None
+    return env_id
+
+
+class OneHotObservation(gym.ObservationWrapper):
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        self._n = int(env.observation_space.n)
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (self._n,), np.float32)
+
+    def observation(self, observation: Any) -> np.ndarray:
+        out = np.zeros(self._n, dtype=np.float32)
+        out[int(observation)] = 1.0
+        return out
+
+
+class ScaledImageObservation(gym.ObservationWrapper):
+    """Pick the ``image`` entry of a dict observation and scale it to float32."""
+
+    def __init__(self, env: gym.Env, scale: float = 1.0 / 255.0) -> None:
+        super().__init__(env)
+        space = env.observation_space["image"]
+        self._scale = np.float32(scale)
+        self.observation_space = gym.spaces.Box(
+            0.0, float(space.high.max()) * float(scale), space.shape, np.float32)
+
+    def observation(self, observation: dict) -> np.ndarray:
+        return observation["image"].astype(np.float32) * self._scale
+
+
+class FlatFloatObservation(gym.ObservationWrapper):
+    def __init__(self, env: gym.Env) -> None:
+        super().__init__(env)
+        space = env.observation_space
+        self.observation_space = gym.spaces.Box(
+            space.low.reshape(-1).astype(np.float32), space.high.reshape(-1).astype(np.float32),
+            dtype=np.float32)
+
+    def observation(self, observation: np.ndarray) -> np.ndarray:
+        return np.asarray(observation, dtype=np.float32).reshape(-1)
+
+
+def adapt_observations(env: gym.Env, image_scale: float = 1.0 / 255.0) -> gym.Env:
+    space = env.observation_space
+    if isinstance(space, gym.spaces.Discrete):
+        return OneHotObservation(env)
+    if isinstance(space, gym.spaces.Dict) and "image" in space.spaces:
+        return ScaledImageObservation(env, image_scale)
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 2:
+        return FlatFloatObservation(env)
+    if isinstance(space, gym.spaces.Box) and space.dtype == np.float64:
+        return FlatFloatObservation(env) if len(space.shape) == 1 else env
+    return env
+
+
+def make_env(env_id: str, env_config: dict | None = None) -> gym.Env:
+    """``gym.make(env_id, **kwargs)`` plus observation adaptation.
+
+    ``env_config`` keys: ``kwargs`` (passed to ``gym.make``; highway-env takes its settings
+    as ``kwargs={"config": {...}}``) and ``image_scale``.
+    """
+    cfg = dict(env_config or {})
+    env_id = check_env_id(env_id)
+    env = gym.make(env_id, **dict(cfg.get("kwargs") or {}))
+    return adapt_observations(env, float(cfg.get("image_scale", 1.0 / 255.0)))
+
+
+def registered_name(env_id: str) -> str:
+    """Register ``iif/<env_id>`` with Ray Tune's registry and return that name."""
+    from ray.tune.registry import register_env
+
+    env_id = check_env_id(env_id)
+    name = PREFIX + env_id
+    register_env(name, lambda env_config, _id=env_id: make_env(_id, dict(env_config or {})))
+    return name
+
+
+def ensure_registered(env: Any) -> None:
+    """Re-register an ``iif/...`` env in a fresh process (e.g. restoring a checkpoint)."""
+    if isinstance(env, str) and env.startswith(PREFIX):
+        registered_name(env)
