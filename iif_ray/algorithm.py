@@ -7,10 +7,15 @@ from typing import Any
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
 from ray.tune.execution.placement_groups import PlacementGroupFactory
+from ray.util import log_once
 
 from iif_ray.envs import ensure_registered
 from iif_ray.learner import OPTIMIZER_KEY, OPTIMIZERS, IIFPPOTorchLearner
 from iif_ray.settings import CONFIG_KEY, AttributionSettings
+
+# IIF exists only on RLlib's new API stack; RLlib's one-time "you are on the new API stack"
+# notice would be noise for every run, so it is marked as already shown.
+log_once("IIFPPO_on_new_api_stack")
 
 
 class IIFConfig(PPOConfig):

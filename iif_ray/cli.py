@@ -19,7 +19,18 @@ from rich.table import Table
 from iif_ray.attribution.selection import SELECTION_RULES, check_drop_fraction
 from iif_ray.presets import ALGOS, PRESETS, Preset, preset_for
 
-console = Console(stderr=False, highlight=False)
+console = Console(stderr=False, highlight=False, width=120)
+
+
+def _quiet_libraries() -> None:
+    """Keep the terminal for our progress lines: RLlib and gymnasium are chatty at WARNING."""
+    import logging
+    import warnings
+
+    for name in ("ray", "ray.rllib", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="gymnasium")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
 
 
 class UsageError(ValueError):
@@ -235,6 +246,7 @@ COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bench": cmd_bench}
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _quiet_libraries()
     try:
         return COMMANDS[args.command](args)
     except UsageError as e:

@@ -168,5 +168,5 @@ def build_config(
         )
         .rl_module(model_config=dict(preset.model))
         .attribution(**settings)
-        .debugging(seed=seed)
+        .debugging(seed=seed, log_level="ERROR")
     )

@@ -13,7 +13,7 @@ from typing import Any
 
 from iif_ray.attribution.scoring import SCORING_METHODS
 from iif_ray.attribution.selection import check_drop_fraction, check_rule
-from iif_ray.attribution.targets import TARGETS
+from iif_ray.attribution.targets import TARGETS, make_target
 
 MODES = ("filter", "score", "off")
 CONFIG_KEY = "iif"
@@ -80,6 +80,11 @@ class AttributionSettings:
             raise ValueError(f"unknown target {self.target!r}; registered: {sorted(TARGETS)}")
         if not isinstance(self.target_options, dict):
             raise ValueError(f"target_options must be a dict, got {self.target_options!r}")
+        try:
+            make_target(self.target, self.target_options)  # bad options fail here, not remotely
+        except TypeError as e:
+            raise ValueError(f"target {self.target!r}: bad target_options "
+                             f"{self.target_options!r} ({e})") from None
         check_rule(self.selection)
         self.drop_fraction = check_drop_fraction(self.drop_fraction)
         if self.scoring_method not in SCORING_METHODS:

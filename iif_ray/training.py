@@ -67,6 +67,8 @@ def _get(d: dict, *path: str, default: float = math.nan) -> float:
 def result_row(result: dict, wall_s: float) -> dict[str, float]:
     """The per-round figures we keep from RLlib's (large, nested) result dict."""
     iif = result.get("learners", {}).get("default_policy", {}).get("iif", {})
+    iter_s = _get(result, "time_this_iter_s")
+    learner_s = _get(iif, "filter_s", default=0.0) + _get(iif, "update_s", default=0.0)
     return {
         "iteration": int(result.get("training_iteration", 0)),
         "env_steps": int(_get(result, "num_env_steps_sampled_lifetime", default=0)),
@@ -78,8 +80,10 @@ def result_row(result: dict, wall_s: float) -> dict[str, float]:
         "num_records": _get(iif, "num_records"),
         "scoring_s": _get(iif, "scoring_s", default=0.0),
         "update_s": _get(iif, "update_s"),
-        "sampling_s": _get(result, "timers", "env_runner_sampling_timer"),
-        "iter_s": _get(result, "time_this_iter_s"),
+        # Everything in the round that is not filtering or the PPO update: sampling, GAE,
+        # batching, weight sync. (RLlib's own timers are moving averages, not per round.)
+        "sampling_s": iter_s - learner_s,
+        "iter_s": iter_s,
         "wall_s": wall_s,
     }
 

@@ -111,3 +111,13 @@ def test_batch_never_becomes_empty() -> None:
         sel = select(np.array([-1.0]), rule, 0.99, rng=np.random.default_rng(0),
                      advantages=np.ones(1))
         assert sel.keep.sum() == 1
+
+
+def test_attribution_package_is_free_of_ray() -> None:
+    import subprocess
+    import sys
+
+    code = ("import sys, iif_ray.attribution; "
+            "bad = [m for m in sys.modules if m == 'ray' or m.startswith(('ray.', 'tree'))]; "
+            "print(bad); assert not bad")
+    subprocess.run([sys.executable, "-c", code], check=True)
