@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
@@ -85,6 +86,14 @@ class IIFPPO(PPO):
         ensure_registered(env)
         super().__init__(config, *args, **kwargs)
 
+    def cleanup(self) -> None:
+        # Scorer actors belong to the learners' processes; stop them before the learners go.
+        if getattr(self, "learner_group", None) is not None:
+            # A learner that already died took its scorers with it.
+            with contextlib.suppress(Exception):
+                self.learner_group.foreach_learner(lambda learner: learner.shutdown_scorer())
+        super().cleanup()
+
     @classmethod
     def default_resource_request(
         cls, config: AlgorithmConfig | dict
@@ -95,10 +104,12 @@ class IIFPPO(PPO):
         settings = AttributionSettings.from_dict(cfg.learner_config_dict.get(CONFIG_KEY))
         if settings.mode == "off" or settings.num_scorers == 0:
             return pgf
+        # Every learner (the local one counts as one) owns its own pool of scorers.
+        num_pools = max(1, cfg.num_learners)
         bundle = {"CPU": settings.num_cpus_per_scorer}
         if settings.num_gpus_per_scorer:
             bundle["GPU"] = settings.num_gpus_per_scorer
         return PlacementGroupFactory(
-            bundles=[*pgf.bundles, *([bundle] * settings.num_scorers)],
+            bundles=[*pgf.bundles, *([bundle] * (settings.num_scorers * num_pools))],
             strategy=pgf.strategy,
         )

@@ -42,10 +42,10 @@ class StandardisedGAE(ConnectorV2):
 
     def __call__(self, *, rl_module: Any, episodes: list, batch: dict, **kwargs) -> dict:
         for module_id, cols in batch.items():
-            module = rl_module[module_id]
-            if not isinstance(module.unwrapped(), ValueFunctionAPI):
+            module = rl_module[module_id].unwrapped()  # strip DDP with several learners
+            if not isinstance(module, ValueFunctionAPI):
                 continue
-            if module.unwrapped().is_stateful():
+            if module.is_stateful():
                 raise ValueError("StandardisedGAE supports non-recurrent modules only")
             with torch.no_grad():
                 values = module.compute_values(cols)

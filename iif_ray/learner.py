@@ -28,7 +28,7 @@ from iif_ray.attribution import (
 )
 from iif_ray.connectors import ADVANTAGES_RAW, InfluenceFilter, StandardisedGAE
 from iif_ray.ledger import LedgerWriter
-from iif_ray.pool import LocalScorer, Scorer
+from iif_ray.pool import LocalScorer, Scorer, ScoringFailedError
 from iif_ray.rllib_policy import functional_policy
 from iif_ray.settings import CONFIG_KEY, AttributionSettings
 
@@ -104,10 +104,13 @@ class IIFPPOTorchLearner(PPOTorchLearner):
         seq = np.random.SeedSequence([seed, self._rank])
         self._select_rng, self._shuffle_rng = (np.random.default_rng(s) for s in seq.spawn(2))
         self._policies: dict[str, FunctionalPolicy] = {}
-        self._target = make_target(self.iif.target, self.iif.target_options)
         self._scorer: Scorer | None = None
+        self._target = make_target(self.iif.target, self.iif.target_options)
         self._ledger = LedgerWriter(self.iif.ledger_dir) if self.iif.ledger_dir else None
         self._update_t0: float | None = None
+        self.last_direction: dict[str, Any] | None = None  # for inspection and tests
+        if self.iif.scores and self.iif.num_scorers > 0:
+            self._scorer = self._make_scorer()  # start actors now, not inside round 1
         self._modules_this_round: list[str] = []
 
     # ---- optimiser
@@ -198,44 +201,10 @@ class IIFPPOTorchLearner(PPOTorchLearner):
             real_idx,
         )
         adv_std = _numpy(real[Columns.ADVANTAGES])
-        scores = np.full(n, np.nan, dtype=np.float32)
         metrics: dict[str, float] = {"num_records": float(n)}
+        scores = self._score(module_id, real, adv_std, metrics) if settings.scores and n else None
 
-        if settings.scores and n > 0:
-            if not torch.is_tensor(real[Columns.OBS]):
-                raise ValueError("influence scoring needs tensor observations; wrap dict "
-                                 "observation spaces (see iif_ray.envs)")
-            t0 = time.perf_counter()
-            policy = self.functional_policy(module_id)
-            target_batch = {
-                "obs": real[Columns.OBS],
-                "actions": real[Columns.ACTIONS],
-                "logp_old": real[Columns.ACTION_LOGP],
-                "advantages": real[Columns.ADVANTAGES],
-                "advantages_raw": real[ADVANTAGES_RAW],
-            }
-            value, direction = target_gradient(policy, self._target, target_batch)
-            direction = self._all_reduce_direction(direction, n)
-            records = RecordBatch(real[Columns.OBS], real[Columns.ACTIONS],
-                                  real[Columns.ACTION_LOGP], real[Columns.ADVANTAGES])
-            ent = float(self.entropy_coeff_schedulers_per_module[module_id].get_current_value())
-            result = self.scorer.score(policy, records, direction, entropy_coeff=ent)
-            scores = result.scores
-            metrics.update(
-                scoring_s=time.perf_counter() - t0,
-                transfer_s=result.transfer_s,
-                scorer_retries=float(result.retries),
-                records_per_s=n / max(result.seconds, 1e-9),
-                target_value=float(value),
-                frac_negative=float((scores < 0).mean()),
-                **{f"score_q{int(q * 100):02d}": float(v)
-                   for q, v in zip(SCORE_QUANTILES, np.quantile(scores, SCORE_QUANTILES),
-                                   strict=True)},
-            )
-            rho = spearmanr(scores, adv_std).statistic if n > 2 else np.nan
-            metrics["spearman_score_adv"] = float(rho)
-
-        if settings.filters and n > 0:
+        if settings.filters and scores is not None:
             sel = select(scores, settings.selection, settings.drop_fraction,
                          advantages=adv_std, rng=self._select_rng, iteration=it,
                          min_keep=settings.min_keep)
@@ -250,11 +219,63 @@ class IIFPPOTorchLearner(PPOTorchLearner):
         metrics["frac_dropped"] = float(n - len(kept_idx)) / max(n, 1)
 
         if self._ledger is not None:
+            if scores is None:
+                scores = np.full(n, np.nan, dtype=np.float32)
             self._write_ledger(it, cols, real_idx, episodes, scores, keep)
         out = _index_columns(cols, kept_idx)
         metrics["filter_s"] = time.perf_counter() - t_start
         self.metrics.log_dict(metrics, key=(module_id, "iif"), window=1)
         return out
+
+    def _score(self, module_id: str, real: dict, adv_std: np.ndarray,
+               metrics: dict[str, float]) -> np.ndarray | None:
+        """Scores of the real records, or None when scoring failed and the user chose to
+        train unfiltered (``scoring_fallback="train-unfiltered"``, logged every time)."""
+        if not torch.is_tensor(real[Columns.OBS]):
+            raise ValueError("influence scoring needs tensor observations; wrap dict "
+                             "observation spaces (see iif_ray.envs)")
+        t0 = time.perf_counter()
+        n = len(adv_std)
+        policy = self.functional_policy(module_id)
+        target_batch = {
+            "obs": real[Columns.OBS],
+            "actions": real[Columns.ACTIONS],
+            "logp_old": real[Columns.ACTION_LOGP],
+            "advantages": real[Columns.ADVANTAGES],
+            "advantages_raw": real[ADVANTAGES_RAW],
+        }
+        value, local_direction = target_gradient(policy, self._target, target_batch)
+        direction = self._all_reduce_direction(local_direction, n)
+        self.last_direction = {"local": local_direction, "global": direction, "n": n}
+        records = RecordBatch(real[Columns.OBS], real[Columns.ACTIONS],
+                              real[Columns.ACTION_LOGP], real[Columns.ADVANTAGES])
+        ent = float(self.entropy_coeff_schedulers_per_module[module_id].get_current_value())
+        try:
+            result = self.scorer.score(policy, records, direction, entropy_coeff=ent,
+                                       module_id=module_id)
+        except ScoringFailedError as e:
+            if self.iif.scoring_fallback == "raise":
+                raise ScoringFailedError(f"iteration {self._iif_iteration}: {e}") from e
+            logger.warning("iteration %d: scoring failed (%s); this round trains UNFILTERED "
+                           "because scoring_fallback='train-unfiltered'", self._iif_iteration, e)
+            metrics["scoring_failed"] = 1.0
+            return None
+        scores = result.scores
+        metrics.update(
+            scoring_s=time.perf_counter() - t0,
+            transfer_s=result.transfer_s,
+            scorer_retries=float(result.retries),
+            records_per_s=n / max(result.seconds, 1e-9),
+            target_value=float(value),
+            frac_negative=float((scores < 0).mean()),
+            scoring_failed=0.0,
+            **{f"score_q{int(q * 100):02d}": float(v)
+               for q, v in zip(SCORE_QUANTILES, np.quantile(scores, SCORE_QUANTILES),
+                               strict=True)},
+        )
+        metrics["spearman_score_adv"] = (
+            float(spearmanr(scores, adv_std).statistic) if n > 2 else float("nan"))
+        return scores
 
     def _write_ledger(self, it: int, cols: dict, real_idx: np.ndarray, episodes: list,
                       scores: np.ndarray, keep: np.ndarray) -> None:

@@ -1,9 +1,9 @@
 """Scorers: who computes a round's influence scores.
 
 :class:`LocalScorer` runs the attribution code in the learner's own process.
-:class:`AttributionPool` (see :mod:`iif_ray.scorer_pool`) spreads contiguous shards over Ray
-actors. Both return scores in record order and the same figures, so the learner does not care
-which one it holds.
+:class:`~iif_ray.scorer_pool.AttributionPool` spreads contiguous shards over Ray
+actors. Both return scores in record order with the same figures, so the learner does not
+care which one it holds.
 """
 
 from __future__ import annotations
@@ -17,6 +17,10 @@ import numpy as np
 from torch import Tensor
 
 from iif_ray.attribution import FunctionalPolicy, RecordBatch, score_records
+
+
+class ScoringFailedError(RuntimeError):
+    """A round's scores could not be computed; the round must not train silently unfiltered."""
 
 
 @dataclass
@@ -36,6 +40,7 @@ class Scorer(Protocol):
         direction: Mapping[str, Tensor],
         *,
         entropy_coeff: float,
+        module_id: str = "default_policy",
     ) -> ScoreResult: ...
 
     def shutdown(self) -> None: ...
@@ -55,6 +60,7 @@ class LocalScorer:
         direction: Mapping[str, Tensor],
         *,
         entropy_coeff: float,
+        module_id: str = "default_policy",
     ) -> ScoreResult:
         t0 = time.perf_counter()
         scores = score_records(policy, records, direction, method=self.method,

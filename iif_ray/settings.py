@@ -16,6 +16,7 @@ from iif_ray.attribution.selection import check_drop_fraction, check_rule
 from iif_ray.attribution.targets import TARGETS, make_target
 
 MODES = ("filter", "score", "off")
+FALLBACKS = ("raise", "train-unfiltered")
 CONFIG_KEY = "iif"
 
 
@@ -47,6 +48,10 @@ class AttributionSettings:
     scoring_method: ``jvp`` (default, fastest) or ``per-sample``.
     chunk_size: records per scoring chunk (bounds memory); ``None`` scores in one piece.
     num_scorers: Ray actors that score shards in parallel; 0 scores in the learner process.
+    scorer_timeout_s / scorer_max_retries: a scorer silent for longer, or dead, is replaced
+        and its shard re-scored, at most this many times per shard.
+    scoring_fallback: ``raise`` (default) fails the round when scoring cannot complete;
+        ``train-unfiltered`` trains it on every record and logs a warning each time.
     ledger_dir: where per-record Parquet ledgers go; ``None`` writes none.
     shuffle_first_epoch: shuffle kept rows before epoch 1 (RLlib shuffles only from epoch 2).
     min_keep: never drop below this many records in a round.
@@ -64,6 +69,7 @@ class AttributionSettings:
     num_gpus_per_scorer: float = 0.0
     scorer_timeout_s: float = 120.0
     scorer_max_retries: int = 2
+    scoring_fallback: str = "raise"
     ledger_dir: str | None = None
     ledger_obs: bool = False
     shuffle_first_epoch: bool = True
@@ -107,6 +113,9 @@ class AttributionSettings:
             "scorer_timeout_s", self.scorer_timeout_s, positive=True
         )
         _check_nonneg_int("scorer_max_retries", self.scorer_max_retries)
+        if self.scoring_fallback not in FALLBACKS:
+            raise ValueError(f"scoring_fallback must be one of {list(FALLBACKS)}, "
+                             f"got {self.scoring_fallback!r}")
         _check_nonneg_int("min_keep", self.min_keep)
         if self.seed is not None:
             _check_nonneg_int("seed", self.seed)
