@@ -2,16 +2,21 @@
 
 ``scoring``: per preset, run PPO rounds in ``mode="score"`` (every record is scored, none is
 dropped), so the scoring time and the full PPO update time of the *same* rounds sit side by
-side. The first round carries one-off warm-up costs (lazy imports inside ``torch.func``) and is
-reported apart from the steady-state mean the ratio uses.
+side. The first round carries one-off warm-up costs (lazy imports inside ``torch.func``) and
+is reported apart from the steady-state mean the ratio uses.
+
+``pool``: records per second of in-process scoring against pools of 1, 2, ... scorer actors
+on a small workload (the LunarLander network, one 2,048-record round) and heavy ones.
 """
 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from iif_ray.presets import build_config, get_preset
+from iif_ray.presets import PRESETS, build_config, get_preset
 from iif_ray.training import result_row
 
 
@@ -47,3 +52,106 @@ def bench_scoring(presets: list[str], rounds: int = 4, seed: int = 0,
         echo(f"mean over rounds 2..{rounds}: scoring {scoring:.4f} s, update {update:.3f} s")
         echo(f"scoring/update {name}: {ratio:.4f}")
     return ratios
+
+
+@dataclass(frozen=True)
+class PoolWorkload:
+    name: str
+    obs_shape: tuple[int, ...]
+    num_actions: int
+    model: dict
+    records: int
+
+
+POOL_WORKLOADS = {
+    w.name: w for w in (
+        PoolWorkload("lunarlander-2k", (8,), 4, dict(PRESETS["lunarlander"].model), 2048),
+        PoolWorkload("mlp3x512-16k", (8,), 4,
+                     {"fcnet_hiddens": [512, 512, 512], "vf_share_layers": False}, 16_384),
+        PoolWorkload("minigrid-cnn-64k", (7, 7, 3), 7, dict(PRESETS["minigrid"].model), 65_536),
+    )
+}
+
+
+def _pool_workload(w: PoolWorkload, seed: int = 0):
+    import gymnasium as gym
+    import numpy as np
+    import torch
+    from ray.rllib.algorithms.ppo.torch.default_ppo_torch_rl_module import (
+        DefaultPPOTorchRLModule,
+    )
+    from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+    from iif_ray.attribution import RecordBatch, return_target, target_gradient
+    from iif_ray.rllib_policy import functional_policy
+
+    spec = RLModuleSpec(module_class=DefaultPPOTorchRLModule,
+                        observation_space=gym.spaces.Box(-1, 1, w.obs_shape, np.float32),
+                        action_space=gym.spaces.Discrete(w.num_actions), model_config=w.model)
+    torch.manual_seed(seed)
+    policy = functional_policy(spec.build())
+    obs = torch.rand((w.records, *w.obs_shape)) * (0.04 if len(w.obs_shape) == 3 else 2) - (
+        0 if len(w.obs_shape) == 3 else 1)
+    actions = torch.randint(0, w.num_actions, (w.records,))
+    with torch.no_grad():
+        logp = policy.logp(policy.params(), obs, actions)
+    adv = torch.randn(w.records)
+    _, direction = target_gradient(policy, return_target,
+                                   {"obs": obs, "actions": actions, "advantages_raw": adv})
+    return spec, policy, RecordBatch(obs, actions, logp, adv), direction
+
+
+def _records_per_s(scorer, policy, records, direction, reps: int) -> float:
+    scorer.score(policy, records, direction, entropy_coeff=0.0)  # warm-up
+    times = []
+    for _ in range(reps):
+        t0 = time.perf_counter()
+        scorer.score(policy, records, direction, entropy_coeff=0.0)
+        times.append(time.perf_counter() - t0)
+    return len(records) / statistics.median(times)
+
+
+def bench_pool(workloads: list[str], max_scorers: int | None = None, reps: int = 3,
+               echo: Callable[[str], None] = print) -> dict[str, dict[int, float]]:
+    """Records/second of in-process scoring (0) vs pools of 1..max_scorers actors.
+
+    Each figure is the median of ``reps`` timed calls after one warm-up call, measured side
+    by side in one run. Pools use one CPU per scorer, so ``max_scorers`` defaults to the
+    cluster's CPU count.
+    """
+    import ray
+
+    from iif_ray.pool import LocalScorer
+    from iif_ray.scorer_pool import AttributionPool
+
+    cpus = int(ray.cluster_resources().get("CPU", 1))
+    max_scorers = max_scorers or cpus
+    echo(f"cluster: {cpus} CPUs; torch threads in this process: {torch_threads()}")
+    table: dict[str, dict[int, float]] = {}
+    for name in workloads:
+        w = POOL_WORKLOADS[name]
+        spec, policy, records, direction = _pool_workload(w)
+        rates = {0: _records_per_s(LocalScorer(), policy, records, direction, reps)}
+        for k in range(1, max_scorers + 1):
+            pool = AttributionPool({"default_policy": spec}, k, num_cpus_per_scorer=1.0)
+            try:
+                rates[k] = _records_per_s(pool, policy, records, direction, reps)
+            finally:
+                pool.shutdown()
+        table[name] = rates
+        echo(f"== {name}: {w.records} records, {policy.num_params:,} policy parameters")
+        for k, rate in rates.items():
+            label = "local (in-process)" if k == 0 else f"pool, {k} scorer(s)"
+            echo(f"  {label:<20} {rate:>12,.0f} records/s   x{rate / rates[0]:.2f} vs local")
+        # A pool "wins" only when it is clearly faster: 5% absorbs timing noise.
+        beats = [k for k in rates if k > 0 and rates[k] > 1.05 * rates[0]]
+        echo(f"crossover {name}: " + (
+            f"pool beats local from {beats[0]} scorer(s); best {max(rates, key=rates.get)}"
+            if beats else "no pool size beats local scoring by more than 5%"))
+    return table
+
+
+def torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

@@ -109,6 +109,12 @@ def build_parser() -> argparse.ArgumentParser:
     scoring.add_argument("--presets", default="lunarlander,minigrid")
     scoring.add_argument("--rounds", type=_int_at_least(2, "rounds"), default=4)
     scoring.add_argument("--address")
+    pool = bench_sub.add_parser("pool", help="records/s: in-process scoring vs scorer actors")
+    pool.add_argument("--workloads", default="lunarlander-2k,mlp3x512-16k,minigrid-cnn-64k")
+    pool.add_argument("--max-scorers", type=_int_at_least(1, "max-scorers"),
+                      help="largest pool (default: the cluster's CPU count)")
+    pool.add_argument("--reps", type=_int_at_least(1, "reps"), default=3)
+    pool.add_argument("--address")
     return parser
 
 
@@ -225,10 +231,18 @@ def comparison_table(summaries: list[dict], preset: Preset) -> Table:
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
-    from iif_ray.bench import bench_scoring
+    from iif_ray.bench import POOL_WORKLOADS, bench_pool, bench_scoring
     from iif_ray.presets import get_preset
     from iif_ray.ray_session import ray_session
 
+    if args.bench == "pool":
+        workloads = [n.strip() for n in args.workloads.split(",") if n.strip()]
+        unknown = [w for w in workloads if w not in POOL_WORKLOADS]
+        if unknown:
+            raise UsageError(f"unknown workload(s) {unknown}; available: {list(POOL_WORKLOADS)}")
+        with ray_session(args.address):
+            bench_pool(workloads, args.max_scorers, args.reps, echo=console.print)
+        return 0
     names = [n.strip() for n in args.presets.split(",") if n.strip()]
     try:
         for n in names:
