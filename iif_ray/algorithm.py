@@ -7,11 +7,13 @@ from typing import Any
 
 from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
 from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 from ray.util import log_once
 
 from iif_ray.envs import ensure_registered
 from iif_ray.learner import OPTIMIZER_KEY, OPTIMIZERS, IIFPPOTorchLearner
+from iif_ray.modules import IIFPPOTorchRLModule
 from iif_ray.settings import CONFIG_KEY, AttributionSettings
 
 # IIF exists only on RLlib's new API stack; RLlib's one-time "you are on the new API stack"
@@ -32,6 +34,9 @@ class IIFConfig(PPOConfig):
 
     def get_default_learner_class(self) -> type:
         return IIFPPOTorchLearner
+
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(module_class=IIFPPOTorchRLModule)
 
     @property
     def attribution_settings(self) -> AttributionSettings:

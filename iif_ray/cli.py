@@ -115,6 +115,28 @@ def build_parser() -> argparse.ArgumentParser:
                       help="largest pool (default: the cluster's CPU count)")
     pool.add_argument("--reps", type=_int_at_least(1, "reps"), default=3)
     pool.add_argument("--address")
+    sb3 = bench_sub.add_parser("sb3", help="seconds per PPO round: ours vs Stable-Baselines3")
+    sb3.add_argument("--presets", default="lunarlander,acrobot")
+    sb3.add_argument("--rounds", type=_int_at_least(2, "rounds"), default=5)
+    sb3.add_argument("--num-envs", default="1,8", help="sampling layouts to compare")
+    sb3.add_argument("--address")
+
+    sweep = sub.add_parser("sweep", help="run (or resume) a Tune sweep from tune_experiments/")
+    sweep.add_argument("sweep", help="sweep name (tune_experiments/<name>.py) or file path")
+    sweep.add_argument("--envs", default="", help="comma-separated presets (default: sweep's)")
+    sweep.add_argument("--algos", default="ppo,iif,random")
+    sweep.add_argument("--seeds", type=_int_at_least(1, "seeds"), default=3)
+    sweep.add_argument("--first-seed", type=_int_at_least(0, "first-seed"), default=0)
+    sweep.add_argument("--budget-scale", type=float, default=1.0,
+                       help="fraction of each preset's paper budget, in (0, 10]")
+    sweep.add_argument("--eval-episodes", type=_int_at_least(1, "eval-episodes"))
+    sweep.add_argument("--num-envs", type=_int_at_least(1, "num-envs"), default=1)
+    sweep.add_argument("--max-concurrent", type=_int_at_least(1, "max-concurrent"))
+    sweep.add_argument("--out", default="runs/sweep")
+    sweep.add_argument("--address")
+
+    report = sub.add_parser("report", help="report.md and PNG curves from a sweep's rounds.csv")
+    report.add_argument("directory")
     return parser
 
 
@@ -235,6 +257,14 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from iif_ray.presets import get_preset
     from iif_ray.ray_session import ray_session
 
+    if args.bench == "sb3":
+        from iif_ray.baselines import bench_speed
+
+        layouts = tuple(int(x) for x in args.num_envs.split(",") if x)
+        with ray_session(args.address):
+            bench_speed([n.strip() for n in args.presets.split(",") if n.strip()],
+                        rounds=args.rounds, num_envs_options=layouts, echo=console.print)
+        return 0
     if args.bench == "pool":
         workloads = [n.strip() for n in args.workloads.split(",") if n.strip()]
         unknown = [w for w in workloads if w not in POOL_WORKLOADS]
@@ -254,7 +284,39 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bench": cmd_bench}
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from iif_ray.ray_session import ray_session
+    from iif_ray.sweeps import SweepOptions, load_sweep, run_sweep
+
+    try:
+        opts = SweepOptions(
+            envs=[e for e in args.envs.split(",") if e], algos=[a for a in args.algos.split(",")
+                                                               if a],
+            seeds=args.seeds, first_seed=args.first_seed, budget_scale=args.budget_scale,
+            out=args.out, max_concurrent=args.max_concurrent, num_envs=args.num_envs,
+            eval_episodes=args.eval_episodes)
+        module = load_sweep(args.sweep)
+    except (ValueError, FileNotFoundError) as e:
+        raise UsageError(str(e)) from None
+    with ray_session(args.address):
+        path = run_sweep(module, opts)
+    console.print(f"per-round results in {path}; next: iif-ray report {path.parent}")
+    return 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from iif_ray.report import write_report
+
+    try:
+        path = write_report(args.directory)
+    except FileNotFoundError as e:
+        raise UsageError(str(e)) from None
+    console.print(f"wrote {path} and its PNG curves")
+    return 0
+
+
+COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bench": cmd_bench, "sweep": cmd_sweep,
+            "report": cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

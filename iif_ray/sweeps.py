@@ -1,0 +1,190 @@
+"""Tune sweeps: build, run (or resume) and export benchmark grids.
+
+A sweep file (``tune_experiments/*.py``) defines ``tuners(opts: SweepOptions)`` yielding
+``(name, tune.Tuner)`` pairs, usually one per environment because budgets and networks differ
+per environment. :func:`run_sweep` fits each, resuming an experiment directory that already
+exists, and writes every trial's per-round ``bench`` record to one tidy ``rounds.csv``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from iif_ray.benchmark import BENCH_KEY, EVAL_EPISODES, TrialSpec, trial_config
+from iif_ray.presets import algo_settings, get_preset
+
+logger = logging.getLogger(__name__)
+
+ROUNDS_CSV = "rounds.csv"
+ROUND_COLUMNS = ("env", "algo", "seed", "round", "env_steps", "eval_return", "eval_episodes",
+                 "train_return", "frac_dropped", "sampling_s", "scoring_s", "filter_s",
+                 "update_s", "eval_s", "train_s")
+ALGO_KEY = "bench_algo"
+
+
+@dataclass
+class SweepOptions:
+    envs: list[str] = field(default_factory=list)
+    algos: list[str] = field(default_factory=lambda: ["ppo", "iif", "random"])
+    seeds: int = 3
+    first_seed: int = 0
+    budget_scale: float = 1.0
+    out: str = "runs/sweep"
+    max_concurrent: int | None = None
+    num_envs: int = 1
+    eval_episodes: int | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if not (0 < self.budget_scale <= 10):
+            raise ValueError(f"budget_scale must be in (0, 10], got {self.budget_scale}")
+        for env in self.envs:
+            get_preset(env)
+        for algo in self.algos:
+            algo_settings(algo)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+
+def load_sweep(path_or_name: str):
+    """Import a sweep file by path, or ``tune_experiments/<name>.py`` by name."""
+    path = Path(path_or_name)
+    if not path.suffix:
+        path = Path("tune_experiments") / f"{path_or_name}.py"
+    if not path.exists():
+        raise FileNotFoundError(f"sweep {path_or_name!r} not found (looked for {str(path)!r})")
+    spec = importlib.util.spec_from_file_location(f"iif_sweep_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "tuners"):
+        raise ValueError(f"sweep file {str(path)!r} defines no tuners(opts) function")
+    return module
+
+
+def _trial_name(trial) -> str:
+    cfg = trial.config
+    algo = cfg.get("learner_config_dict", {}).get(ALGO_KEY, "trial")
+    return f"{algo}-seed{cfg.get('seed')}-{trial.trial_id}"
+
+
+def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
+    """Grid over algorithm x seed for one environment (paper preset), stopped at its budget."""
+    from ray import tune
+
+    from iif_ray.algorithm import IIFPPO
+
+    preset = get_preset(env)
+    budget = int(math.ceil(preset.timesteps * opts.budget_scale / preset.steps_per_round)
+                 * preset.steps_per_round)
+    eval_episodes = opts.eval_episodes or EVAL_EPISODES.get(env, 10)
+    base = trial_config(TrialSpec(preset, "iif", opts.first_seed, eval_episodes, opts.num_envs))
+    params = base.to_dict()
+    learner_dict = dict(params["learner_config_dict"])
+    variants = []
+    for algo in opts.algos:
+        d = dict(learner_dict)
+        d["iif"] = {**learner_dict["iif"], **algo_settings(algo), **opts.extra.get(algo, {})}
+        d[ALGO_KEY] = algo
+        variants.append(d)
+    params["learner_config_dict"] = tune.grid_search(variants)
+    params["seed"] = tune.grid_search(opts.seed_list)
+    storage = str(Path(opts.out).resolve() / "tune")
+    path = Path(storage) / name
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        stop={"num_env_steps_sampled_lifetime": budget},
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=10, checkpoint_at_end=True,
+                                                num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=3),
+        verbose=1,
+    )
+    if tune.Tuner.can_restore(str(path)):
+        logger.info("resuming %s", path)
+        return tune.Tuner.restore(str(path), trainable=IIFPPO, resume_errored=True,
+                                  restart_errored=False, param_space=params)
+    return tune.Tuner(
+        IIFPPO,
+        param_space=params,
+        tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent,
+                                    trial_dirname_creator=_trial_name,
+                                    trial_name_creator=_trial_name),
+        run_config=run_config,
+    )
+
+
+def rounds_from_results(env: str, results: Iterable) -> pd.DataFrame:
+    """Tidy per-round rows from a Tune ResultGrid (one row per trial and round)."""
+    frames = []
+    for result in results:
+        if result.metrics_dataframe is None or result.metrics_dataframe.empty:
+            continue
+        df = result.metrics_dataframe
+        cfg = result.config
+        algo = cfg["learner_config_dict"].get(ALGO_KEY, "unknown")
+        if algo.endswith("-p-search"):  # one label per sampled drop fraction
+            algo = f"iif-p{cfg['learner_config_dict']['iif']['drop_fraction']:.3f}"
+        out = pd.DataFrame({
+            "env": env,
+            "algo": algo,
+            "seed": int(cfg["seed"]),
+            "round": df["training_iteration"].astype(int),
+        })
+        for col in ROUND_COLUMNS[4:]:
+            key = f"{BENCH_KEY}/{col}"
+            out[col] = df.get(key, math.nan)
+        frames.append(out)
+    if not frames:
+        return pd.DataFrame(columns=list(ROUND_COLUMNS))
+    return pd.concat(frames, ignore_index=True).sort_values(["env", "algo", "seed", "round"])
+
+
+def merge_rounds(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """Replace ``new``'s (env, algo, seed) runs inside an existing rounds file, keep the rest."""
+    if path.exists() and not new.empty:
+        old = pd.read_csv(path)
+        key = ["env", "algo", "seed"]
+        keep = ~old.set_index(key).index.isin(new.set_index(key).index.unique())
+        new = pd.concat([old[keep], new], ignore_index=True)
+    elif path.exists():
+        new = pd.read_csv(path)
+    new = new.sort_values(["env", "algo", "seed", "round"])
+    tmp = path.with_name(f".{path.name}.tmp")
+    new.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, path)
+    return new
+
+
+def run_sweep(module, opts: SweepOptions) -> Path:
+    """Fit every tuner of a sweep module and export ``<out>/rounds.csv``."""
+    out = Path(opts.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rounds_path = out / ROUNDS_CSV
+    for env, tuner in _as_pairs(module.tuners(opts)):
+        results = tuner.fit()
+        merge_rounds(rounds_path, rounds_from_results(env, results))
+        errors = list(results.errors)
+        if errors:
+            logger.error("%d trial(s) of %s failed: %s", len(errors), env, errors[:2])
+    return rounds_path
+
+
+def _as_pairs(items) -> Iterator[tuple[str, Any]]:
+    for item in items:
+        if isinstance(item, tuple):
+            yield item
+        else:
+            raise TypeError("tuners(opts) must yield (env_name, tune.Tuner) pairs")
