@@ -21,18 +21,26 @@ from iif_ray.training import result_row
 
 
 def bench_scoring(presets: list[str], rounds: int = 4, seed: int = 0,
-                  echo: Callable[[str], None] = print) -> dict[str, float]:
-    """Return ``{preset: steady-state scoring/update ratio}`` and print a table per preset."""
+                  echo: Callable[[str], None] = print,
+                  devices: tuple[float, ...] = (0.0,)) -> dict[str, float]:
+    """Return ``{preset: steady-state scoring/update ratio}`` and print a table per preset.
+
+    ``devices`` lists ``num_gpus_per_learner`` values to run side by side (``(0.0, 1.0)``:
+    CPU then GPU, same seed); ratios are keyed ``preset`` for CPU, ``preset@gpu`` for GPU.
+    """
     if rounds < 2:
         raise ValueError(f"rounds must be >= 2 (one warm-up plus measured rounds), got {rounds}")
     ratios: dict[str, float] = {}
-    for name in presets:
+    for name, gpus in ((n, g) for n in presets for g in devices):
         preset = get_preset(name)
-        config = build_config(preset, algo="iif", seed=seed, attribution={"mode": "score"})
+        config = build_config(preset, algo="iif", seed=seed, attribution={"mode": "score"},
+                              num_gpus_per_learner=gpus)
         algo = config.build_algo()
+        label = f"{name}@gpu" if gpus else name
         try:
-            echo(f"== {name}: {preset.env_id}, {preset.steps_per_round} records/round, "
-                 f"{preset.num_epochs} epochs x minibatch {preset.minibatch_size}")
+            echo(f"== {label}: {preset.env_id}, {preset.steps_per_round} records/round, "
+                 f"{preset.num_epochs} epochs x minibatch {preset.minibatch_size}, "
+                 f"learner on {'GPU' if gpus else 'CPU'}")
             echo(f"{'round':>5} {'records':>8} {'scoring_s':>10} {'update_s':>9} {'ratio':>7}")
             rows = []
             for _ in range(rounds):
@@ -47,10 +55,10 @@ def bench_scoring(presets: list[str], rounds: int = 4, seed: int = 0,
         scoring = statistics.mean(r["scoring_s"] for r in steady)
         update = statistics.mean(r["update_s"] for r in steady)
         ratio = scoring / update
-        ratios[name] = ratio
+        ratios[label] = ratio
         echo(f"warm-up round scoring_s: {rows[0]['scoring_s']:.4f} (excluded from the ratio)")
         echo(f"mean over rounds 2..{rounds}: scoring {scoring:.4f} s, update {update:.3f} s")
-        echo(f"scoring/update {name}: {ratio:.4f}")
+        echo(f"scoring/update {label}: {ratio:.4f}")
     return ratios
 
 

@@ -50,6 +50,19 @@ def _int_at_least(minimum: int, what: str):
     return parse
 
 
+def _nonneg_float(what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a number >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
 def _drop_fraction(text: str) -> float:
     try:
         return check_drop_fraction(float(text))
@@ -81,6 +94,12 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-scorers", type=_int_at_least(0, "num-scorers"),
                    help="scorer actors (0: score in the learner process)")
     p.add_argument("--num-env-runners", type=_int_at_least(0, "num-env-runners"), default=0)
+    p.add_argument("--num-learners", type=_int_at_least(0, "num-learners"), default=0,
+                   help="remote learner actors (0: learn in the driver process)")
+    p.add_argument("--num-gpus-per-learner", type=_nonneg_float("num-gpus-per-learner"),
+                   default=0.0, help="GPUs per learner: the PPO update and in-learner scoring")
+    p.add_argument("--num-gpus-per-scorer", type=_nonneg_float("num-gpus-per-scorer"),
+                   help="GPUs per scorer actor (with --num-scorers > 0)")
     p.add_argument("--ledger-obs", action="store_true", help="store observations in the ledger")
     p.add_argument("--address", help="Ray address: omit for an embedded local Ray; 'auto' or a "
                                      "URL for a cluster")
@@ -108,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
     scoring = bench_sub.add_parser("scoring", help="scoring vs PPO update seconds per round")
     scoring.add_argument("--presets", default="lunarlander,minigrid")
     scoring.add_argument("--rounds", type=_int_at_least(2, "rounds"), default=4)
+    scoring.add_argument("--gpu", action="store_true",
+                         help="also run each preset with the learner on a GPU, side by side")
     scoring.add_argument("--address")
     pool = bench_sub.add_parser("pool", help="records/s: in-process scoring vs scorer actors")
     pool.add_argument("--workloads", default="lunarlander-2k,mlp3x512-16k,minigrid-cnn-64k")
@@ -137,6 +158,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="report.md and PNG curves from a sweep's rounds.csv")
     report.add_argument("directory")
+
+    submit = sub.add_parser(
+        "submit", help="run an iif-ray command on a Ray cluster as a Ray job",
+        description="Submit `-- iif-ray <command> ...` as a Ray job (the checkout ships as "
+                    "working_dir), stream its logs and exit with the job's status.")
+    submit.add_argument("--address", help="job API address, e.g. http://127.0.0.1:8265 "
+                                          "(default: RAY_ADDRESS, then the local head)")
+    submit.add_argument("--no-wait", action="store_true",
+                        help="return after submission; print how to follow the job")
+    submit.add_argument("--entrypoint-num-cpus", type=float,
+                        help="CPUs reserved for the driver (default: none, runs on the head)")
+    submit.add_argument("job", nargs=argparse.REMAINDER, metavar="-- iif-ray COMMAND ...")
     return parser
 
 
@@ -166,6 +199,8 @@ def _attribution_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["num_scorers"] = args.num_scorers
     if args.ledger_obs:
         out["ledger_obs"] = True
+    if args.num_gpus_per_scorer is not None:
+        out["num_gpus_per_scorer"] = args.num_gpus_per_scorer
     from iif_ray.settings import AttributionSettings
 
     try:
@@ -196,6 +231,32 @@ def _round_printer(label: str, budget: int):
     return on_round
 
 
+def _resources(args: argparse.Namespace) -> dict[str, Any]:
+    return {"num_env_runners": args.num_env_runners, "num_learners": args.num_learners,
+            "num_gpus_per_learner": args.num_gpus_per_learner}
+
+
+def _check_gpus(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """On an embedded Ray, missing GPUs are a usage error now, not a hang later.
+
+    (A cluster may still be scaling up GPU nodes, so there the request goes through.)
+    """
+    import os
+
+    import ray
+
+    if args.address is not None or os.environ.get("RAY_ADDRESS"):
+        return
+    learners = max(args.num_learners, 1) * args.num_gpus_per_learner
+    scorers = overrides.get("num_scorers", 0) * overrides.get("num_gpus_per_scorer", 0.0)
+    have = ray.cluster_resources().get("GPU", 0.0)
+    if learners + scorers > have:
+        raise UsageError(
+            f"--num-gpus-per-learner {args.num_gpus_per_learner} and --num-gpus-per-scorer "
+            f"{overrides.get('num_gpus_per_scorer', 0.0)} need {learners + scorers:g} GPU(s); "
+            f"this machine's Ray has {have:g} (accepted: at most {have:g} in total)")
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from iif_ray.ray_session import ray_session
     from iif_ray.training import RunSpec, prepare_out_dir, run
@@ -207,13 +268,17 @@ def cmd_train(args: argparse.Namespace) -> int:
     except FileExistsError as e:
         raise UsageError(str(e)) from None
     spec = RunSpec(preset=preset, algo=args.algo, seed=args.seed, timesteps=args.timesteps,
-                   out_dir=str(out), num_env_runners=args.num_env_runners,
-                   attribution=overrides)
+                   out_dir=str(out), attribution=overrides, **_resources(args))
     with ray_session(args.address):
+        _check_gpus(args, overrides)
         summary = run(spec, _round_printer(f"{args.algo} on {preset.env_id} (seed {args.seed})",
                                            spec.budget))
     console.print(f"final return {_fmt(summary['final_return'])} after "
                   f"{summary['env_steps']:,} env steps in {summary['wall_s']:.1f} s")
+    scorers = [s for lr in summary["resources"]["learners"] for s in lr["scorers"]]
+    if scorers:
+        nodes = sorted({s["node_id"][:12] for s in scorers})
+        console.print(f"{len(scorers)} scorer actor(s) ran on node(s) {', '.join(nodes)}")
     console.print(f"results in {out}/ (summary.json, progress.csv, ledger/, checkpoint/)")
     return 0
 
@@ -228,11 +293,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     parent = prepare_out_dir(args.out, overwrite=True)
     summaries = []
     with ray_session(args.address):
+        _check_gpus(args, overrides)
         for seed in range(args.seeds):
             for algo in ("ppo", "iif"):
                 spec = RunSpec(preset=preset, algo=algo, seed=seed, timesteps=timesteps,
                                out_dir=str(parent / f"{algo}-seed{seed}"),
-                               num_env_runners=args.num_env_runners, attribution=overrides)
+                               attribution=overrides, **_resources(args))
                 summaries.append(run(spec, _round_printer(
                     f"{algo} on {preset.env_id} (seed {seed})", timesteps)))
     console.print(comparison_table(summaries, preset))
@@ -280,13 +346,19 @@ def cmd_bench(args: argparse.Namespace) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     with ray_session(args.address):
-        bench_scoring(names, rounds=args.rounds, echo=console.print)
+        if args.gpu:
+            import ray
+
+            if ray.cluster_resources().get("GPU", 0) < 1:
+                raise UsageError("--gpu needs a GPU; this Ray has none")
+        bench_scoring(names, rounds=args.rounds, echo=console.print,
+                      devices=(0.0, 1.0) if args.gpu else (0.0,))
     return 0
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     from iif_ray.ray_session import ray_session
-    from iif_ray.sweeps import SweepOptions, load_sweep, run_sweep
+    from iif_ray.sweeps import SweepError, SweepOptions, load_sweep, run_sweep
 
     try:
         opts = SweepOptions(
@@ -299,7 +371,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     except (ValueError, FileNotFoundError) as e:
         raise UsageError(str(e)) from None
     with ray_session(args.address):
-        path = run_sweep(module, opts)
+        try:
+            path = run_sweep(module, opts)
+        except SweepError as e:
+            print(f"iif-ray sweep: {e}", file=sys.stderr)
+            return 1
     console.print(f"per-round results in {path}; next: iif-ray report {path.parent}")
     return 0
 
@@ -315,8 +391,24 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_submit(args: argparse.Namespace) -> int:
+    from iif_ray.jobs import SubmitError, stream_to_stdout, submit
+
+    command = args.job[1:] if args.job[:1] == ["--"] else args.job
+    try:
+        result = submit(command, address=args.address, wait=not args.no_wait,
+                        entrypoint_num_cpus=args.entrypoint_num_cpus, log=console.print,
+                        stream=stream_to_stdout)
+    except SubmitError as e:
+        raise UsageError(str(e)) from None
+    if result.exit_code is None:
+        return 0
+    console.print(f"job {result.job_id} {result.status.lower()} (exit status {result.exit_code})")
+    return result.exit_code
+
+
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bench": cmd_bench, "sweep": cmd_sweep,
-            "report": cmd_report}
+            "report": cmd_report, "submit": cmd_submit}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -159,6 +159,14 @@ class IIFPPOTorchLearner(PPOTorchLearner):
             self._scorer = self._make_scorer()
         return self._scorer
 
+    def placement(self) -> dict[str, Any]:
+        """Node and device of this learner and of its scorer actors (none when local)."""
+        import ray
+
+        scorers = getattr(self._scorer, "actor_info", None) or []
+        return {"node_id": ray.get_runtime_context().get_node_id(), "device": str(self._device),
+                "scorers": [dict(info) for info in scorers]}
+
     def _make_scorer(self) -> Scorer:
         if self.iif.num_scorers == 0:
             return LocalScorer(self.iif.scoring_method, self.iif.chunk_size)

@@ -138,12 +138,16 @@ def build_config(
     seed: int = 0,
     num_env_runners: int = 0,
     num_envs: int = 1,
+    num_learners: int = 0,
+    num_gpus_per_learner: float = 0.0,
     attribution: dict[str, Any] | None = None,
 ):
     """An :class:`~iif_ray.algorithm.IIFConfig` with the preset's PPO semantics.
 
     ``num_envs > 1`` vectorises sampling (each round then holds ``num_envs`` shorter rollout
     chunks instead of one 2,048-step stream); the paper used one environment.
+    ``num_gpus_per_learner > 0`` runs the PPO update and the in-learner scoring on a GPU
+    (with ``num_learners=0`` the local learner takes the driver's GPU).
     """
     from iif_ray.algorithm import IIFConfig
 
@@ -153,7 +157,7 @@ def build_config(
         IIFConfig()
         .environment(registered_name(preset.env_id), env_config={"kwargs": preset.env_kwargs})
         .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=num_envs)
-        .learners(num_learners=0)
+        .learners(num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner)
         .training(
             optimizer=preset.optimizer,
             lr=preset.lr,

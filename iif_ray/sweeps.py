@@ -173,13 +173,26 @@ def run_sweep(module, opts: SweepOptions) -> Path:
     out = Path(opts.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rounds_path = out / ROUNDS_CSV
+    problems: list[str] = []
     for env, tuner in _as_pairs(module.tuners(opts)):
         results = tuner.fit()
-        merge_rounds(rounds_path, rounds_from_results(env, results))
+        rows = rounds_from_results(env, results)
+        merge_rounds(rounds_path, rows)
         errors = list(results.errors)
         if errors:
             logger.error("%d trial(s) of %s failed: %s", len(errors), env, errors[:2])
+            problems.append(f"{len(errors)} trial(s) of {env} failed (first: {errors[0]})")
+        elif rows.empty:
+            problems.append(
+                f"the trials of {env} reported no per-round results (Tune's result files "
+                "are missing: is TUNE_DISABLE_AUTO_CALLBACK_LOGGERS set?)")
+    if problems:
+        raise SweepError("; ".join(problems) + f"; rows that did finish are in {rounds_path}")
     return rounds_path
+
+
+class SweepError(RuntimeError):
+    """Some trials of a sweep failed or produced nothing; finished rows are kept."""
 
 
 def _as_pairs(items) -> Iterator[tuple[str, Any]]:

@@ -46,6 +46,8 @@ class RunSpec:
     timesteps: int | None = None  # None: the preset's paper budget
     out_dir: str | None = None
     num_env_runners: int = 0
+    num_learners: int = 0
+    num_gpus_per_learner: float = 0.0
     attribution: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -115,7 +117,9 @@ def run(spec: RunSpec, on_round: Callable[[dict], None] | None = None) -> dict[s
         out.mkdir(parents=True, exist_ok=True)
         attribution.setdefault("ledger_dir", str(out / LEDGER))
     config = build_config(spec.preset, algo=spec.algo, seed=spec.seed,
-                          num_env_runners=spec.num_env_runners, attribution=attribution)
+                          num_env_runners=spec.num_env_runners, num_learners=spec.num_learners,
+                          num_gpus_per_learner=spec.num_gpus_per_learner,
+                          attribution=attribution)
     rows: list[dict] = []
     t0 = time.perf_counter()
     algo = config.build_algo()
@@ -135,6 +139,7 @@ def run(spec: RunSpec, on_round: Callable[[dict], None] | None = None) -> dict[s
                 progress_file.flush()
             if on_round is not None:
                 on_round(row)
+        placement = _placement(algo)
         wall = time.perf_counter() - t0
         if out is not None:
             tmp = out / f".{CHECKPOINT}.tmp"
@@ -163,12 +168,23 @@ def run(spec: RunSpec, on_round: Callable[[dict], None] | None = None) -> dict[s
         "mean_scoring_s": _mean(r["scoring_s"] for r in rows),
         "mean_update_s": _mean(r["update_s"] for r in rows),
         "attribution": config.attribution_settings.to_dict(),
+        "resources": {"num_learners": spec.num_learners,
+                      "num_gpus_per_learner": spec.num_gpus_per_learner, **placement},
         "preset_settings": asdict(spec.preset),
         "rounds_detail": rows,
     }
     if out is not None:
         _atomic_write_json(out / SUMMARY, summary)
     return summary
+
+
+def _placement(algo: Any) -> dict[str, Any]:
+    """Where the driver, learners and scorer actors ran: the record of a cluster run."""
+    import ray
+
+    learners = algo.learner_group.foreach_learner(lambda learner: learner.placement())
+    return {"driver_node_id": ray.get_runtime_context().get_node_id(),
+            "learners": [r.get() if hasattr(r, "get") else r for r in learners]}
 
 
 def _mean(values) -> float | None:
