@@ -12,7 +12,13 @@ from ray.tune.execution.placement_groups import PlacementGroupFactory
 from ray.util import log_once
 
 from iif_ray.envs import ensure_registered
-from iif_ray.learner import OPTIMIZER_KEY, OPTIMIZERS, IIFPPOTorchLearner
+from iif_ray.learner import (
+    ADV_NORM_KEY,
+    ADV_NORMS,
+    OPTIMIZER_KEY,
+    OPTIMIZERS,
+    IIFPPOTorchLearner,
+)
 from iif_ray.modules import IIFPPOTorchRLModule
 from iif_ray.settings import CONFIG_KEY, AttributionSettings
 
@@ -52,8 +58,15 @@ class IIFConfig(PPOConfig):
         self.learner_config_dict[CONFIG_KEY] = AttributionSettings.from_dict(merged).to_dict()
         return self
 
-    def training(self, *, optimizer: str | dict | None = NotProvided, **kwargs: Any) -> IIFConfig:
-        """PPO's ``training(...)`` plus ``optimizer="adam"|"sgd"`` (or ``{"type": ..., **kw}``)."""
+    def training(self, *, optimizer: str | dict | None = NotProvided,
+                 advantage_normalization: str = NotProvided, **kwargs: Any) -> IIFConfig:
+        """PPO's ``training(...)`` plus ``optimizer="adam"|"sgd"`` (or ``{"type": ..., **kw}``)
+        and ``advantage_normalization="batch"|"minibatch"`` (SB3's choice: per minibatch)."""
+        if advantage_normalization is not NotProvided:
+            if advantage_normalization not in ADV_NORMS:
+                raise ValueError(f"advantage_normalization must be one of {list(ADV_NORMS)}, "
+                                 f"got {advantage_normalization!r}")
+            self.learner_config_dict[ADV_NORM_KEY] = advantage_normalization
         if optimizer is not NotProvided:
             spec = {"type": optimizer} if isinstance(optimizer, str) else dict(optimizer or {})
             if spec.get("type", "adam") not in OPTIMIZERS:

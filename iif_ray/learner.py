@@ -35,6 +35,8 @@ from iif_ray.settings import CONFIG_KEY, AttributionSettings
 logger = logging.getLogger(__name__)
 
 OPTIMIZER_KEY = "optimizer"
+ADV_NORM_KEY = "advantage_normalization"
+ADV_NORMS = ("batch", "minibatch")
 OPTIMIZERS = ("adam", "sgd")
 SCORE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95)
 STATE_KEY = "iif_learner_state"
@@ -114,6 +116,24 @@ class IIFPPOTorchLearner(PPOTorchLearner):
         self._modules_this_round: list[str] = []
 
     # ---- optimiser
+    def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict,
+                                fwd_out: dict) -> torch.Tensor:
+        """PPO's loss; with ``advantage_normalization="minibatch"`` the raw GAE advantages are
+        standardised within each minibatch first, as Stable-Baselines3 (and the paper) do.
+
+        Scoring always uses the buffer-standardised advantages: minibatches are drawn after
+        the filter, so their composition is not known when records are scored.
+        """
+        if self.config.learner_config_dict.get(ADV_NORM_KEY, "batch") == "minibatch":
+            raw = batch[ADVANTAGES_RAW]
+            mask = batch.get(Columns.LOSS_MASK)
+            real = raw[mask.bool()] if mask is not None else raw
+            std = real.std() if real.numel() > 1 else raw.new_tensor(1.0)
+            batch = dict(batch)
+            batch[Columns.ADVANTAGES] = (raw - real.mean()) / (std + 1e-8)
+        return super().compute_loss_for_module(module_id=module_id, config=config, batch=batch,
+                                               fwd_out=fwd_out)
+
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         params = self.get_parameters(self._module[module_id])
         spec = self.config.learner_config_dict.get(OPTIMIZER_KEY)

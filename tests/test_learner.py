@@ -175,3 +175,39 @@ def test_learner_state_round_trip(tmp_path) -> None:
     twin.set_state(state)
     assert twin.iif_iteration == learner.iif_iteration == 1
     assert twin._select_rng.random() == learner._select_rng.random()
+
+
+@pytest.mark.parametrize("norm", ["batch", "minibatch"])
+def test_advantage_normalization(tmp_path, monkeypatch, norm) -> None:
+    """``minibatch`` standardises raw advantages within each minibatch (as SB3 does);
+    ``batch`` passes the buffer-standardised advantages through unchanged."""
+    from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
+
+    from iif_ray.connectors import ADVANTAGES_RAW
+
+    seen: list[tuple[np.ndarray, np.ndarray]] = []
+    original = PPOTorchLearner.compute_loss_for_module
+
+    def spy(self, *, module_id, config, batch, fwd_out):
+        seen.append((batch[Columns.ADVANTAGES].detach().numpy().copy(),
+                     batch[ADVANTAGES_RAW].detach().numpy().copy()))
+        return original(self, module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
+
+    monkeypatch.setattr(PPOTorchLearner, "compute_loss_for_module", spy)
+    cfg = make_config(str(tmp_path), mode="off").training(advantage_normalization=norm)
+    learner, episodes = build(cfg)
+    update(learner, episodes)
+    assert len(seen) >= 8
+    raw_all = np.concatenate([r for _, r in seen])
+    for adv, raw in seen:
+        if norm == "minibatch":
+            expected = (raw - raw.mean()) / (raw.std(ddof=1) + 1e-8)
+            np.testing.assert_allclose(adv, expected, rtol=1e-4, atol=1e-5)
+        else:  # one affine map of the raw advantages, the buffer's, in every minibatch
+            slope = np.polyfit(raw, adv, 1)[0]
+            assert slope == pytest.approx(1 / np.std(raw_all), rel=0.05)
+
+
+def test_bad_advantage_normalization_is_refused() -> None:
+    with pytest.raises(ValueError, match="advantage_normalization must be one of"):
+        IIFConfig().training(advantage_normalization="episode")

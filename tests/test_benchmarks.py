@@ -1,0 +1,82 @@
+"""Benchmark metrics against hand-computed values, and a short real Tune sweep plus its report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from iif_ray import report
+
+
+def _run(eval_returns: list[float], train_s: float) -> pd.DataFrame:
+    return pd.DataFrame({"round": range(1, len(eval_returns) + 1),
+                         "eval_return": eval_returns, "train_s": train_s})
+
+
+def test_efficiency_on_a_hand_computed_pair(monkeypatch):
+    monkeypatch.setattr(report, "SMOOTH", 1)
+    ppo = _run([float(v) for v in range(11)], train_s=1.0)  # reaches v in round v + 1
+    fast = _run([min(2.0 * r, 10.0) for r in range(11)], train_s=0.5)  # twice as fast
+    eff = report.efficiency(ppo, fast)
+    # Levels 1..10; fast reaches v in round ceil(v / 2) + 1.
+    expected = [1 - (math.ceil(v / 2) + 1) / (v + 1) for v in range(1, 11)]
+    assert eff.se_ave == pytest.approx(np.mean(expected))
+    assert eff.se_peak == pytest.approx(1 - 6 / 11)
+    # Time for fast to reach PPO's peak (6 rounds x 0.5 s) over PPO's whole run (11 s).
+    assert eff.rt_peak == pytest.approx(1 - 3.0 / 11.0)
+    assert eff.reached_peak
+
+
+def test_a_level_never_reached_is_censored_at_r_plus_one(monkeypatch):
+    monkeypatch.setattr(report, "SMOOTH", 1)
+    ppo = _run([0.0, 1.0, 2.0, 3.0], train_s=1.0)
+    flat = _run([0.0, 0.0, 0.0, 0.0], train_s=1.0)
+    eff = report.efficiency(ppo, flat)
+    levels = [0.3 * k for k in range(1, 11)]
+    m_ppo = [next(r for r, v in enumerate([0, 1, 2, 3], 1) if v >= lv) for lv in levels]
+    assert eff.se_ave == pytest.approx(np.mean([1 - 5 / m for m in m_ppo]))
+    assert not eff.reached_peak and eff.rt_peak == pytest.approx(1 - 4 / 4)
+
+
+def test_smoothing_is_a_trailing_mean():
+    curve = pd.Series([0.0, 3.0, 6.0, 3.0])
+    assert report.smoothed(curve) == pytest.approx([0.0, 1.5, 3.0, 4.0])
+
+
+def test_interval_is_the_student_t_interval():
+    values = [0.2, 0.35, 0.1, 0.4]
+    iv = report.interval(values)
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values),
+                              scale=stats.sem(values))
+    assert iv.mean == pytest.approx(np.mean(values))
+    assert iv.half == pytest.approx((hi - lo) / 2)
+    assert report.interval([0.5]).n == 1 and math.isnan(report.interval([]).mean)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_short_tune_sweep_then_report(ray_local, tmp_path, monkeypatch):
+    """Two real Tune trials (PPO and IIF, two rounds each), then the report from their CSV."""
+    from iif_ray.cli import main
+
+    monkeypatch.delenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", raising=False)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "benchmark", "--envs", "cartpole", "--algos", "ppo,iif", "--seeds",
+                 "1", "--budget-scale", "0.04", "--eval-episodes", "3",
+                 "--out", str(out)]) == 0
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert sorted(rounds.algo.unique()) == ["iif", "ppo"]
+    assert rounds.groupby("algo")["round"].max().tolist() == [2, 2]
+    assert (rounds.eval_episodes == 3).all() and rounds.eval_return.notna().all()
+    iif = rounds[rounds.algo == "iif"]
+    assert (iif.frac_dropped > 0).all() and (rounds[rounds.algo == "ppo"].frac_dropped == 0).all()
+    assert ((rounds.train_s > 0) & (rounds.sampling_s > 0) & (rounds.update_s > 0)).all()
+
+    assert main(["report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "cartpole" in text and "SE_ave" in text
+    assert (out / "curves_cartpole.png").stat().st_size > 1000
