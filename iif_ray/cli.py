@@ -63,6 +63,16 @@ def _nonneg_float(what: str):
     return parse
 
 
+def _int_list(text: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        values = []
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected rounds >= 1 like 2,5,10, got {text!r}")
+    return values
+
+
 def _drop_fraction(text: str) -> float:
     try:
         return check_drop_fraction(float(text))
@@ -101,6 +111,8 @@ def _add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--num-gpus-per-scorer", type=_nonneg_float("num-gpus-per-scorer"),
                    help="GPUs per scorer actor (with --num-scorers > 0)")
     p.add_argument("--ledger-obs", action="store_true", help="store observations in the ledger")
+    p.add_argument("--mode", choices=("filter", "score", "off"),
+                   help="filter: score and drop (IIF); score: score and log, train on all")
     p.add_argument("--address", help="Ray address: omit for an embedded local Ray; 'auto' or a "
                                      "URL for a cluster")
 
@@ -159,6 +171,23 @@ def build_parser() -> argparse.ArgumentParser:
     report = sub.add_parser("report", help="report.md and PNG curves from a sweep's rounds.csv")
     report.add_argument("directory")
 
+    diagnose = sub.add_parser(
+        "diagnose", help="plots of what drove or harmed learning in a run (RUN/diagnostics/)")
+    diagnose.add_argument("run", help="run directory of iif-ray train (best with --ledger-obs)")
+    diagnose.add_argument("--intervene", type=_int_list, metavar="K1,K2,...",
+                          help="rounds to retrain unfiltered / without harmful / without "
+                               "random records")
+    diagnose.add_argument("--seeds", type=_int_at_least(1, "seeds"), default=3,
+                          help="seeds of the intervention")
+    diagnose.add_argument("--episodes", type=_int_at_least(1, "episodes"), default=100,
+                          help="evaluation episodes per intervention variant")
+    diagnose.add_argument("--probes-out", metavar="FILE.parquet",
+                          help="instead: write a probe file of the states where the agent "
+                               "chose --probe-action in --probe-round")
+    diagnose.add_argument("--probe-round", type=_int_at_least(1, "probe-round"))
+    diagnose.add_argument("--probe-action", type=_int_at_least(0, "probe-action"))
+    diagnose.add_argument("--address")
+
     submit = sub.add_parser(
         "submit", help="run an iif-ray command on a Ray cluster as a Ray job",
         description="Submit `-- iif-ray <command> ...` as a Ray job (the checkout ships as "
@@ -199,6 +228,8 @@ def _attribution_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["num_scorers"] = args.num_scorers
     if args.ledger_obs:
         out["ledger_obs"] = True
+    if args.mode is not None:
+        out["mode"] = args.mode
     if args.num_gpus_per_scorer is not None:
         out["num_gpus_per_scorer"] = args.num_gpus_per_scorer
     from iif_ray.settings import AttributionSettings
@@ -407,8 +438,33 @@ def cmd_submit(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_diagnose(args: argparse.Namespace) -> int:
+    from iif_ray.diagnostics import diagnose, write_probes
+
+    try:
+        if args.probes_out:
+            if args.probe_round is None or args.probe_action is None:
+                raise UsageError("--probes-out needs --probe-round and --probe-action")
+            n = write_probes(args.run, args.probes_out, args.probe_round, args.probe_action)
+            console.print(f"wrote {n} probe states to {args.probes_out}; use it with "
+                          f"--target action --target-option probe_file={args.probes_out}")
+            return 0
+        if args.intervene:
+            from iif_ray.ray_session import ray_session
+
+            with ray_session(args.address):
+                index = diagnose(args.run, intervene_rounds=args.intervene, seeds=args.seeds,
+                                 episodes=args.episodes, echo=console.print)
+        else:
+            index = diagnose(args.run, echo=console.print)
+    except (FileNotFoundError, ValueError) as e:
+        raise UsageError(str(e)) from None
+    console.print(f"wrote {index} and its plots")
+    return 0
+
+
 COMMANDS = {"train": cmd_train, "demo": cmd_demo, "bench": cmd_bench, "sweep": cmd_sweep,
-            "report": cmd_report, "submit": cmd_submit}
+            "report": cmd_report, "submit": cmd_submit, "diagnose": cmd_diagnose}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -111,6 +111,10 @@ class IIFPPOTorchLearner(PPOTorchLearner):
         self._ledger = LedgerWriter(self.iif.ledger_dir) if self.iif.ledger_dir else None
         self._update_t0: float | None = None
         self.last_direction: dict[str, Any] | None = None  # for inspection and tests
+        self.last_scores: np.ndarray | None = None  # the latest round's scores, record order
+        # Keep mask for the next round only, replacing the selection rule: how a targeted
+        # intervention retrains one round without chosen records.
+        self.forced_keep: np.ndarray | None = None
         if self.iif.scores and self.iif.num_scorers > 0:
             self._scorer = self._make_scorer()  # start actors now, not inside round 1
         self._modules_this_round: list[str] = []
@@ -232,7 +236,12 @@ class IIFPPOTorchLearner(PPOTorchLearner):
         metrics: dict[str, float] = {"num_records": float(n)}
         scores = self._score(module_id, real, adv_std, metrics) if settings.scores and n else None
 
-        if settings.filters and scores is not None:
+        forced, self.forced_keep = self.forced_keep, None
+        if forced is not None:  # a one-round override (targeted intervention)
+            if len(forced) != n:
+                raise ValueError(f"forced keep mask has {len(forced)} entries for {n} records")
+            keep = np.asarray(forced, dtype=bool)
+        elif settings.filters and scores is not None:
             sel = select(scores, settings.selection, settings.drop_fraction,
                          advantages=adv_std, rng=self._select_rng, iteration=it,
                          min_keep=settings.min_keep)
@@ -289,6 +298,7 @@ class IIFPPOTorchLearner(PPOTorchLearner):
             metrics["scoring_failed"] = 1.0
             return None
         scores = result.scores
+        self.last_scores = scores
         metrics.update(
             scoring_s=time.perf_counter() - t0,
             transfer_s=result.transfer_s,

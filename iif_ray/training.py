@@ -33,7 +33,8 @@ LEDGER = "ledger"
 
 ROW_FIELDS = (
     "iteration", "env_steps", "episode_return_mean", "num_episodes", "frac_dropped",
-    "frac_negative", "spearman_score_adv", "num_records", "scoring_s", "update_s",
+    "frac_negative", "spearman_score_adv", "target_value", "num_records", "scoring_s",
+    "update_s",
     "sampling_s", "iter_s", "wall_s",
 )
 
@@ -79,6 +80,7 @@ def result_row(result: dict, wall_s: float) -> dict[str, float]:
         "frac_dropped": _get(iif, "frac_dropped"),
         "frac_negative": _get(iif, "frac_negative"),
         "spearman_score_adv": _get(iif, "spearman_score_adv"),
+        "target_value": _get(iif, "target_value"),
         "num_records": _get(iif, "num_records"),
         "scoring_s": _get(iif, "scoring_s", default=0.0),
         "update_s": _get(iif, "update_s"),

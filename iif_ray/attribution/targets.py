@@ -105,7 +105,7 @@ class ActionTarget:
             raise ValueError(f"probe file {str(path)!r}: expected .npz or .parquet")
         return cls(
             probe_obs=torch.as_tensor(np.asarray(obs, dtype=np.float32)),
-            probe_actions=None if actions is None else torch.as_tensor(actions),
+            probe_actions=None if actions is None else torch.as_tensor(np.array(actions)),
             action=action,
         )
 
