@@ -62,8 +62,11 @@ def diagnose(run_dir: str | Path, *, intervene_rounds: list[int] | None = None,
             parts += ["### Monte-Carlo advantages from repeat visits", "",
                       "![mc](mc_advantage.png)", "",
                       f"Spearman(score, A_mc x A_hat) over {h['mc_records']:,} records with "
-                      f"repeat visits: **{_fmt(h['spearman_score_mc_x_adv'])}** (paper: about "
-                      f"-0.67). Sign mismatch between A_mc and A_hat: "
+                      f"repeat visits: **{_fmt(h['spearman_score_mc_x_adv'])}** (the paper "
+                      "reports about -0.67; here a positive score means helpful, and records "
+                      "whose GAE sign agrees with A_mc score high, so agreement with the "
+                      "paper's finding shows as a positive correlation). Sign mismatch "
+                      "between A_mc and A_hat: "
                       f"{_fmt(h['sign_mismatch_bottom'])} among the bottom 10% of scores vs "
                       f"{_fmt(h['sign_mismatch_all'])} over all. Records: "
                       "`mc_advantages.parquet`.", ""]
