@@ -67,8 +67,13 @@ class IIFConfig(PPOConfig):
                 raise ValueError(f"advantage_normalization must be one of {list(ADV_NORMS)}, "
                                  f"got {advantage_normalization!r}")
             self.learner_config_dict[ADV_NORM_KEY] = advantage_normalization
+        if isinstance(optimizer, dict) and "type" not in optimizer:
+            # RLlib's own (legacy) ``optimizer`` dict, e.g. from ``from_dict`` under Tune:
+            # it is not ours, and must not overwrite the learner's optimizer choice.
+            kwargs["optimizer"] = optimizer
+            optimizer = NotProvided
         if optimizer is not NotProvided:
-            spec = {"type": optimizer} if isinstance(optimizer, str) else dict(optimizer or {})
+            spec = {"type": optimizer} if isinstance(optimizer, str) else dict(optimizer)
             if spec.get("type", "adam") not in OPTIMIZERS:
                 raise ValueError(f"optimizer must be one of {list(OPTIMIZERS)}, got {optimizer!r}")
             self.learner_config_dict[OPTIMIZER_KEY] = spec

@@ -57,9 +57,7 @@ class Preset:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     optimizer: str = "sgd"
     lr: float = 5e-3
-    # Per-minibatch standardisation of advantages, as SB3 (the paper's base) does. Buffer-wide
-    # standardisation made PPO reach FrozenLake's goal fast and then collapse in 9 of 9 runs
-    # (results/ablation-adv-norm-batch/); per minibatch it learns like SB3 and stays at 1.0.
+    # Per-minibatch standardisation of advantages, as SB3 (the paper's base) does.
     advantage_normalization: str = "minibatch"
     model: dict[str, Any] = field(default_factory=lambda: dict(_MLP))
     steps_per_round: int = 2048

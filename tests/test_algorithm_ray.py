@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 from ray.rllib.algorithms.algorithm import Algorithm
 
 from iif_ray.algorithm import IIFPPO, IIFConfig
@@ -82,3 +83,18 @@ def test_bad_attribution_values_fail_at_configuration() -> None:
         IIFConfig().attribution(num_scorers=-1)
     with pytest.raises(ValueError, match="optimizer must be one of"):
         IIFConfig().training(optimizer="rmsprop")
+
+
+def test_config_dict_round_trip_keeps_the_optimizer_and_normalisation() -> None:
+    """Tune rebuilds trial configs with ``from_dict``; RLlib's own legacy ``optimizer`` key
+    must not reset the learner's optimizer (it once turned SGD presets into Adam)."""
+    from iif_ray.algorithm import IIFConfig
+    from iif_ray.learner import make_optimizer
+
+    cfg = build_config(get_preset("frozenlake"), algo="ppo")
+    back = IIFConfig.from_dict(cfg.to_dict())
+    assert back.learner_config_dict["optimizer"] == {"type": "sgd"}
+    assert back.learner_config_dict["advantage_normalization"] == "minibatch"
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(make_optimizer(params, back.learner_config_dict["optimizer"]),
+                      torch.optim.SGD)
