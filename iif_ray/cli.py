@@ -180,13 +180,13 @@ def build_parser() -> argparse.ArgumentParser:
     diagnose.add_argument("--seeds", type=_int_at_least(1, "seeds"), default=3,
                           help="seeds of the intervention")
     diagnose.add_argument("--episodes", type=_int_at_least(1, "episodes"), default=100,
-                          help="evaluation episodes per intervention variant")
+                          help="evaluation episodes per intervention variant (return target)")
     diagnose.add_argument("--probes-out", metavar="FILE.parquet",
                           help="instead: write a probe file of the states where the agent "
                                "chose --probe-action in --probe-round")
     diagnose.add_argument("--probe-round", type=_int_at_least(1, "probe-round"))
     diagnose.add_argument("--probe-action", type=_int_at_least(0, "probe-action"))
-    diagnose.add_argument("--address")
+    diagnose.add_argument("--address", help="Ray address for --intervene (default: embedded)")
 
     submit = sub.add_parser(
         "submit", help="run an iif-ray command on a Ray cluster as a Ray job",

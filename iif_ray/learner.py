@@ -112,6 +112,7 @@ class IIFPPOTorchLearner(PPOTorchLearner):
         self._update_t0: float | None = None
         self.last_direction: dict[str, Any] | None = None  # for inspection and tests
         self.last_scores: np.ndarray | None = None  # the latest round's scores, record order
+        self.last_target_batch: dict[str, Any] | None = None  # what the target saw last round
         # Keep mask for the next round only, replacing the selection rule: how a targeted
         # intervention retrains one round without chosen records.
         self.forced_keep: np.ndarray | None = None
@@ -282,6 +283,7 @@ class IIFPPOTorchLearner(PPOTorchLearner):
             "advantages_raw": real[ADVANTAGES_RAW],
         }
         value, local_direction = target_gradient(policy, self._target, target_batch)
+        self.last_target_batch = target_batch
         direction = self._all_reduce_direction(local_direction, n)
         self.last_direction = {"local": local_direction, "global": direction, "n": n}
         records = RecordBatch(real[Columns.OBS], real[Columns.ACTIONS],
@@ -341,6 +343,18 @@ class IIFPPOTorchLearner(PPOTorchLearner):
         }
         obs = real(Columns.OBS) if self.iif.ledger_obs else None
         self._ledger.write(it, self._rank, columns, obs=obs)
+
+    def target_value(self, module_id: str = "default_policy") -> float:
+        """The target at the current parameters, on the latest scored round's batch.
+
+        A targeted intervention reads it after each retrained update, to measure what the
+        removal did to the target (e.g. the probe action's log-probability).
+        """
+        if self.last_target_batch is None:
+            raise ValueError("no round has been scored yet")
+        policy = self.functional_policy(module_id)
+        with torch.no_grad():
+            return float(self._target(policy.bind(policy.params()), self.last_target_batch))
 
     # ---- state
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict:

@@ -211,3 +211,36 @@ def test_advantage_normalization(tmp_path, monkeypatch, norm) -> None:
 def test_bad_advantage_normalization_is_refused() -> None:
     with pytest.raises(ValueError, match="advantage_normalization must be one of"):
         IIFConfig().training(advantage_normalization="episode")
+
+
+def test_forced_keep_replaces_the_selection_for_one_round(tmp_path) -> None:
+    """The targeted intervention's hook: the given mask decides what trains, once."""
+    learner, episodes = build(make_config(str(tmp_path), drop_fraction=0.5))
+    mask = np.arange(N_STEPS) % 3 != 0
+    learner.forced_keep = mask
+    update(learner, episodes)
+    table = read_ledger(str(tmp_path))
+    np.testing.assert_array_equal(table.column("kept").to_numpy(zero_copy_only=False), mask)
+    assert set(rows(np.concatenate(learner.seen))) == set(rows(ledger_obs(table, mask)))
+    assert learner.forced_keep is None
+
+
+def test_target_value_is_the_target_at_the_current_parameters(tmp_path) -> None:
+    """Before the update it is the logged ``target_value``; after it, the same probes'
+    mean log-probability under the updated policy."""
+    import copy
+
+    learner, episodes = build(make_config(str(tmp_path), mode="score", target="action",
+                                          target_options={"action": 1}))
+    before = copy.deepcopy(learner.get_state())
+    logged = update(learner, episodes)["iif"]["target_value"]
+    batch = learner.last_target_batch
+    module = learner.module["default_policy"]
+    with torch.no_grad():
+        logits = module.forward_train(
+            {Columns.OBS: batch["obs"][batch["actions"] == 1]})[Columns.ACTION_DIST_INPUTS]
+        expected = torch.log_softmax(logits, -1)[:, 1].mean().item()
+    assert learner.target_value() == pytest.approx(expected, rel=1e-5)
+    assert expected != pytest.approx(logged, rel=1e-6)  # the update moved it
+    learner.set_state(before)
+    assert learner.target_value() == pytest.approx(logged, rel=1e-5)

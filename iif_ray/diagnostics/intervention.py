@@ -1,17 +1,20 @@
 """Targeted intervention: retrain one round without chosen records and measure the effect.
 
-For each seed, PPO runs (scoring every record, dropping none) up to round k. Round k's
-buffer is sampled once; from the same snapshot of the learner (weights, optimizer, RNGs) the
-round is then trained three ways on that very buffer: (a) unfiltered, (b) without the records
-with negative influence on the return, (c) without as many records drawn at random. Each
-updated policy is evaluated on the same seeded episodes; the report is the change in return
-of (b) and (c) against (a). The paper (§4.3, Fig. 5) finds (b) mostly positive and (c) mostly
-negative.
+For each seed, PPO runs (scoring every record against the run's target, dropping none) up to
+round k. Round k's buffer is sampled once; from the same snapshot of the learner (weights,
+optimiser, RNGs) the round is then trained three ways on that very buffer, each with the same
+minibatch shuffling seed: (a) unfiltered, (b) without every record with negative influence on
+the target, (c) without as many records drawn at random. Each updated policy is measured the
+same way (return target: mean return over the same seeded stochastic episodes; action target:
+the probe action's probability at the probe states) and (b), (c) are reported as the change
+against (a). The paper (§4.3, Fig. 5) finds (b) mostly positive and (c) mostly negative.
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,9 +25,16 @@ import torch
 from iif_ray.diagnostics.ledgers import pyplot
 from iif_ray.presets import Preset, build_config
 
+VARIANTS = ("unfiltered", "influence", "random")
+MODULE_ID = "default_policy"
+
 
 def evaluate(module, preset: Preset, episodes: int, seed: int) -> float:
-    """Mean return of the stochastic policy over ``episodes`` seeded episodes."""
+    """Mean return of the stochastic policy over ``episodes`` seeded episodes.
+
+    Episode ``e`` always starts from env seed ``(seed, e)`` and the action sampling from
+    torch seed ``seed``, so policies are compared on common random numbers.
+    """
     from ray.rllib.core.columns import Columns
 
     from iif_ray.envs import make_env
@@ -50,78 +60,125 @@ def evaluate(module, preset: Preset, episodes: int, seed: int) -> float:
     return total / episodes
 
 
+def metric_name(target: str) -> str:
+    return "return" if target == "return" else "probe_probability"
+
+
 def intervene(summary: dict, rounds: list[int], seeds: list[int], episodes: int,
               echo: Callable[[str], None] = print) -> pd.DataFrame:
-    """One row per (seed, round, variant) with the evaluated return and the change vs (a)."""
+    """One row per (seed, round, variant): the measured value and its change vs (a)."""
     preset = Preset(**summary["preset_settings"])
-    target = summary["attribution"].get("target", "return")
-    if target != "return":
-        raise ValueError(f"intervention measures the return; the run's target is {target!r}")
+    settings = summary.get("attribution", {})
+    target = settings.get("target", "return")
+    attribution = {"mode": "score", "ledger_dir": None, "num_scorers": 0, "target": target,
+                   "target_options": dict(settings.get("target_options") or {})}
     last = max(rounds)
-    rows = []
+    total = len(seeds) * len(rounds)
+    rows: list[dict] = []
+    t0 = time.perf_counter()
     for seed in seeds:
-        config = build_config(preset, algo="iif", seed=seed,
-                              attribution={"mode": "score", "ledger_dir": None,
-                                           "num_scorers": 0})
-        algo = config.build_algo()
+        algo = build_config(preset, algo="iif", seed=seed,
+                            attribution=attribution).build_algo()
         try:
             learner = algo.learner_group._learner
             steps = 0
             for k in range(1, last + 1):
                 if k in rounds:
-                    rows += _one_round(algo, learner, preset, k, seed, steps, episodes)
-                    r = rows[-3:]
-                    echo(f"seed {seed} round {k}: unfiltered {r[0]['return']:.3f}, "
-                         f"delta influence {r[1]['delta']:+.3f}, random {r[2]['delta']:+.3f} "
-                         f"({r[1]['dropped']} records dropped)")
-                result = algo.train()  # the round itself, unfiltered, to reach round k + 1
+                    new = _one_round(algo, learner, preset, target, k, seed, steps, episodes)
+                    rows += new
+                    done = len(rows) // len(VARIANTS)
+                    echo(f"[{done}/{total}] seed {seed} round {k}: {metric_name(target)} "
+                         f"{new[0]['value']:.3f}, without harmful {new[1]['delta']:+.3f}, "
+                         f"without random {new[2]['delta']:+.3f} ({new[1]['dropped']}/"
+                         f"{new[0]['records']} dropped, {time.perf_counter() - t0:.0f} s)")
+                result = algo.train()  # round k itself, unfiltered, to reach round k + 1
                 steps = int(result.get("num_env_steps_sampled_lifetime", steps))
         finally:
             algo.stop()
     return pd.DataFrame(rows)
 
 
-def _one_round(algo, learner, preset: Preset, k: int, seed: int, steps: int,
+def _one_round(algo, learner, preset: Preset, target: str, k: int, seed: int, steps: int,
                episodes: int) -> list[dict]:
+    """Round k three ways on one buffer, from one learner snapshot; the learner is left at
+    the snapshot afterwards, so the run goes on as plain PPO."""
     batch = algo.env_runner.sample(num_timesteps=preset.steps_per_round, random_actions=False)
-    snapshot = learner.get_state()
+    snapshot = copy.deepcopy(learner.get_state())
     update = {"timesteps": {"num_env_steps_sampled_lifetime": steps + preset.steps_per_round},
               "num_epochs": preset.num_epochs, "minibatch_size": preset.minibatch_size,
               "shuffle_batch_per_epoch": True}
-    module_id = "default_policy"
+    update_seed = 1_000_003 * seed + k
     eval_seed = 10_000 * seed + k
-    out = []
-    learner.update(episodes=copy.deepcopy(batch), **update)
+
+    def train_and_measure(keep: np.ndarray | None) -> float:
+        learner.set_state(copy.deepcopy(snapshot))
+        learner.forced_keep = keep
+        np.random.seed(update_seed)  # RLlib shuffles minibatches with numpy's global RNG
+        torch.manual_seed(update_seed)
+        learner.update(episodes=copy.deepcopy(batch), **update)
+        if target == "return":
+            return evaluate(learner.module[MODULE_ID], preset, episodes, eval_seed)
+        return math.exp(learner.target_value(MODULE_ID))
+
+    base = train_and_measure(None)
     scores = learner.last_scores.copy()
-    base = evaluate(learner.module[module_id], preset, episodes, eval_seed)
-    out.append({"seed": seed, "round": k, "variant": "unfiltered", "return": base,
-                "dropped": 0, "delta": 0.0})
+    n = len(scores)
     harmful = scores < 0
     rng = np.random.default_rng([seed, k])
-    random_drop = np.zeros(len(scores), dtype=bool)
-    random_drop[rng.choice(len(scores), int(harmful.sum()), replace=False)] = True
+    random_drop = np.zeros(n, dtype=bool)
+    random_drop[rng.choice(n, int(harmful.sum()), replace=False)] = True
+    row = {"seed": seed, "round": k, "metric": metric_name(target), "records": n,
+           "episodes": episodes if target == "return" else 0}
+    out = [{**row, "variant": "unfiltered", "value": base, "dropped": 0, "delta": 0.0}]
     for variant, drop in (("influence", harmful), ("random", random_drop)):
-        learner.set_state(copy.deepcopy(snapshot))
-        learner.forced_keep = ~drop
-        learner.update(episodes=copy.deepcopy(batch), **update)
-        ret = evaluate(learner.module[module_id], preset, episodes, eval_seed)
-        out.append({"seed": seed, "round": k, "variant": variant, "return": ret,
-                    "dropped": int(drop.sum()), "delta": ret - base})
-    # Continue the run from the unfiltered update, as plain PPO would.
+        value = train_and_measure(~drop)
+        out.append({**row, "variant": variant, "value": value, "dropped": int(drop.sum()),
+                    "delta": value - base})
     learner.set_state(copy.deepcopy(snapshot))
     return out
 
 
-def plot_intervention(df: pd.DataFrame, path: Path) -> None:
+def summarise(df: pd.DataFrame) -> tuple[pd.DataFrame, tuple[float, float]]:
+    """Per removal: median and mean change, share of (seed, round) pairs with a gain; and
+    the shares of pairs where removing harmful records did better than / as well as
+    removing random ones."""
+    rows = []
+    paired = df.pivot_table(index=["seed", "round"], columns="variant", values="delta")
+    for variant in ("influence", "random"):
+        d = df.loc[df["variant"] == variant, "delta"]
+        rows.append({"variant": variant, "n": len(d), "median_delta": float(d.median()),
+                     "mean_delta": float(d.mean()), "share_positive": float((d > 0).mean()),
+                     "share_negative": float((d < 0).mean())})
+    better = float((paired["influence"] > paired["random"]).mean())
+    tie = float((paired["influence"] == paired["random"]).mean())
+    return pd.DataFrame(rows), (better, tie)
+
+
+def plot_intervention(df: pd.DataFrame, path: Path, metric: str = "return") -> None:
     plt = pyplot()
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(10, 3.8),
+                                  gridspec_kw={"width_ratios": [1, 2]})
     deltas = [df.loc[df["variant"] == v, "delta"].to_numpy() for v in ("influence", "random")]
-    fig, ax = plt.subplots(figsize=(4.5, 3.5))
-    labels = ["without harmful\n(influence < 0)", "without random\n(same count)"]
-    ax.boxplot(deltas, tick_labels=labels)
+    ax.boxplot(deltas, tick_labels=["without harmful\n(influence < 0)",
+                                    "without random\n(same count)"])
     ax.axhline(0, color="gray", lw=0.5)
     n_rounds, n_seeds = df["round"].nunique(), df["seed"].nunique()
-    ax.set(ylabel="change in return vs unfiltered",
+    ax.set(ylabel=f"change in {metric.replace('_', ' ')} vs unfiltered",
            title=f"{n_rounds} round(s) x {n_seeds} seed(s)")
+    rounds = sorted(df["round"].unique().tolist())
+    for off, variant, colour in ((-0.18, "influence", "tab:blue"), (0.18, "random", "tab:orange")):
+        data = [df.loc[(df["variant"] == variant) & (df["round"] == r), "delta"].to_numpy()
+                for r in rounds]
+        bp = ax2.boxplot(data, positions=np.arange(len(rounds)) + off, widths=0.3,
+                         patch_artist=True, manage_ticks=False)
+        for box in bp["boxes"]:
+            box.set(facecolor=colour, alpha=0.6)
+        ax2.plot([], [], color=colour, lw=6, alpha=0.6,
+                 label="without harmful" if variant == "influence" else "without random")
+    ax2.axhline(0, color="gray", lw=0.5)
+    ax2.set_xticks(np.arange(len(rounds)), [str(r) for r in rounds])
+    ax2.set(xlabel="round k", title="per round, over seeds")
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -1,9 +1,8 @@
-"""Diagnosis of learning (return target): which records helped or harmed the round's return.
+"""Diagnosis of learning (return target): which records helped or harmed each round's update.
 
 Per round: the share of negative (harmful) records, Spearman(score, advantage), the top and
-bottom records; pooled: influence against advantage. With repeated discrete states
-(FrozenLake) Monte-Carlo advantages from repeat visits show whether bottom records carry
-advantage sign errors (the paper reports Spearman(score, A_mc * A_hat) of about -0.67).
+bottom records. With repeated discrete states (FrozenLake), Monte-Carlo advantages from
+repeat visits show whether bottom records carry advantage sign errors (paper §4.1, Fig. 3).
 """
 
 from __future__ import annotations
@@ -13,13 +12,25 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iif_ray.diagnostics.ledgers import discrete_states, pyplot, state_summaries
-from iif_ray.diagnostics.stats import mc_advantages, spearman
+from iif_ray.diagnostics.ledgers import (
+    FROZENLAKE_MOVES,
+    action_labels,
+    discrete_states,
+    frozenlake_map,
+    grid_side,
+    pyplot,
+    show_rounds,
+    state_summaries,
+)
+from iif_ray.diagnostics.stats import base_episode_id, mc_advantages, spearman
 
 RECORD_COLUMNS = ["iteration", "episode_id", "t", "state", "action", "advantage", "score"]
+BOTTOM_FRACTION = 0.1  # "bottom records" of a round for the sign-mismatch comparison
+GRID_RECORDS = 100  # records per picture in the grid view (the paper shows 100)
 
 
 def per_round(frame: pd.DataFrame) -> pd.DataFrame:
+    """Share of negative records and Spearman(score, advantage) per round."""
     rows = []
     for it, g in frame.groupby("iteration"):
         rows.append({"round": int(it), "records": len(g),
@@ -28,76 +39,178 @@ def per_round(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def extremes(frame: pd.DataFrame, rounds: list[int], k: int = 5) -> pd.DataFrame:
-    """The ``k`` highest and lowest scored records of each of ``rounds``."""
-    parts = []
-    for it in rounds:
-        g = frame[frame["iteration"] == it].sort_values("score", kind="stable")
-        for kind, rows in (("top", g.tail(k)[::-1]), ("bottom", g.head(k))):
-            parts.append(rows.assign(kind=kind))
-    if not parts:
-        return pd.DataFrame()
-    out = pd.concat(parts)[["kind", *RECORD_COLUMNS]]
-    return out.assign(episode_id=out["episode_id"].astype(str).str[:8])
-
-
-def pick_rounds(rounds: list[int], n: int = 3) -> list[int]:
-    idx = np.unique(np.linspace(0, len(rounds) - 1, min(n, len(rounds))).round().astype(int))
-    return [rounds[i] for i in idx]
-
-
-def mc_analysis(frame: pd.DataFrame, gamma: float, bottom_frac: float = 0.1) -> pd.DataFrame:
-    """Per record ``A_mc``, ``A_mc * A_hat`` and sign mismatch, for rounds with repeat visits."""
+def extremes(frame: pd.DataFrame, k: int = 5) -> pd.DataFrame:
+    """The ``k`` highest and lowest scored records of every round."""
     parts = []
     for _, g in frame.groupby("iteration"):
+        g = g.sort_values("score", kind="stable")
+        parts.append(g.tail(k)[::-1].assign(kind="top"))
+        parts.append(g.head(k).assign(kind="bottom"))
+    out = pd.concat(parts)
+    cols = ["kind", *RECORD_COLUMNS] + (["move"] if "move" in out else [])
+    return out[cols].reset_index(drop=True)
+
+
+def unfinished_chunks(frame: pd.DataFrame) -> dict[int, set[str]]:
+    """Per round, the episode chunks cut off by the end of the buffer: those whose episode
+    goes on in the next round (the last round: its buffer's last chunk)."""
+    rounds = sorted(frame["iteration"].unique().tolist())
+    base = frame["episode_id"].map(base_episode_id)
+    out: dict[int, set[str]] = {}
+    for k, nxt in zip(rounds, [*rounds[1:], None], strict=True):
+        here = frame["iteration"] == k
+        if nxt is None:
+            out[k] = {frame.loc[here, "episode_id"].iloc[-1]}
+        else:
+            going_on = set(base[frame["iteration"] == nxt])
+            out[k] = set(frame.loc[here & base.isin(going_on), "episode_id"])
+    return out
+
+
+def mc_analysis(frame: pd.DataFrame, gamma: float) -> pd.DataFrame:
+    """Per record ``a_mc``, ``mc_x_adv`` (``A_mc * A_hat``), sign mismatch and whether it is
+    among its round's bottom 10% of scores; only records with a Monte-Carlo estimate."""
+    cut_off = unfinished_chunks(frame)
+    parts = []
+    for it, g in frame.groupby("iteration"):
         g = g.copy()
-        g["a_mc"] = mc_advantages(g, gamma)
+        g["a_mc"] = mc_advantages(g, gamma, unfinished=cut_off[int(it)])
         g["mc_x_adv"] = g["a_mc"] * g["advantage"]
+        g["abs_mc_minus_adv"] = (g["a_mc"] - g["advantage"]).abs()
         g["sign_mismatch"] = np.sign(g["a_mc"]) != np.sign(g["advantage"])
-        cut = g["score"].quantile(bottom_frac)
-        g["bottom"] = g["score"] <= cut
+        g["bottom"] = g["score"] <= g["score"].quantile(BOTTOM_FRACTION)
         parts.append(g)
     out = pd.concat(parts)
     return out[out["a_mc"].notna()]
 
 
-def diagnose_learning(frame: pd.DataFrame, obs: np.ndarray | None, gamma: float,
-                      out: Path) -> dict:
-    """Write the learning-diagnosis tables and plots into ``out``; return headline numbers."""
-    plt = pyplot()
-    frame = frame.copy()
-    summaries = state_summaries(obs)
-    frame["state"] = summaries if summaries else "-"
-    rounds = sorted(frame["iteration"].unique().tolist())
-    table = per_round(frame)
-    table.to_csv(out / "learning_rounds.csv", index=False)
+def mc_per_round(mc: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    for it, g in mc.groupby("iteration"):
+        rows.append({"round": int(it), "mc_records": len(g),
+                     "spearman_score_mc_x_adv": spearman(g["score"], g["mc_x_adv"]),
+                     "sign_mismatch_bottom": float(g.loc[g["bottom"], "sign_mismatch"].mean()),
+                     "sign_mismatch_all": float(g["sign_mismatch"].mean())})
+    return pd.DataFrame(rows)
 
-    fig, ax = plt.subplots(1, 2, figsize=(10, 3.5))
+
+def _plot_over_rounds(plt, table: pd.DataFrame, path: Path) -> None:
+    has_mc = "spearman_score_mc_x_adv" in table
+    fig, ax = plt.subplots(1, 3 if has_mc else 2, figsize=(13 if has_mc else 9, 3.4))
     ax[0].plot(table["round"], table["share_negative"], marker=".")
-    ax[0].set(xlabel="round", ylabel="share of negative records", ylim=(0, 1))
+    ax[0].set(xlabel="round", ylabel="share of negative records", ylim=(0, 1),
+              title="harmful records per round")
     ax[1].plot(table["round"], table["spearman_score_adv"], marker=".", color="tab:red")
     ax[1].axhline(0, color="gray", lw=0.5)
-    ax[1].set(xlabel="round", ylabel="Spearman(score, advantage)", ylim=(-1, 1))
+    ax[1].set(xlabel="round", ylabel="Spearman", ylim=(-1, 1), title="Spearman(score, A_hat)")
+    if has_mc:
+        ax[2].plot(table["round"], table["spearman_score_mc_x_adv"], marker=".",
+                   color="tab:purple", label="Spearman(score, A_mc x A_hat)")
+        ax[2].plot(table["round"], table["sign_mismatch_bottom"], marker=".", color="tab:red",
+                   label="sign mismatch, bottom 10%")
+        ax[2].plot(table["round"], table["sign_mismatch_all"], marker=".", color="tab:gray",
+                   label="sign mismatch, all")
+        ax[2].axhline(0, color="gray", lw=0.5)
+        ax[2].set(xlabel="round", ylim=(-1, 1), title="Monte-Carlo advantage check")
+        ax[2].legend(fontsize=7)
     fig.tight_layout()
-    fig.savefig(out / "learning_over_rounds.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
-    shown = pick_rounds(rounds, 4)
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.2 * len(shown), 3.2), squeeze=False)
+
+def _plot_scatter(plt, frame: pd.DataFrame, shown: list[int], path: Path) -> None:
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.3 * len(shown), 3.3), squeeze=False)
     for a, it in zip(axes[0], shown, strict=True):
         g = frame[frame["iteration"] == it]
         a.scatter(g["advantage"], g["score"], s=4, alpha=0.5,
                   c=np.where(g["kept"], "tab:blue", "tab:red"))
         a.axhline(0, color="gray", lw=0.5)
         a.axvline(0, color="gray", lw=0.5)
-        a.set(title=f"round {it}", xlabel="advantage (raw GAE)", ylabel="influence score")
+        a.set(title=f"round {it} (red: dropped)", xlabel="advantage (raw GAE)",
+              ylabel="influence score")
     fig.tight_layout()
-    fig.savefig(out / "influence_vs_advantage.png", dpi=100)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
 
-    extremes(frame, pick_rounds(rounds, 3)).to_csv(out / "top_bottom_records.csv", index=False)
-    headline = {
-        "rounds": len(rounds),
+
+def _plot_mc(plt, mc: pd.DataFrame, table: pd.DataFrame, shown: list[int], path: Path) -> None:
+    shown = [k for k in shown if (mc["iteration"] == k).any()]
+    if not shown:
+        return
+    rho = table.set_index("round")["spearman_score_mc_x_adv"]
+    fig, axes = plt.subplots(1, len(shown), figsize=(3.5 * len(shown), 3.4), squeeze=False)
+    for a, it in zip(axes[0], shown, strict=True):
+        g = mc[mc["iteration"] == it]
+        a.scatter(g["mc_x_adv"], g["score"], s=5, alpha=0.5,
+                  c=np.where(g["sign_mismatch"], "tab:red", "tab:blue"))
+        a.axhline(0, color="gray", lw=0.5)
+        a.axvline(0, color="gray", lw=0.5)
+        a.set(xlabel="A_mc x A_hat (red: signs differ)", ylabel="influence score",
+              title=f"round {it}: Spearman {rho.get(it, np.nan):.2f}")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+_ARROW = {0: (-1, 0), 1: (0, 1), 2: (1, 0), 3: (0, -1)}  # FrozenLake move -> (dx, dy down)
+
+
+def _plot_grid(plt, frame: pd.DataFrame, side: int, desc: list[str] | None,
+               shown: list[int], path: Path) -> None:
+    """The paper's Fig. 3a view: the top and bottom records of a round drawn on the map,
+    one arrow per (state, move), width by count, colour by the sign of the GAE advantage."""
+    fig, axes = plt.subplots(2, len(shown), figsize=(3.0 * len(shown), 6.2), squeeze=False)
+    colours = {"H": "#555555", "G": "#3cb371", "S": "#add8e6", "F": "#f4f4f4"}
+    for col, it in enumerate(shown):
+        g = frame[frame["iteration"] == it].sort_values("score", kind="stable")
+        for row, (kind, recs) in enumerate((("top", g.tail(GRID_RECORDS)),
+                                            ("bottom", g.head(GRID_RECORDS)))):
+            a = axes[row][col]
+            for s in range(side * side):
+                r, c = divmod(s, side)
+                tile = desc[r][c] if desc else "F"
+                a.add_patch(plt.Rectangle((c, r), 1, 1, facecolor=colours.get(tile, "white"),
+                                          edgecolor="gray", lw=0.5))
+                if desc:
+                    a.text(c + 0.08, r + 0.25, tile, fontsize=7, color="black")
+            counts = recs.groupby(["state", "action"]).agg(
+                n=("score", "size"), adv=("advantage", "mean")).reset_index()
+            for st, act, n, adv in counts.itertuples(index=False):
+                if int(act) not in _ARROW:
+                    continue
+                r, c = divmod(int(st), side)
+                dx, dy = _ARROW[int(act)]
+                a.arrow(c + 0.5, r + 0.5, 0.32 * dx, 0.32 * dy, width=0.02 + 0.1 * n / len(recs),
+                        head_width=0.12 + 0.15 * n / len(recs), head_length=0.08,
+                        length_includes_head=True,
+                        color="tab:red" if adv > 0 else "tab:blue", alpha=0.8)
+            a.set(xlim=(0, side), ylim=(side, 0), xticks=[], yticks=[], aspect="equal",
+                  title=f"round {it}: {kind} {len(recs)}")
+    fig.suptitle("moves of the top / bottom records (red: A_hat > 0, blue: A_hat < 0)",
+                 fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def diagnose_learning(frame: pd.DataFrame, obs: np.ndarray | None, summary: dict,
+                      out: Path) -> dict:
+    """Write the learning-diagnosis tables and plots into ``out``; return headline numbers."""
+    plt = pyplot()
+    env_id = str(summary.get("env", ""))
+    gamma = float(summary.get("preset_settings", {}).get("gamma", 0.99))
+    frame = frame.copy()
+    summaries = state_summaries(obs)
+    frame["state"] = summaries if summaries else "-"
+    if env_id.startswith("FrozenLake"):
+        frame["move"] = action_labels(frame["action"].to_numpy(), env_id)
+    rounds = sorted(frame["iteration"].unique().tolist())
+    shown = show_rounds(rounds)
+    table = per_round(frame)
+    extremes(frame).to_parquet(out / "top_bottom_records.parquet", index=False)
+    _plot_scatter(plt, frame, shown, out / "influence_vs_advantage.png")
+    headline: dict = {
+        "rounds": len(rounds), "shown_rounds": shown,
         "mean_share_negative": float(table["share_negative"].mean()),
         "mean_spearman_score_adv": float(table["spearman_score_adv"].mean()),
     }
@@ -107,22 +220,28 @@ def diagnose_learning(frame: pd.DataFrame, obs: np.ndarray | None, gamma: float,
         frame["state"] = states
         mc = mc_analysis(frame, gamma)
         if len(mc) >= 3:
-            mc[["iteration", "episode_id", "t", "state", "action", "advantage", "a_mc",
-                "mc_x_adv", "sign_mismatch", "bottom", "score"]].to_parquet(
-                out / "mc_advantages.parquet", index=False)
+            keep = ["iteration", "episode_id", "t", "state", "action", "advantage", "a_mc",
+                    "mc_x_adv", "abs_mc_minus_adv", "sign_mismatch", "bottom", "score"]
+            mc[keep].to_parquet(out / "mc_advantages.parquet", index=False)
+            table = table.merge(mc_per_round(mc), on="round", how="left")
             headline.update(
                 mc_records=len(mc),
-                spearman_score_mc_x_adv=spearman(mc["score"], mc["mc_x_adv"]),
+                median_spearman_score_mc_x_adv=float(
+                    table["spearman_score_mc_x_adv"].median()),
+                spearman_score_mc_x_adv_shown={
+                    int(k): float(v) for k, v in table.set_index("round").loc[
+                        [k for k in shown if k in set(table["round"])],
+                        "spearman_score_mc_x_adv"].items()},
                 sign_mismatch_bottom=float(mc.loc[mc["bottom"], "sign_mismatch"].mean()),
                 sign_mismatch_all=float(mc["sign_mismatch"].mean()),
             )
-            fig, a = plt.subplots(figsize=(4.5, 3.5))
-            a.scatter(mc["mc_x_adv"], mc["score"], s=5, alpha=0.5,
-                      c=np.where(mc["sign_mismatch"], "tab:red", "tab:blue"))
-            a.axhline(0, color="gray", lw=0.5)
-            a.set(xlabel="A_mc x A_hat  (red: sign mismatch)", ylabel="influence score",
-                  title=f"Spearman {headline['spearman_score_mc_x_adv']:.2f}")
-            fig.tight_layout()
-            fig.savefig(out / "mc_advantage.png", dpi=100)
-            plt.close(fig)
+            _plot_mc(plt, mc, table, shown, out / "mc_advantage.png")
+        side = grid_side(obs)
+        if side and env_id.startswith("FrozenLake") and frame["action"].isin(
+                list(FROZENLAKE_MOVES)).all():
+            _plot_grid(plt, frame, side, frozenlake_map(summary), shown,
+                       out / "top_bottom_on_map.png")
+            headline["grid"] = True
+    table.to_parquet(out / "learning_rounds.parquet", index=False)
+    _plot_over_rounds(plt, table, out / "learning_over_rounds.png")
     return headline
