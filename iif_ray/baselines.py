@@ -4,7 +4,7 @@ Optional dependency (``pip install -e .[bench]``). SB3 runs with the paper's set
 steps per round from one environment, minibatch 64, 10 epochs, the preset's optimiser and
 learning rate, clip 0.2, gamma 0.99, lambda 0.95, vf 0.5, entropy 0, separate 64-64 tanh
 networks, and no gradient clipping (``max_grad_norm=inf``, as the paper's released code).
-SB3 standardises advantages per minibatch; our PPO per round (see README).
+Both standardise advantages per minibatch (the presets' ``advantage_normalization``).
 """
 
 from __future__ import annotations

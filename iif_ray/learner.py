@@ -139,6 +139,27 @@ class IIFPPOTorchLearner(PPOTorchLearner):
         return super().compute_loss_for_module(module_id=module_id, config=config, batch=batch,
                                                fwd_out=fwd_out)
 
+    def apply_gradients(self, gradients_dict: dict) -> None:
+        """RLlib's step, with its nan/inf guard fused into one check.
+
+        RLlib tests every gradient tensor for non-finite values twice per minibatch, two small
+        kernel calls per tensor: about a tenth of a PPO update for the paper's 64-64 networks
+        on CPU. One fused norm over all gradients is non-finite whenever any entry is; only
+        then (or with grad scalers or lr schedulers, which RLlib's step also drives) does
+        RLlib's own per-tensor handling run, so the result is the same.
+        """
+        grads = [g for g in gradients_dict.values() if g is not None]
+        if (not grads or self._grad_scalers is not None
+                or self._lr_scheduler_classes is not None
+                or not bool(torch.stack(torch._foreach_norm(grads)).isfinite().all())):
+            super().apply_gradients(gradients_dict)
+            return
+        for pid, grad in gradients_dict.items():
+            self._params[pid].grad = grad
+        for module_id, names in self._module_optimizers.items():
+            for name in names:
+                self.get_optimizer(module_id, name).step()
+
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
         params = self.get_parameters(self._module[module_id])
         spec = self.config.learner_config_dict.get(OPTIMIZER_KEY)
