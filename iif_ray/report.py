@@ -123,9 +123,26 @@ def _final_return(run: pd.DataFrame) -> float:
     return float(run["eval_return"].tail(FINAL_ROUNDS).mean())
 
 
+def _budget_note(df: pd.DataFrame, env: str) -> str | None:
+    """Say so when the runs stop short of the preset's paper budget: their metrics describe
+    the early part of learning only and are not comparable with the paper's figures."""
+    from iif_ray.presets import PRESETS
+
+    preset = PRESETS.get(env)
+    steps = int(df.loc[df.env == env, "env_steps"].max())
+    if preset is None or steps >= preset.timesteps:
+        return None
+    return (f"**reduced budget**: {steps:,} of the paper's {preset.timesteps:,} env steps "
+            f"({steps / preset.timesteps:.0%}); early learning only, not comparable with "
+            "the paper's figures")
+
+
 def env_tables(df: pd.DataFrame, env: str) -> tuple[list[list[str]], list[str]]:
     """Rows of the per-environment table plus notes (censoring, missing PPO)."""
     notes: list[str] = []
+    budget_note = _budget_note(df, env)
+    if budget_note:
+        notes.append(budget_note)
     ppo = _runs(df, env, "ppo")
     algos = [a for a in ALGO_ORDER if a in set(df[df.env == env].algo)]
     algos += sorted(set(df[df.env == env].algo) - set(algos))

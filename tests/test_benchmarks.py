@@ -79,4 +79,5 @@ def test_short_tune_sweep_then_report(ray_local, tmp_path, monkeypatch):
     assert main(["report", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "cartpole" in text and "SE_ave" in text
+    assert "**reduced budget**: 4,096 of the paper's 102,400 env steps (4%)" in text
     assert (out / "curves_cartpole.png").stat().st_size > 1000
