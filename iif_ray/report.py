@@ -239,9 +239,24 @@ def sb3_section(df: pd.DataFrame) -> str:
             "SB3 s/round", "round-time ratio (ours/SB3)"]
     return ("## Baseline check: our PPO vs Stable-Baselines3 PPO\n\n"
             "Same hyperparameters, budget, evaluation protocol and seed count. Seconds per "
-            "round exclude evaluation; these runs are from the sweep, so the time ratio is "
-            "indicative only (see `iif-ray bench sb3` for a side-by-side timing).\n\n"
+            "round exclude evaluation. They come from sweep trials that shared the machine "
+            "with different numbers of other trials, so their ratio is not a speed "
+            "comparison; the side-by-side timing below (when present) is.\n\n"
             + markdown_table(head, rows) + "\n")
+
+
+BENCH_SB3 = "bench_sb3.txt"
+
+
+def bench_section(directory: Path) -> str:
+    """The committed output of ``iif-ray bench sb3``: round times measured alternately in one
+    process, the figure to quote (sweep trials share the machine, their times do not)."""
+    path = directory / BENCH_SB3
+    if not path.exists():
+        return ""
+    return ("### Round time side by side (`iif-ray bench sb3`)\n\n"
+            f"Output of the command in `{BENCH_SB3}`, ours and SB3 alternating round by round "
+            "in one process:\n\n```\n" + path.read_text().strip() + "\n```\n")
 
 
 def write_report(directory: str | Path) -> Path:
@@ -266,6 +281,7 @@ def write_report(directory: str | Path) -> Path:
         parts += [f"- {n}" for n in notes]
         parts += ["", f"![{env}]({png.name})", ""]
     parts.append(sb3_section(df))
+    parts.append(bench_section(directory))
     path = directory / "report.md"
     path.write_text("\n".join(parts))
     return path

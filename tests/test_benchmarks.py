@@ -76,8 +76,10 @@ def test_short_tune_sweep_then_report(ray_local, tmp_path, monkeypatch):
     assert (iif.frac_dropped > 0).all() and (rounds[rounds.algo == "ppo"].frac_dropped == 0).all()
     assert ((rounds.train_s > 0) & (rounds.sampling_s > 0) & (rounds.update_s > 0)).all()
 
+    (out / report.BENCH_SB3).write_text("cartpole/envs=1: ours 1.00 s/round, SB3 0.50 s/round\n")
     assert main(["report", str(out)]) == 0
     text = (out / "report.md").read_text()
+    assert "```\ncartpole/envs=1: ours 1.00 s/round, SB3 0.50 s/round\n```" in text
     assert "cartpole" in text and "SE_ave" in text
     assert "**reduced budget**: 4,096 of the paper's 102,400 env steps (4%)" in text
     assert (out / "curves_cartpole.png").stat().st_size > 1000
