@@ -233,15 +233,15 @@ def sb3_section(df: pd.DataFrame) -> str:
         ft = interval([_final_return(r) for r in theirs.values()])
         so = interval([r["train_s"].mean() for r in ours.values()])
         st = interval([r["train_s"].mean() for r in theirs.values()])
-        rows.append([env, fo.fmt(), ft.fmt(), so.fmt(digits=2), st.fmt(digits=2),
-                     f"{so.mean / st.mean:.2f}"])
-    head = ["env", "our PPO final return", "SB3 PPO final return", "our s/round",
-            "SB3 s/round", "round-time ratio (ours/SB3)"]
+        rows.append([env, fo.fmt(), ft.fmt(), so.fmt(digits=2), st.fmt(digits=2)])
+    head = ["env", "our PPO final return", "SB3 PPO final return", "our s/round (sweep)",
+            "SB3 s/round (sweep)"]
     return ("## Baseline check: our PPO vs Stable-Baselines3 PPO\n\n"
             "Same hyperparameters, budget, evaluation protocol and seed count. Seconds per "
             "round exclude evaluation. They come from sweep trials that shared the machine "
-            "with different numbers of other trials, so their ratio is not a speed "
-            "comparison; the side-by-side timing below (when present) is.\n\n"
+            "with different numbers of other trials, so they are not a speed comparison "
+            "and no ratio is taken from them; the side-by-side timing below (when present) "
+            "is.\n\n"
             + markdown_table(head, rows) + "\n")
 
 
