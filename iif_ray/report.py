@@ -42,7 +42,7 @@ PAPER = {
 }
 ALGO_ORDER = ("ppo", "iif", "random", "advantage", "sb3-ppo")
 COLORS = {"ppo": "tab:gray", "iif": "tab:blue", "random": "tab:orange",
-          "advantage": "tab:green", "sb3-ppo": "tab:purple"}
+          "advantage": "tab:green", "sb3-ppo": "tab:purple", "ppo-sb3init": "tab:brown"}
 
 
 @dataclass(frozen=True)

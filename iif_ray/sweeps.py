@@ -13,7 +13,7 @@ import logging
 import math
 import os
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,10 @@ class SweepOptions:
     num_envs: int = 1
     eval_episodes: int | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    # Ablations: keys merged into every preset's model config, and a suffix on the algo label
+    # so their rows sit beside the plain ones in one rounds file.
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    label_suffix: str = ""
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -80,13 +84,13 @@ def _trial_name(trial) -> str:
     return f"{algo}-seed{cfg.get('seed')}-{trial.trial_id}"
 
 
-def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
-    """Grid over algorithm x seed for one environment (paper preset), stopped at its budget."""
+def grid_space(env: str, opts: SweepOptions) -> tuple[dict[str, Any], int]:
+    """Tune param space (algorithm x seed grid on the env's preset) and the env-step budget."""
     from ray import tune
 
-    from iif_ray.algorithm import IIFPPO
-
     preset = get_preset(env)
+    if opts.model_overrides:
+        preset = replace(preset, model={**preset.model, **opts.model_overrides})
     budget = int(math.ceil(preset.timesteps * opts.budget_scale / preset.steps_per_round)
                  * preset.steps_per_round)
     eval_episodes = opts.eval_episodes or EVAL_EPISODES.get(env, 10)
@@ -97,10 +101,20 @@ def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
     for algo in opts.algos:
         d = dict(learner_dict)
         d["iif"] = {**learner_dict["iif"], **algo_settings(algo), **opts.extra.get(algo, {})}
-        d[ALGO_KEY] = algo
+        d[ALGO_KEY] = algo + opts.label_suffix
         variants.append(d)
     params["learner_config_dict"] = tune.grid_search(variants)
     params["seed"] = tune.grid_search(opts.seed_list)
+    return params, budget
+
+
+def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
+    """Grid over algorithm x seed for one environment (paper preset), stopped at its budget."""
+    from ray import tune
+
+    from iif_ray.algorithm import IIFPPO
+
+    params, budget = grid_space(env, opts)
     storage = str(Path(opts.out).resolve() / "tune")
     path = Path(storage) / name
     run_config = tune.RunConfig(

@@ -83,3 +83,29 @@ def test_short_tune_sweep_then_report(ray_local, tmp_path, monkeypatch):
     assert "cartpole" in text and "SE_ave" in text
     assert "**reduced budget**: 4,096 of the paper's 102,400 env steps (4%)" in text
     assert (out / "curves_cartpole.png").stat().st_size > 1000
+
+
+def test_head_init_ablation_grid_carries_the_init_and_its_label():
+    """The ablation sweep changes only the model's output-layer init and the algo label."""
+    from pathlib import Path
+
+    from iif_ray.algorithm import IIFPPO
+    from iif_ray.sweeps import ALGO_KEY, SweepOptions, grid_space, load_sweep
+
+    sweep = load_sweep(str(Path(__file__).parents[1] / "tune_experiments" / "head_init.py"))
+    opts = SweepOptions(algos=["ppo", "iif"], seeds=2)
+    plain, budget = grid_space("lunarlander", opts)
+    ablation, ablation_budget = grid_space("lunarlander", sweep.ablation_options(opts))
+    assert budget == ablation_budget == 307_200
+    labels = [d[ALGO_KEY] for d in ablation["learner_config_dict"]["grid_search"]]
+    assert labels == ["ppo-sb3init", "iif-sb3init"]
+    assert ablation["seed"] == {"grid_search": [0, 1]}
+
+    def trial_model(params):  # what a trial gets: Tune resolves the grid, RLlib from_dict
+        params = {**params, "seed": 0,
+                  "learner_config_dict": params["learner_config_dict"]["grid_search"][0]}
+        return dict(IIFPPO.get_default_config().update_from_dict(params).model_config)
+
+    got, base = trial_model(ablation), trial_model(plain)
+    assert got.pop("head_output_gains") == {"pi": 0.01, "vf": 1.0}
+    assert "head_output_gains" not in base and got == base
