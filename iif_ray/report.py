@@ -132,6 +132,9 @@ def _budget_note(df: pd.DataFrame, env: str) -> str | None:
     steps = int(df.loc[df.env == env, "env_steps"].max())
     if preset is None or steps >= preset.timesteps:
         return None
+    if not preset.in_paper:
+        return (f"**reduced budget**: {steps:,} of the preset's {preset.timesteps:,} env steps "
+                f"({steps / preset.timesteps:.0%}); early learning only (not in the paper)")
     return (f"**reduced budget**: {steps:,} of the paper's {preset.timesteps:,} env steps "
             f"({steps / preset.timesteps:.0%}); early learning only, not comparable with "
             "the paper's figures")

@@ -42,6 +42,16 @@ def test_a_level_never_reached_is_censored_at_r_plus_one(monkeypatch):
     assert not eff.reached_peak and eff.rt_peak == pytest.approx(1 - 4 / 4)
 
 
+def test_budget_note_names_whose_budget_was_cut():
+    df = pd.DataFrame({"env": ["acrobot", "acrobot", "hopper"],
+                       "env_steps": [51_200, 102_400, 61_440]})
+    assert report._budget_note(df, "acrobot") is None  # reached the paper's budget
+    df.loc[1, "env_steps"] = 10_240
+    assert report._budget_note(df, "acrobot").startswith(
+        "**reduced budget**: 51,200 of the paper's 102,400 env steps (50%)")
+    assert "of the preset's 1,000,000 env steps (6%)" in report._budget_note(df, "hopper")
+
+
 def test_smoothing_is_a_trailing_mean():
     curve = pd.Series([0.0, 3.0, 6.0, 3.0])
     assert report.smoothed(curve) == pytest.approx([0.0, 1.5, 3.0, 4.0])
@@ -81,7 +91,8 @@ def test_short_tune_sweep_then_report(ray_local, tmp_path, monkeypatch):
     text = (out / "report.md").read_text()
     assert "```\ncartpole/envs=1: ours 1.00 s/round, SB3 0.50 s/round\n```" in text
     assert "cartpole" in text and "SE_ave" in text
-    assert "**reduced budget**: 4,096 of the paper's 102,400 env steps (4%)" in text
+    assert ("**reduced budget**: 4,096 of the preset's 102,400 env steps (4%); early learning "
+            "only (not in the paper)") in text
     assert (out / "curves_cartpole.png").stat().st_size > 1000
 
 
