@@ -240,7 +240,9 @@ def sb3_section(df: pd.DataFrame) -> str:
     head = ["env", "our PPO final return", "SB3 PPO final return", "our s/round (sweep)",
             "SB3 s/round (sweep)"]
     return ("## Baseline check: our PPO vs Stable-Baselines3 PPO\n\n"
-            "Same hyperparameters, budget, evaluation protocol and seed count. Seconds per "
+            "Same hyperparameters, budget, seed count and evaluation episodes per round "
+            "(stochastic policy; ours runs them on parallel evaluation envs and keeps the "
+            "first ones to finish, SB3 one after another). Seconds per "
             "round exclude evaluation. They come from sweep trials that shared the machine "
             "with different numbers of other trials, so they are not a speed comparison "
             "and no ratio is taken from them; the side-by-side timing below (when present) "
