@@ -62,6 +62,21 @@ class SweepOptions:
     def seed_list(self) -> list[int]:
         return list(range(self.first_seed, self.first_seed + self.seeds))
 
+    def grid_tag(self) -> str:
+        """What makes one grid differ from another, for experiment names: rerunning the same
+        command resumes its experiment, while other seeds, algorithms or budget start their
+        own instead of silently resuming (and re-exporting) the old grid."""
+        parts = [f"seeds{self.first_seed}-{self.first_seed + self.seeds - 1}"]
+        if self.algos != SweepOptions.__dataclass_fields__["algos"].default_factory():
+            parts.append("+".join(self.algos))
+        if self.budget_scale != 1.0:
+            parts.append(f"budget{self.budget_scale:g}")
+        if self.num_envs != 1:
+            parts.append(f"envs{self.num_envs}")
+        if self.eval_episodes:
+            parts.append(f"eval{self.eval_episodes}")
+        return "-".join(parts)
+
 
 def load_sweep(path_or_name: str):
     """Import a sweep file by path, or ``tune_experiments/<name>.py`` by name."""
@@ -115,6 +130,7 @@ def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
     from iif_ray.algorithm import IIFPPO
 
     params, budget = grid_space(env, opts)
+    name = f"{name}-{opts.grid_tag()}"
     storage = str(Path(opts.out).resolve() / "tune")
     path = Path(storage) / name
     run_config = tune.RunConfig(

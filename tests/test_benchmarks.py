@@ -120,3 +120,17 @@ def test_head_init_ablation_grid_carries_the_init_and_its_label():
     got, base = trial_model(ablation), trial_model(plain)
     assert got.pop("head_output_gains") == {"pi": 0.01, "vf": 1.0}
     assert "head_output_gains" not in base and got == base
+
+
+def test_grid_tag_separates_grids_and_repeats_for_the_same_command():
+    from iif_ray.sweeps import SweepOptions
+
+    tag = SweepOptions().grid_tag()
+    assert tag == "seeds0-2" and SweepOptions(envs=["acrobot"]).grid_tag() == tag
+    others = {SweepOptions(seeds=2, first_seed=3).grid_tag(),
+              SweepOptions(algos=["ppo"]).grid_tag(),
+              SweepOptions(budget_scale=0.06).grid_tag(),
+              SweepOptions(num_envs=8).grid_tag(),
+              SweepOptions(eval_episodes=5).grid_tag()}
+    assert len(others) == 5 and tag not in others
+    assert SweepOptions(seeds=2, first_seed=3, algos=["ppo"]).grid_tag() == "seeds3-4-ppo"
