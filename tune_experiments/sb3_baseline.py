@@ -34,7 +34,7 @@ def tuners(opts: SweepOptions):
                 "learner_config_dict": {ALGO_KEY: SB3_ALGO},
             },
             tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent),
-            run_config=tune.RunConfig(name=f"sb3-{env}",
+            run_config=tune.RunConfig(name=f"sb3-{env}-{opts.grid_tag()}",
                                       storage_path=str(Path(opts.out).resolve() / "tune"),
                                       verbose=1),
         )
