@@ -11,9 +11,10 @@ Choices that are ours, not the paper's:
 * No gradient clipping, following the official code (the paper's text says 0.5, the released
   trainer never clips, which keeps each update a plain SGD step as TracIn assumes).
 * No value-loss clipping (SB3 does not clip the value loss by default).
-* Advantages are standardised once per round over the real records (SB3 does it per
-  minibatch). Scoring and training then use exactly the same standardised advantages, and the
-  filter does not shift the remaining records' advantages.
+* Training standardises advantages per minibatch, as SB3 does; scoring uses the advantages
+  standardised once per round over the real records (minibatches are drawn after the filter).
+* RLlib's action normalisation is on only for continuous action spaces (for discrete ones it
+  changes nothing and costs sampling time).
 * CartPole-v1 and Hopper-v5 are not in the paper; they use the same recipe (Hopper with Adam
   3e-4 and the locomotion drop fraction of BipedalWalker).
 """
@@ -24,7 +25,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from iif_ray.envs import check_env_id, registered_name
+from iif_ray.envs import check_env_id, has_continuous_actions, registered_name
 
 ALGOS = ("iif", "ppo", "random", "advantage")
 
@@ -157,7 +158,8 @@ def build_config(
                 **(attribution or {})}
     return (
         IIFConfig()
-        .environment(registered_name(preset.env_id), env_config={"kwargs": preset.env_kwargs})
+        .environment(registered_name(preset.env_id), env_config={"kwargs": preset.env_kwargs},
+                     normalize_actions=has_continuous_actions(preset.env_id, preset.env_kwargs))
         .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=num_envs)
         .learners(num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner)
         .training(

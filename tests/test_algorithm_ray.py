@@ -98,3 +98,35 @@ def test_config_dict_round_trip_keeps_the_optimizer_and_normalisation() -> None:
     params = [torch.nn.Parameter(torch.zeros(2))]
     assert isinstance(make_optimizer(params, back.learner_config_dict["optimizer"]),
                       torch.optim.SGD)
+
+
+@pytest.mark.parametrize("preset,continuous", [
+    ("lunarlander", False), ("frozenlake", False), ("minigrid", False), ("highway", False),
+    ("bipedalwalker", True), ("hopper", True),
+])
+def test_action_normalisation_only_where_actions_are_continuous(preset, continuous) -> None:
+    cfg = build_config(get_preset(preset), algo="ppo")
+    assert cfg.normalize_actions is continuous
+    assert IIFConfig.from_dict(cfg.to_dict()).normalize_actions is continuous
+
+
+def test_discrete_sampling_is_unchanged_without_action_normalisation() -> None:
+    """For discrete actions RLlib's normalisation is a no-op: same seed, same episodes."""
+    import numpy as np
+    from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+    def sample(normalize: bool) -> list:
+        cfg = build_config(get_preset("lunarlander"), algo="ppo", num_envs=4).environment(
+            normalize_actions=normalize)
+        runner = SingleAgentEnvRunner(config=cfg)
+        try:
+            return runner.sample(num_timesteps=256, random_actions=False)
+        finally:
+            runner.stop()
+
+    plain, normalised = sample(False), sample(True)
+    assert len(plain) == len(normalised)
+    for a, b in zip(plain, normalised, strict=True):
+        for get in (a.get_actions, a.get_observations, a.get_rewards):
+            other = getattr(b, get.__name__)
+            np.testing.assert_array_equal(get(), other())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import Counter
 
@@ -9,9 +10,11 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core import COMPONENT_RL_MODULE
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+from ray.rllib.utils.metrics import DIFF_NUM_GRAD_UPDATES_VS_SAMPLER_POLICY as OFF_POLICYNESS
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
 
 from iif_ray.algorithm import IIFConfig
@@ -25,13 +28,16 @@ class RecordingLearner(IIFPPOTorchLearner):
     """Remembers the observations of every minibatch the loss is computed on."""
 
     seen: list[np.ndarray]
+    seen_batches: list[set[str]]
 
     def build(self) -> None:
         super().build()
         self.seen = []
+        self.seen_batches = []
 
     def compute_loss_for_module(self, *, module_id, config, batch, fwd_out):
         self.seen.append(batch[Columns.OBS].detach().cpu().numpy().copy())
+        self.seen_batches.append(set(batch))
         return super().compute_loss_for_module(module_id=module_id, config=config, batch=batch,
                                                fwd_out=fwd_out)
 
@@ -144,6 +150,50 @@ def test_ppo_mode_is_the_same_path_without_dropping(tmp_path) -> None:
     assert trained == set(rows(ledger_obs(table, slice(None))))
 
 
+class RLlibBookkeepingLearner(RecordingLearner):
+    """Keeps the all-ones loss mask and RLlib's per-minibatch off-policyness metric."""
+
+    def filter_module_batch(self, module_id, cols, episodes):
+        out = super().filter_module_batch(module_id, cols, episodes)
+        out[Columns.LOSS_MASK] = torch.ones(len(out[Columns.OBS]), dtype=torch.bool)
+        return out
+
+    def _compute_off_policyness(self, batch):
+        PPOTorchLearner._compute_off_policyness(self, batch)
+
+
+@pytest.mark.parametrize("norm", ["batch", "minibatch"])
+def test_update_shortcuts_give_rllibs_result(tmp_path, norm) -> None:
+    """Dropping the all-ones loss mask and logging off-policyness once per update leave the
+    trained weights and the logged metrics exactly as RLlib's own bookkeeping does."""
+    def run(learner_class, path, episodes=None, start=None):
+        cfg = (make_config(str(tmp_path / path), drop_fraction=0.25)
+               .learners(learner_class=learner_class)
+               .training(advantage_normalization=norm))
+        learner, sampled = build(cfg)
+        episodes = episodes or copy.deepcopy(sampled)
+        if start is not None:
+            learner.set_state(start)
+        start = copy.deepcopy(learner.get_state())
+        results = []
+        for _ in range(2):
+            np.random.seed(0)  # RLlib's per-epoch shuffle
+            results.append(update(learner, copy.deepcopy(episodes)))
+        params = [p.detach().clone() for p in learner.module["default_policy"].parameters()]
+        return params, results, episodes, learner, start
+
+    ours, ours_res, episodes, learner, start = run(RecordingLearner, "ours")
+    assert Columns.LOSS_MASK not in learner.seen_batches[-1]
+    theirs, theirs_res, *_ = run(RLlibBookkeepingLearner, "theirs", episodes, start)
+    for a, b in zip(ours, theirs, strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert [r[OFF_POLICYNESS] for r in ours_res] == [1.0, 2.0]  # logged in every update
+    for o, t in zip(ours_res, theirs_res, strict=True):
+        assert o[OFF_POLICYNESS] == t[OFF_POLICYNESS]
+        for key in ("policy_loss", "vf_loss", "entropy", "vf_explained_var"):
+            assert o[key] == pytest.approx(t[key], rel=1e-6), key
+
+
 def test_result_metrics_and_ledger_columns(tmp_path) -> None:
     learner, episodes = build(make_config(str(tmp_path), drop_fraction=0.25))
     res = update(learner, episodes)["iif"]
@@ -229,8 +279,6 @@ def test_forced_keep_replaces_the_selection_for_one_round(tmp_path) -> None:
 def test_target_value_is_the_target_at_the_current_parameters(tmp_path) -> None:
     """Before the update it is the logged ``target_value``; after it, the same probes'
     mean log-probability under the updated policy."""
-    import copy
-
     learner, episodes = build(make_config(str(tmp_path), mode="score", target="action",
                                           target_options={"action": 1}))
     before = copy.deepcopy(learner.get_state())
@@ -251,8 +299,6 @@ def test_target_value_is_the_target_at_the_current_parameters(tmp_path) -> None:
 def test_fused_gradient_guard_steps_like_rllib(tmp_path, optimizer) -> None:
     """One step with our fused nan/inf guard equals RLlib's per-tensor step, for finite
     gradients and for gradients with nan/inf entries (which RLlib zeroes)."""
-    import copy
-
     from ray.rllib.core.learner.torch.torch_learner import TorchLearner
 
     cfg = make_config(str(tmp_path), mode="off").training(optimizer=optimizer)
