@@ -17,7 +17,7 @@ from rich.console import Console
 from rich.table import Table
 
 from iif_ray.attribution.selection import SELECTION_RULES, check_drop_fraction
-from iif_ray.presets import ALGOS, PRESETS, Preset, preset_for
+from iif_ray.presets import ALGOS, BENCHMARK_ALGOS, PRESETS, Preset, preset_for
 
 console = Console(stderr=False, highlight=False, width=120)
 
@@ -157,7 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="run (or resume) a Tune sweep from tune_experiments/")
     sweep.add_argument("sweep", help="sweep name (tune_experiments/<name>.py) or file path")
     sweep.add_argument("--envs", default="", help="comma-separated presets (default: sweep's)")
-    sweep.add_argument("--algos", default="ppo,iif,random")
+    sweep.add_argument("--algos", default=",".join(BENCHMARK_ALGOS))
     sweep.add_argument("--seeds", type=_int_at_least(1, "seeds"), default=3)
     sweep.add_argument("--first-seed", type=_int_at_least(0, "first-seed"), default=0)
     sweep.add_argument("--budget-scale", type=float, default=1.0,

@@ -15,7 +15,6 @@ can build them.
 from __future__ import annotations
 
 import difflib
-import functools
 import importlib
 import json
 from typing import Any
@@ -124,33 +123,27 @@ def make_env(env_id: str, env_config: dict | None = None) -> gym.Env:
     return adapt_observations(env, float(cfg.get("image_scale", 1.0 / 255.0)))
 
 
+_CONTINUOUS_ACTIONS: dict[tuple[str, str], bool] = {}
+
+
 def has_continuous_actions(env_id: str, env_kwargs: dict | None = None) -> bool:
     """Whether the env's action space holds a ``Box`` anywhere.
 
     Only then do RLlib's action normalisation and clipping change an action; for discrete
     spaces they are a per-step copy and tree walk that cost sampling time and nothing else.
+    Cached per env, since making some envs (highway-env) takes about a second.
     """
-    return _has_box(env_id, json.dumps(env_kwargs or {}, sort_keys=True, default=repr))
+    from ray.rllib.utils.spaces.space_utils import flatten_space
 
-
-@functools.lru_cache(maxsize=64)
-def _has_box(env_id: str, kwargs_json: str) -> bool:
-    env = make_env(env_id, {"kwargs": json.loads(kwargs_json)})
-    try:
-        space = env.action_space
-    finally:
-        env.close()
-
-    def box(sp: gym.Space) -> bool:
-        if isinstance(sp, gym.spaces.Box):
-            return True
-        if isinstance(sp, gym.spaces.Dict):
-            return any(box(s) for s in sp.spaces.values())
-        if isinstance(sp, gym.spaces.Tuple):
-            return any(box(s) for s in sp.spaces)
-        return False
-
-    return box(space)
+    key = (env_id, json.dumps(env_kwargs or {}, sort_keys=True, default=repr))
+    if key not in _CONTINUOUS_ACTIONS:
+        env = make_env(env_id, {"kwargs": env_kwargs or {}})
+        try:
+            leaves = flatten_space(env.action_space)
+        finally:
+            env.close()
+        _CONTINUOUS_ACTIONS[key] = any(isinstance(sp, gym.spaces.Box) for sp in leaves)
+    return _CONTINUOUS_ACTIONS[key]
 
 
 def registered_name(env_id: str) -> str:

@@ -28,6 +28,7 @@ from typing import Any
 from iif_ray.envs import check_env_id, has_continuous_actions, registered_name
 
 ALGOS = ("iif", "ppo", "random", "advantage")
+BENCHMARK_ALGOS = ("ppo", "iif", "random")  # what a benchmark sweep compares by default
 
 _MLP = {
     "fcnet_hiddens": [64, 64],

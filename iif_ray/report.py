@@ -132,12 +132,10 @@ def _budget_note(df: pd.DataFrame, env: str) -> str | None:
     steps = int(df.loc[df.env == env, "env_steps"].max())
     if preset is None or steps >= preset.timesteps:
         return None
-    if not preset.in_paper:
-        return (f"**reduced budget**: {steps:,} of the preset's {preset.timesteps:,} env steps "
-                f"({steps / preset.timesteps:.0%}); early learning only (not in the paper)")
-    return (f"**reduced budget**: {steps:,} of the paper's {preset.timesteps:,} env steps "
-            f"({steps / preset.timesteps:.0%}); early learning only, not comparable with "
-            "the paper's figures")
+    whose, tail = (("paper's", ", not comparable with the paper's figures") if preset.in_paper
+                   else ("preset's", " (not in the paper)"))
+    return (f"**reduced budget**: {steps:,} of the {whose} {preset.timesteps:,} env steps "
+            f"({steps / preset.timesteps:.0%}); early learning only{tail}")
 
 
 def env_tables(df: pd.DataFrame, env: str) -> tuple[list[list[str]], list[str]]:

@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from iif_ray.benchmark import BENCH_KEY, EVAL_EPISODES, TrialSpec, trial_config
-from iif_ray.presets import algo_settings, get_preset
+from iif_ray.presets import BENCHMARK_ALGOS, algo_settings, get_preset
 
 logger = logging.getLogger(__name__)
 
@@ -34,7 +34,7 @@ ALGO_KEY = "bench_algo"
 @dataclass
 class SweepOptions:
     envs: list[str] = field(default_factory=list)
-    algos: list[str] = field(default_factory=lambda: ["ppo", "iif", "random"])
+    algos: list[str] = field(default_factory=lambda: list(BENCHMARK_ALGOS))
     seeds: int = 3
     first_seed: int = 0
     budget_scale: float = 1.0
@@ -66,8 +66,8 @@ class SweepOptions:
         """What makes one grid differ from another, for experiment names: rerunning the same
         command resumes its experiment, while other seeds, algorithms or budget start their
         own instead of silently resuming (and re-exporting) the old grid."""
-        parts = [f"seeds{self.first_seed}-{self.first_seed + self.seeds - 1}"]
-        if self.algos != SweepOptions.__dataclass_fields__["algos"].default_factory():
+        parts = [f"seeds{self.first_seed}-{self.seed_list[-1]}"]
+        if tuple(self.algos) != BENCHMARK_ALGOS:
             parts.append("+".join(self.algos))
         if self.budget_scale != 1.0:
             parts.append(f"budget{self.budget_scale:g}")

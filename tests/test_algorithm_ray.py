@@ -127,6 +127,5 @@ def test_discrete_sampling_is_unchanged_without_action_normalisation() -> None:
     plain, normalised = sample(False), sample(True)
     assert len(plain) == len(normalised)
     for a, b in zip(plain, normalised, strict=True):
-        for get in (a.get_actions, a.get_observations, a.get_rewards):
-            other = getattr(b, get.__name__)
-            np.testing.assert_array_equal(get(), other())
+        for get in ("get_actions", "get_observations", "get_rewards"):
+            np.testing.assert_array_equal(getattr(a, get)(), getattr(b, get)())
