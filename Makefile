@@ -24,12 +24,14 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/iif-ray demo
 
-test: $(STAMP)
-	$(BIN)/ruff check iif_ray tests
+test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
 
+# Style, the layer contracts (pyproject.toml [tool.importlinter]) and dead code.
 lint: $(STAMP)
-	$(BIN)/ruff check iif_ray tests
+	$(BIN)/ruff check iif_ray tests tune_experiments
+	$(BIN)/lint-imports --no-logo --no-cache
+	$(BIN)/vulture
 
 bench: $(STAMP)
 	$(BIN)/iif-ray bench scoring

@@ -1,4 +1,14 @@
-"""iif-ray: influence-filtered PPO (IIF) and local data attribution on Ray RLlib."""
+"""iif-ray: influence-filtered PPO (IIF) and local data attribution on Ray RLlib.
+
+The layout is the map (each layer imports only from its own layer or below):
+
+* L0 ``attribution/`` (pure torch), ``presets``, ``envs``, ``ledger``;
+* L1 ``scoring/`` (in-process scorer, Ray actor pool);
+* L2 ``rllib/`` (config, learners, the influence round, connectors, module bridge);
+* L3 ``run_dir``, ``driver``, ``ray_session``;
+* L4 ``benchmarks/``, ``diagnostics/``, ``cluster/``;
+* L5 ``cli/``.
+"""
 
 from __future__ import annotations
 
@@ -11,7 +21,7 @@ __all__ = ["IIFPPO", "IIFConfig", "__version__"]
 def __getattr__(name: str) -> Any:
     # Lazy, so `import iif_ray.attribution` stays free of Ray and RLlib.
     if name in ("IIFConfig", "IIFPPO"):
-        from iif_ray import algorithm
+        from iif_ray import rllib
 
-        return getattr(algorithm, name)
+        return getattr(rllib, name)
     raise AttributeError(f"module 'iif_ray' has no attribute {name!r}")

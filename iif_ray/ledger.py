@@ -1,9 +1,13 @@
-"""Per-record influence ledgers as Parquet: one file per (iteration, learner).
+"""The per-record influence ledger: its schema, writer and reader, in one place.
 
-Files are flat (``iter-000007-learner0.parquet``; no hive directories, so the ``iteration``
-column never clashes with a partition key) and written to a temporary name first, then
-renamed: a reader never sees a half-written file. ``ledger_dir`` may be a local path or any
-URI pyarrow understands (``s3://``, ``gs://``), which is what a multi-node run needs.
+One Parquet file per (round, learner): ``iter-000007-learner0.parquet``. Files are flat (no
+hive directories, so the ``iteration`` column never clashes with a partition key) and written
+to a temporary name first, then renamed: a reader never sees a half-written file.
+``ledger_dir`` may be a local path or any URI pyarrow understands (``s3://``, ``gs://``),
+which a multi-node run needs.
+
+Observations are optional (``ledger_obs=True``): stored flattened as a fixed-size list column
+with their shape in the schema metadata, and restored to that shape by :func:`read_ledger_obs`.
 """
 
 from __future__ import annotations
@@ -18,10 +22,58 @@ import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
-LEDGER_COLUMNS = (
-    "iteration", "env_steps", "learner", "episode_id", "t", "action", "reward",
-    "advantage", "advantage_std", "value_target", "logp", "score", "kept",
-)
+# Column -> numpy dtype it is stored with (``action`` keeps the env's own dtype).
+LEDGER_SCHEMA: dict[str, type | None] = {
+    "iteration": np.int64,
+    "env_steps": np.int64,
+    "learner": np.int16,
+    "episode_id": str,
+    "t": np.int64,
+    "action": None,
+    "reward": np.float32,
+    "advantage": np.float32,  # raw GAE
+    "advantage_std": np.float32,  # standardised, as the loss and the scores use it
+    "value_target": np.float32,
+    "logp": np.float32,
+    "score": np.float32,  # NaN where the round was not scored (plain PPO)
+    "kept": bool,
+}
+LEDGER_COLUMNS = tuple(LEDGER_SCHEMA)
+OBS_COLUMN = "obs"
+_OBS_SHAPE_KEY = b"obs_shape"
+
+
+def ledger_columns(*, iteration: int, env_steps: int, learner: int,
+                   **per_record: np.ndarray) -> dict[str, np.ndarray]:
+    """One round's ledger columns, typed as the schema says.
+
+    Args:
+        iteration: the training round (1-based), the same for every record.
+        env_steps: lifetime env steps sampled when the round was trained.
+        learner: rank of the learner that scored these records.
+        **per_record: one array per remaining column of :data:`LEDGER_COLUMNS`.
+
+    Returns:
+        ``{column: array}`` in schema order, ready for :meth:`LedgerWriter.write`.
+
+    Raises:
+        ValueError: a column is missing or unknown, or the arrays differ in length.
+    """
+    constants = {"iteration": iteration, "env_steps": env_steps, "learner": learner}
+    wanted = set(LEDGER_COLUMNS) - set(constants)
+    if set(per_record) != wanted:
+        raise ValueError(f"ledger columns: missing {sorted(wanted - set(per_record))}, "
+                         f"unknown {sorted(set(per_record) - wanted)}")
+    lengths = {len(v) for v in per_record.values()}
+    if len(lengths) > 1:
+        raise ValueError(f"ledger columns differ in length: {sorted(lengths)}")
+    n = lengths.pop() if lengths else 0
+    out: dict[str, np.ndarray] = {}
+    for name, dtype in LEDGER_SCHEMA.items():
+        values = (np.full(n, constants[name]) if name in constants
+                  else np.asarray(per_record[name]))
+        out[name] = values.astype(dtype) if dtype is not None else values
+    return out
 
 
 def _fs_and_path(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -34,12 +86,14 @@ def _array(values: np.ndarray) -> pa.Array:
     values = np.asarray(values)
     if values.ndim <= 1:
         return pa.array(values)
-    flat = values.reshape(len(values), -1)
+    flat = values.reshape(len(values), int(np.prod(values.shape[1:])))  # -1 fails on 0 rows
     return pa.FixedSizeListArray.from_arrays(pa.array(flat.ravel()), flat.shape[1])
 
 
 @dataclass
 class LedgerWriter:
+    """Writes one Parquet file per (round, learner) under ``root`` (a path or a URI)."""
+
     root: str
 
     def __post_init__(self) -> None:
@@ -49,18 +103,25 @@ class LedgerWriter:
     def file_name(self, iteration: int, learner: int) -> str:
         return f"{self._path}/iter-{iteration:06d}-learner{learner}.parquet"
 
-    def write(
-        self,
-        iteration: int,
-        learner: int,
-        columns: Mapping[str, np.ndarray],
-        obs: np.ndarray | None = None,
-    ) -> str:
+    def write(self, iteration: int, learner: int, columns: Mapping[str, np.ndarray],
+              obs: np.ndarray | None = None) -> str:
+        """Write one round's records atomically (temporary name, then rename).
+
+        Args:
+            iteration: the round, which names the file.
+            learner: the learner rank, which names the file.
+            columns: the round's columns, as :func:`ledger_columns` returns them.
+            obs: ``[n, *obs_shape]`` observations to store beside them, or ``None``.
+
+        Returns:
+            The path of the file written.
+        """
         arrays = {name: _array(columns[name]) for name in LEDGER_COLUMNS}
         meta = {}
         if obs is not None:
-            arrays["obs"] = _array(obs.reshape(len(obs), -1).astype(np.float32))
-            meta[b"obs_shape"] = ",".join(str(s) for s in obs.shape[1:]).encode()
+            flat = obs.reshape(len(obs), int(np.prod(obs.shape[1:]))).astype(np.float32)
+            arrays[OBS_COLUMN] = _array(flat)
+            meta[_OBS_SHAPE_KEY] = ",".join(str(s) for s in obs.shape[1:]).encode()
         table = pa.table(arrays).replace_schema_metadata(meta or None)
         final = self.file_name(iteration, learner)
         tmp = f"{self._path}/.tmp-{uuid.uuid4().hex}.parquet"
@@ -78,4 +139,31 @@ def ledger_dataset(root: str) -> ds.Dataset:
 
 
 def read_ledger(root: str, columns: list[str] | None = None) -> pa.Table:
+    """Every round's records under ``root`` as one table.
+
+    Args:
+        root: the ledger directory (a path or a URI).
+        columns: columns to read; ``None`` reads all, ``obs`` included when stored.
+
+    Returns:
+        A ``pyarrow.Table``, rows in file order (round by round).
+    """
     return ledger_dataset(root).to_table(columns=columns)
+
+
+def read_ledger_obs(table: pa.Table) -> tuple[pa.Table, np.ndarray | None]:
+    """Split the ``obs`` column off a ledger table and restore each observation's shape.
+
+    Returns:
+        ``(table without obs, observations [n, *shape])``, or ``(table, None)`` when the run
+        stored no observations.
+    """
+    if OBS_COLUMN not in table.column_names:
+        return table, None
+    meta = table.schema.metadata or {}
+    shape = tuple(int(s) for s in meta.get(_OBS_SHAPE_KEY, b"").decode().split(",") if s)
+    column = table.column(OBS_COLUMN)
+    flat = (np.stack(column.to_numpy(zero_copy_only=False)) if len(column)
+            else np.zeros((0, int(np.prod(shape)) if shape else 0), np.float32))
+    obs = flat.reshape((len(flat), *shape)) if shape else flat
+    return table.drop([OBS_COLUMN]), obs

@@ -1,4 +1,8 @@
-"""Per-environment presets that put RLlib's PPO on the paper's setup.
+"""The paper's per-environment settings, as plain data (no RLlib here).
+
+:func:`iif_ray.rllib.build_config` turns a :class:`Preset` into an RLlib config; keeping the
+numbers apart from RLlib lets the CLI validate input and the report name budgets without
+importing Ray.
 
 The paper (Hu et al. 2025, App. A.2) trains Stable-Baselines3 PPO with 2048 steps per round
 from one environment, minibatch 64, 10 epochs, SGD lr 5e-3 (Adam 3e-4 for BipedalWalker),
@@ -25,7 +29,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from iif_ray.envs import check_env_id, has_continuous_actions, registered_name
+from iif_ray.envs import check_env_id
 
 ALGOS = ("iif", "ppo", "random", "advantage")
 BENCHMARK_ALGOS = ("ppo", "iif", "random")  # what a benchmark sweep compares by default
@@ -134,54 +138,3 @@ def algo_settings(algo: str) -> dict[str, Any]:
         return {"mode": "filter", "selection": algo}
     raise ValueError(f"unknown algo {algo!r}; accepted: {list(ALGOS)}")
 
-
-def build_config(
-    preset: Preset,
-    *,
-    algo: str = "iif",
-    seed: int = 0,
-    num_env_runners: int = 0,
-    num_envs: int = 1,
-    num_learners: int = 0,
-    num_gpus_per_learner: float = 0.0,
-    attribution: dict[str, Any] | None = None,
-):
-    """An :class:`~iif_ray.algorithm.IIFConfig` with the preset's PPO semantics.
-
-    ``num_envs > 1`` vectorises sampling (each round then holds ``num_envs`` shorter rollout
-    chunks instead of one 2,048-step stream); the paper used one environment.
-    ``num_gpus_per_learner > 0`` runs the PPO update and the in-learner scoring on a GPU
-    (with ``num_learners=0`` the local learner takes the driver's GPU).
-    """
-    from iif_ray.algorithm import IIFConfig
-
-    settings = {"drop_fraction": preset.drop_fraction, **algo_settings(algo),
-                **(attribution or {})}
-    return (
-        IIFConfig()
-        .environment(registered_name(preset.env_id), env_config={"kwargs": preset.env_kwargs},
-                     normalize_actions=has_continuous_actions(preset.env_id, preset.env_kwargs))
-        .env_runners(num_env_runners=num_env_runners, num_envs_per_env_runner=num_envs)
-        .learners(num_learners=num_learners, num_gpus_per_learner=num_gpus_per_learner)
-        .training(
-            optimizer=preset.optimizer,
-            advantage_normalization=preset.advantage_normalization,
-            lr=preset.lr,
-            train_batch_size_per_learner=preset.steps_per_round,
-            minibatch_size=preset.minibatch_size,
-            num_epochs=preset.num_epochs,
-            shuffle_batch_per_epoch=True,
-            gamma=preset.gamma,
-            lambda_=preset.lambda_,
-            clip_param=preset.clip_param,
-            vf_loss_coeff=preset.vf_loss_coeff,
-            vf_clip_param=float("inf"),
-            entropy_coeff=preset.entropy_coeff,
-            use_kl_loss=False,
-            kl_coeff=0.0,
-            grad_clip=None,
-        )
-        .rl_module(model_config=dict(preset.model))
-        .attribution(**settings)
-        .debugging(seed=seed, log_level="ERROR")
-    )

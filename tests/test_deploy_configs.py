@@ -120,6 +120,8 @@ def test_kuberay_manifest(path):
         assert g["template"]["spec"]["containers"][0]["image"].endswith("-cuda")
     if doc["kind"] == "RayJob":
         assert doc["spec"]["entrypoint"].startswith("python -m iif_ray ")
-        from iif_ray.jobs import parse_job_command
+        from iif_ray.cli import build_parser
+        from iif_ray.cluster.jobs import parse_job_command
 
-        parse_job_command(doc["spec"]["entrypoint"].split()[3:])  # a valid iif-ray command
+        # a valid iif-ray command
+        parse_job_command(doc["spec"]["entrypoint"].split()[3:], build_parser())

@@ -41,8 +41,8 @@ def ray_gpu():
 
 
 def test_gpu_learner_and_gpu_scorers_train_a_round(ray_gpu, tmp_path):
+    from iif_ray.driver import RunSpec, run
     from iif_ray.presets import get_preset
-    from iif_ray.training import RunSpec, run
 
     spec = RunSpec(preset=get_preset("cartpole"), algo="iif", timesteps=4096,
                    out_dir=str(tmp_path), num_gpus_per_learner=1,

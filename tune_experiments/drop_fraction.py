@@ -18,10 +18,11 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from iif_ray.algorithm import IIFPPO
-from iif_ray.benchmark import EVAL_EPISODES, TrialSpec, trial_config
+from iif_ray.benchmarks.sweeps import SweepOptions
+from iif_ray.benchmarks.trials import EVAL_EPISODES, TrialSpec, trial_config
 from iif_ray.presets import get_preset
-from iif_ray.sweeps import ALGO_KEY, SweepOptions
+from iif_ray.rllib import IIFPPO
+from iif_ray.rllib.settings import CONFIG_KEY, LABEL_KEY
 
 
 def tuners(opts: SweepOptions):
@@ -34,8 +35,8 @@ def tuners(opts: SweepOptions):
         p = tune.loguniform(0.05, 0.9)
         params["learner_config_dict"] = {
             **params["learner_config_dict"],
-            "iif": {**params["learner_config_dict"]["iif"], "drop_fraction": p},
-            ALGO_KEY: "iif-p-search",
+            CONFIG_KEY: {**params["learner_config_dict"][CONFIG_KEY], "drop_fraction": p},
+            LABEL_KEY: "iif-p-search",
         }
         yield env, tune.Tuner(
             IIFPPO,

@@ -15,9 +15,10 @@ from pathlib import Path
 
 from ray import tune
 
-from iif_ray.baselines import SB3_ALGO, sb3_trainable
+from iif_ray.benchmarks.sb3 import SB3_ALGO, sb3_trainable
+from iif_ray.benchmarks.sweeps import SweepOptions
 from iif_ray.presets import get_preset
-from iif_ray.sweeps import ALGO_KEY, SweepOptions
+from iif_ray.rllib.settings import LABEL_KEY
 
 
 def tuners(opts: SweepOptions):
@@ -31,7 +32,7 @@ def tuners(opts: SweepOptions):
                 "rounds": rounds,
                 "eval_episodes": opts.eval_episodes,
                 "seed": tune.grid_search(opts.seed_list),
-                "learner_config_dict": {ALGO_KEY: SB3_ALGO},
+                "learner_config_dict": {LABEL_KEY: SB3_ALGO},
             },
             tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent),
             run_config=tune.RunConfig(name=f"sb3-{env}-{opts.grid_tag()}",

@@ -10,7 +10,7 @@ from iif_ray.attribution.distributions import (
     make_distribution,
 )
 from iif_ray.attribution.losses import RecordBatch, ppo_record_losses
-from iif_ray.attribution.policy import FunctionalPolicy, ParamDict, PolicyView, flat_dot
+from iif_ray.attribution.policy import FunctionalPolicy, ParamDict, PolicyView
 from iif_ray.attribution.scoring import (
     SCORING_METHODS,
     jvp_scores,
@@ -51,7 +51,6 @@ __all__ = [
     "Selection",
     "Target",
     "check_drop_fraction",
-    "flat_dot",
     "jvp_scores",
     "make_distribution",
     "make_target",

@@ -11,7 +11,6 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-import torch
 from torch import Tensor, nn
 from torch.func import functional_call
 
@@ -68,11 +67,3 @@ class PolicyView:
     def entropy(self, obs: Tensor) -> Tensor:
         return self.policy.entropy(self.params, obs)
 
-
-def flat_dot(a: Mapping[str, Tensor], b: Mapping[str, Tensor]) -> Tensor:
-    """Inner product of two parameter dicts with the same keys."""
-    return sum((a[k] * b[k]).sum() for k in a)  # type: ignore[return-value]
-
-
-def param_norm(a: Mapping[str, Tensor]) -> Tensor:
-    return torch.sqrt(flat_dot(a, a))

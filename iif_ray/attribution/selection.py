@@ -34,10 +34,6 @@ class Selection:
     num_negative: int
     clamped: bool  # the rule wanted to drop so much that min_keep stepped in
 
-    @property
-    def frac_dropped(self) -> float:
-        return self.num_dropped / max(len(self.keep), 1)
-
 
 def check_drop_fraction(p: float) -> float:
     """Validate ``p`` in [0, 1); the error names the bad value and the accepted range."""

@@ -27,8 +27,7 @@ from iif_ray.diagnostics.ledgers import (
     show_rounds,
     state_summaries,
 )
-
-MODULE_PATH = ("checkpoint", "learner_group", "learner", "rl_module", "default_policy")
+from iif_ray.run_dir import module_checkpoint
 
 
 def observation_embeddings(obs: np.ndarray) -> np.ndarray:
@@ -48,9 +47,9 @@ def policy_embeddings(run_dir: str | Path, obs: np.ndarray,
     import torch
     from ray.rllib.core.rl_module.rl_module import RLModule
 
-    from iif_ray.rllib_policy import policy_net
+    from iif_ray.rllib.module_bridge import policy_net
 
-    path = Path(run_dir, *MODULE_PATH).resolve()
+    path = module_checkpoint(run_dir).resolve()
     if not path.exists():
         raise FileNotFoundError(f"no policy checkpoint at {path}")
     disabled = logging.root.manager.disable

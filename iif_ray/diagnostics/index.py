@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from iif_ray.diagnostics.ledgers import load_run
+from iif_ray.run_dir import progress_path
 
 OUT_DIR = "diagnostics"
 
@@ -104,7 +105,7 @@ def _behaviour_section(run_dir: Path, frame, obs, summary: dict, out: Path,
     from iif_ray.diagnostics.behaviour import diagnose_behaviour
 
     echo("behaviour formation: kNN-graph roughness of the action target's influence per round")
-    progress = pd.read_csv(run_dir / "progress.csv")
+    progress = pd.read_csv(progress_path(run_dir))
     h = diagnose_behaviour(run_dir, summary, frame, obs, progress, out)
     table = pd.read_parquet(out / "behaviour_rounds.parquet")
     opts = summary["attribution"].get("target_options", {})

@@ -22,8 +22,11 @@ import numpy as np
 import pandas as pd
 import torch
 
+from iif_ray.diagnostics.learner import with_diagnostic_learner
 from iif_ray.diagnostics.ledgers import pyplot
-from iif_ray.presets import Preset, build_config
+from iif_ray.envs import make_env
+from iif_ray.presets import Preset
+from iif_ray.rllib import build_config
 
 VARIANTS = ("unfiltered", "influence", "random")
 MODULE_ID = "default_policy"
@@ -36,8 +39,6 @@ def evaluate(module, preset: Preset, episodes: int, seed: int) -> float:
     torch seed ``seed``, so policies are compared on common random numbers.
     """
     from ray.rllib.core.columns import Columns
-
-    from iif_ray.envs import make_env
 
     env = make_env(preset.env_id, {"kwargs": preset.env_kwargs})
     dist_cls = module.get_exploration_action_dist_cls()
@@ -77,8 +78,8 @@ def intervene(summary: dict, rounds: list[int], seeds: list[int], episodes: int,
     rows: list[dict] = []
     t0 = time.perf_counter()
     for seed in seeds:
-        algo = build_config(preset, algo="iif", seed=seed,
-                            attribution=attribution).build_algo()
+        algo = with_diagnostic_learner(
+            build_config(preset, algo="iif", seed=seed, attribution=attribution)).build_algo()
         try:
             learner = algo.learner_group._learner
             steps = 0

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from iif_ray.ledger import read_ledger
+from iif_ray.ledger import read_ledger, read_ledger_obs
+from iif_ray.run_dir import ledger_dir, read_summary
 
 # FrozenLake's action meanings (gymnasium's toy_text/frozen_lake.py).
 FROZENLAKE_MOVES = {0: "left", 1: "down", 2: "right", 3: "up"}
@@ -21,22 +21,11 @@ def load_run(run_dir: str | Path) -> tuple[dict, pd.DataFrame, np.ndarray | None
     Rows stay in buffer order within each round (the order the learner wrote them), which
     the return-to-go computation relies on only through ``(episode_id, t)``.
     """
-    run_dir = Path(run_dir)
-    summary_path = run_dir / "summary.json"
-    if not summary_path.exists():
-        raise FileNotFoundError(f"{str(run_dir)!r} is not a completed run (no summary.json)")
-    summary = json.loads(summary_path.read_text())
-    ledger_dir = run_dir / "ledger"
-    if not ledger_dir.is_dir() or not any(ledger_dir.iterdir()):
+    summary = read_summary(run_dir)
+    ledger = ledger_dir(run_dir)
+    if not ledger.is_dir() or not any(ledger.iterdir()):
         raise FileNotFoundError(f"{str(run_dir)!r} has no ledger/; train with iif or score mode")
-    table = read_ledger(str(ledger_dir))
-    obs = None
-    if "obs" in table.column_names:
-        meta = table.schema.metadata or {}
-        shape = tuple(int(s) for s in meta.get(b"obs_shape", b"").decode().split(",") if s)
-        flat = np.stack(table.column("obs").to_numpy(zero_copy_only=False))
-        obs = flat.reshape((len(flat), *shape)) if shape else flat
-        table = table.drop(["obs"])
+    table, obs = read_ledger_obs(read_ledger(str(ledger)))
     frame = table.to_pandas()
     order = np.argsort(frame["iteration"].to_numpy(), kind="stable")
     frame = frame.iloc[order].reset_index(drop=True)

@@ -1,0 +1,130 @@
+"""The round record: one benchmark round's figures, and the ``rounds.csv`` file that holds them.
+
+Every benchmark trial (ours through RLlib, SB3's through its own loop) reports one flat record
+per round under the result key ``bench``; a sweep exports them as ``rounds.csv``, one row per
+(env, algo, seed, round), which the report reads. This module is the only place that names
+those columns.
+
+``train_s`` is the round's wall-clock without evaluation (sampling + filtering + update), the
+quantity wall-clock comparisons (RT_peak) use.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from iif_ray.rllib.results import iif_metrics
+from iif_ray.rllib.settings import LABEL_KEY
+
+RECORD_KEY = "bench"
+RECORD_FIELDS = ("env_steps", "eval_return", "eval_episodes", "train_return", "frac_dropped",
+                 "sampling_s", "scoring_s", "filter_s", "update_s", "eval_s", "train_s")
+RUN_KEYS = ("env", "algo", "seed", "round")
+ROUND_COLUMNS = RUN_KEYS + RECORD_FIELDS
+ROUNDS_CSV = "rounds.csv"
+
+
+def round_record(**values: float) -> dict[str, float]:
+    """A complete record, every field a float.
+
+    Raises:
+        ValueError: a field is missing or unknown.
+    """
+    if set(values) != set(RECORD_FIELDS):
+        raise ValueError(f"round record: missing {sorted(set(RECORD_FIELDS) - set(values))}, "
+                         f"unknown {sorted(set(values) - set(RECORD_FIELDS))}")
+    return {k: _num(values[k]) for k in RECORD_FIELDS}
+
+
+def record_from_result(result: dict[str, Any], eval_s: float) -> dict[str, float]:
+    """The record of one RLlib round, from ``algo.train()``'s result and its evaluation time."""
+    iif = iif_metrics(result)
+    ev = result.get("evaluation", {}).get("env_runners", {})
+    er = result.get("env_runners", {})
+    filter_s = _num(iif.get("filter_s"), 0.0)
+    update_s = _num(iif.get("update_s"), 0.0)
+    train_s = _num(result.get("time_this_iter_s")) - eval_s
+    return round_record(
+        env_steps=_num(result.get("num_env_steps_sampled_lifetime"), 0.0),
+        eval_return=_num(ev.get("episode_return_mean")),
+        eval_episodes=_num(ev.get("num_episodes"), 0.0),
+        train_return=_num(er.get("episode_return_mean")),
+        frac_dropped=_num(iif.get("frac_dropped"), 0.0),
+        scoring_s=_num(iif.get("scoring_s"), 0.0),
+        filter_s=filter_s,
+        update_s=update_s,
+        sampling_s=train_s - filter_s - update_s,
+        eval_s=eval_s,
+        train_s=train_s,
+    )
+
+
+def trial_label(config: dict[str, Any]) -> str:
+    """A trial's algorithm label (``iif``, ``ppo``, ``sb3-ppo``, ``iif-p0.125``, ...)."""
+    learner_dict = config.get("learner_config_dict", {})
+    algo = learner_dict.get(LABEL_KEY, "unknown")
+    if algo.endswith("-p-search"):  # one label per sampled drop fraction
+        algo = f"iif-p{learner_dict['iif']['drop_fraction']:.3f}"
+    return algo
+
+
+def rounds_from_results(env: str, results: Iterable) -> pd.DataFrame:
+    """Tidy ``rounds.csv`` rows from a Tune ``ResultGrid`` (one row per trial and round)."""
+    frames = []
+    for result in results:
+        if result.metrics_dataframe is None or result.metrics_dataframe.empty:
+            continue
+        df = result.metrics_dataframe
+        out = pd.DataFrame({
+            "env": env,
+            "algo": trial_label(result.config),
+            "seed": int(result.config["seed"]),
+            "round": df["training_iteration"].astype(int),
+        })
+        for col in RECORD_FIELDS:
+            out[col] = df.get(f"{RECORD_KEY}/{col}", math.nan)
+        frames.append(out)
+    if not frames:
+        return pd.DataFrame(columns=list(ROUND_COLUMNS))
+    return pd.concat(frames, ignore_index=True).sort_values(["env", "algo", "seed", "round"])
+
+
+def merge_rounds(path: Path, new: pd.DataFrame) -> pd.DataFrame:
+    """Replace ``new``'s (env, algo, seed) runs inside an existing rounds file, keep the rest."""
+    if path.exists() and not new.empty:
+        old = pd.read_csv(path)
+        key = ["env", "algo", "seed"]
+        keep = ~old.set_index(key).index.isin(new.set_index(key).index.unique())
+        new = pd.concat([old[keep], new], ignore_index=True)
+    elif path.exists():
+        new = pd.read_csv(path)
+    new = new.sort_values(["env", "algo", "seed", "round"])
+    tmp = path.with_name(f".{path.name}.tmp")
+    new.to_csv(tmp, index=False, float_format="%.6g")
+    os.replace(tmp, path)
+    return new
+
+
+def load_rounds(directory: str | Path) -> pd.DataFrame:
+    """All ``*rounds*.csv`` files of a results directory, concatenated.
+
+    Raises:
+        FileNotFoundError: the directory holds none.
+    """
+    files = sorted(Path(directory).glob("*rounds*.csv"))
+    if not files:
+        raise FileNotFoundError(f"no *rounds*.csv in {str(directory)!r}; run a sweep first")
+    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+
+
+def _num(x: Any, default: float = math.nan) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return default

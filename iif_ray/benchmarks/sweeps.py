@@ -1,0 +1,202 @@
+"""Tune sweeps: build, run (or resume) and export benchmark grids.
+
+A sweep file (``tune_experiments/*.py``) defines ``tuners(opts: SweepOptions)`` yielding
+``(name, tune.Tuner)`` pairs, usually one per environment because budgets and networks differ
+per environment. :func:`run_sweep` fits each, resuming an experiment directory that already
+exists, and writes every trial's per-round ``bench`` record to one tidy ``rounds.csv``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import math
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from iif_ray.benchmarks.records import ROUNDS_CSV, merge_rounds, rounds_from_results
+from iif_ray.benchmarks.trials import EVAL_EPISODES, TrialSpec, trial_config
+from iif_ray.presets import BENCHMARK_ALGOS, algo_settings, get_preset
+from iif_ray.rllib.settings import CONFIG_KEY, LABEL_KEY
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class SweepOptions:
+    """What ``iif-ray sweep`` passes to a sweep file's ``tuners(opts)``.
+
+    Raises:
+        ValueError: (on construction) seeds < 1, budget_scale outside (0, 10], an unknown
+            preset or algorithm.
+    """
+
+    envs: list[str] = field(default_factory=list)
+    algos: list[str] = field(default_factory=lambda: list(BENCHMARK_ALGOS))
+    seeds: int = 3
+    first_seed: int = 0
+    budget_scale: float = 1.0
+    out: str = "runs/sweep"
+    max_concurrent: int | None = None
+    num_envs: int = 1
+    eval_episodes: int | None = None
+    # Ablations: keys merged into every preset's model config, and a suffix on the algo label
+    # so their rows sit beside the plain ones in one rounds file.
+    model_overrides: dict[str, Any] = field(default_factory=dict)
+    label_suffix: str = ""
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
+        if not (0 < self.budget_scale <= 10):
+            raise ValueError(f"budget_scale must be in (0, 10], got {self.budget_scale}")
+        for env in self.envs:
+            get_preset(env)
+        for algo in self.algos:
+            algo_settings(algo)
+
+    @property
+    def seed_list(self) -> list[int]:
+        return list(range(self.first_seed, self.first_seed + self.seeds))
+
+    def grid_tag(self) -> str:
+        """What makes one grid differ from another, for experiment names: rerunning the same
+        command resumes its experiment, while other seeds, algorithms or budget start their
+        own instead of silently resuming (and re-exporting) the old grid."""
+        parts = [f"seeds{self.first_seed}-{self.seed_list[-1]}"]
+        if tuple(self.algos) != BENCHMARK_ALGOS:
+            parts.append("+".join(self.algos))
+        if self.budget_scale != 1.0:
+            parts.append(f"budget{self.budget_scale:g}")
+        if self.num_envs != 1:
+            parts.append(f"envs{self.num_envs}")
+        if self.eval_episodes:
+            parts.append(f"eval{self.eval_episodes}")
+        return "-".join(parts)
+
+
+def load_sweep(path_or_name: str) -> Any:
+    """Import a sweep file by path, or ``tune_experiments/<name>.py`` by name.
+
+    Raises:
+        FileNotFoundError: no such sweep file.
+        ValueError: the file defines no ``tuners(opts)``.
+    """
+    path = Path(path_or_name)
+    if not path.suffix:
+        path = Path("tune_experiments") / f"{path_or_name}.py"
+    if not path.exists():
+        raise FileNotFoundError(f"sweep {path_or_name!r} not found (looked for {str(path)!r})")
+    spec = importlib.util.spec_from_file_location(f"iif_sweep_{path.stem}", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    if not hasattr(module, "tuners"):
+        raise ValueError(f"sweep file {str(path)!r} defines no tuners(opts) function")
+    return module
+
+
+def _trial_name(trial) -> str:
+    cfg = trial.config
+    algo = cfg.get("learner_config_dict", {}).get(LABEL_KEY, "trial")
+    return f"{algo}-seed{cfg.get('seed')}-{trial.trial_id}"
+
+
+def grid_space(env: str, opts: SweepOptions) -> tuple[dict[str, Any], int]:
+    """Tune param space (algorithm x seed grid on the env's preset) and the env-step budget."""
+    from ray import tune
+
+    preset = get_preset(env)
+    if opts.model_overrides:
+        preset = replace(preset, model={**preset.model, **opts.model_overrides})
+    budget = int(math.ceil(preset.timesteps * opts.budget_scale / preset.steps_per_round)
+                 * preset.steps_per_round)
+    eval_episodes = opts.eval_episodes or EVAL_EPISODES.get(env, 10)
+    base = trial_config(TrialSpec(preset, "iif", opts.first_seed, eval_episodes, opts.num_envs))
+    params = base.to_dict()
+    learner_dict = dict(params["learner_config_dict"])
+    variants = []
+    for algo in opts.algos:
+        d = dict(learner_dict)
+        d[CONFIG_KEY] = {**learner_dict[CONFIG_KEY], **algo_settings(algo)}
+        d[LABEL_KEY] = algo + opts.label_suffix
+        variants.append(d)
+    params["learner_config_dict"] = tune.grid_search(variants)
+    params["seed"] = tune.grid_search(opts.seed_list)
+    return params, budget
+
+
+def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
+    """Grid over algorithm x seed for one environment (paper preset), stopped at its budget."""
+    from ray import tune
+
+    from iif_ray.rllib import IIFPPO
+
+    params, budget = grid_space(env, opts)
+    name = f"{name}-{opts.grid_tag()}"
+    storage = str(Path(opts.out).resolve() / "tune")
+    path = Path(storage) / name
+    run_config = tune.RunConfig(
+        name=name,
+        storage_path=storage,
+        stop={"num_env_steps_sampled_lifetime": budget},
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=10, checkpoint_at_end=True,
+                                                num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=3),
+        verbose=1,
+    )
+    if tune.Tuner.can_restore(str(path)):
+        logger.info("resuming %s", path)
+        return tune.Tuner.restore(str(path), trainable=IIFPPO, resume_errored=True,
+                                  restart_errored=False, param_space=params)
+    return tune.Tuner(
+        IIFPPO,
+        param_space=params,
+        tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent,
+                                    trial_dirname_creator=_trial_name,
+                                    trial_name_creator=_trial_name),
+        run_config=run_config,
+    )
+
+
+def run_sweep(module: Any, opts: SweepOptions) -> Path:
+    """Fit every tuner of a sweep module and export ``<out>/rounds.csv``.
+
+    Returns:
+        The path of ``rounds.csv``.
+
+    Raises:
+        SweepError: some trials failed or reported nothing (finished rows are kept).
+    """
+    out = Path(opts.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    rounds_path = out / ROUNDS_CSV
+    problems: list[str] = []
+    for env, tuner in _as_pairs(module.tuners(opts)):
+        results = tuner.fit()
+        rows = rounds_from_results(env, results)
+        merge_rounds(rounds_path, rows)
+        errors = list(results.errors)
+        if errors:
+            logger.error("%d trial(s) of %s failed: %s", len(errors), env, errors[:2])
+            problems.append(f"{len(errors)} trial(s) of {env} failed (first: {errors[0]})")
+        elif rows.empty:
+            problems.append(
+                f"the trials of {env} reported no per-round results (Tune's result files "
+                "are missing: is TUNE_DISABLE_AUTO_CALLBACK_LOGGERS set?)")
+    if problems:
+        raise SweepError("; ".join(problems) + f"; rows that did finish are in {rounds_path}")
+    return rounds_path
+
+
+class SweepError(RuntimeError):
+    """Some trials of a sweep failed or produced nothing; finished rows are kept."""
+
+
+def _as_pairs(items) -> Iterator[tuple[str, Any]]:
+    for item in items:
+        if isinstance(item, tuple):
+            yield item
+        else:
+            raise TypeError("tuners(opts) must yield (env_name, tune.Tuner) pairs")

@@ -1,0 +1,52 @@
+"""``iif-ray`` command line: one module per command, each a :class:`~iif_ray.cli.base.Command`.
+
+Arguments are validated before Ray starts, so a typo fails in a second with one message that
+names the bad value, instead of after a cluster connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from iif_ray.cli.base import Command
+from iif_ray.cli.bench import BenchCommand
+from iif_ray.cli.common import UsageError, quiet_libraries
+from iif_ray.cli.demo import DemoCommand
+from iif_ray.cli.diagnose import DiagnoseCommand
+from iif_ray.cli.report import ReportCommand
+from iif_ray.cli.submit import SubmitCommand
+from iif_ray.cli.sweep import SweepCommand
+from iif_ray.cli.train import TrainCommand
+
+COMMANDS: tuple[Command, ...] = (TrainCommand(), DemoCommand(), BenchCommand(), SweepCommand(),
+                                 ReportCommand(), DiagnoseCommand(), SubmitCommand())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``iif-ray`` parser with every command's subparser."""
+    parser = argparse.ArgumentParser(
+        prog="iif-ray",
+        description="influence-filtered PPO (IIF) and local data attribution on Ray RLlib")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for command in COMMANDS:
+        command.add_arguments(sub.add_parser(command.name, help=command.help,
+                                             description=command.description))
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``iif-ray`` script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    quiet_libraries()
+    command = next(c for c in COMMANDS if c.name == args.command)
+    try:
+        return command.run(args, parser)
+    except UsageError as e:
+        print(f"iif-ray {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130

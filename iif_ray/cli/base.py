@@ -1,0 +1,29 @@
+"""The shape of an ``iif-ray`` command: a name, its arguments, and what it runs."""
+
+from __future__ import annotations
+
+import argparse
+from typing import ClassVar
+
+
+class Command:
+    """One subcommand. Subclasses set ``name`` and ``help`` and implement the two methods.
+
+    ``run`` gets the whole ``iif-ray`` parser as well, for commands that parse another
+    command line (``submit`` checks the job's command before sending it).
+    """
+
+    name: ClassVar[str]
+    help: ClassVar[str]
+    description: ClassVar[str | None] = None
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        raise NotImplementedError
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        """Run the command; return the process exit status.
+
+        Raises:
+            UsageError: bad input the parser could not catch (printed as one line, status 2).
+        """
+        raise NotImplementedError

@@ -1,0 +1,69 @@
+"""``iif-ray bench``: speed figures measured side by side in one run (scoring, pool, sb3)."""
+
+from __future__ import annotations
+
+import argparse
+
+from iif_ray.cli.base import Command
+from iif_ray.cli.common import UsageError, console, int_at_least
+from iif_ray.presets import get_preset
+
+
+class BenchCommand(Command):
+    name = "bench"
+    help = "print benchmark figures"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        bench_sub = parser.add_subparsers(dest="bench", required=True)
+        scoring = bench_sub.add_parser("scoring", help="scoring vs PPO update seconds per round")
+        scoring.add_argument("--presets", default="lunarlander,minigrid")
+        scoring.add_argument("--rounds", type=int_at_least(2, "rounds"), default=4)
+        scoring.add_argument("--gpu", action="store_true",
+                             help="also run each preset with the learner on a GPU, side by side")
+        scoring.add_argument("--address")
+        pool = bench_sub.add_parser("pool", help="records/s: in-process scoring vs scorer actors")
+        pool.add_argument("--workloads", default="lunarlander-2k,mlp3x512-16k,minigrid-cnn-64k")
+        pool.add_argument("--max-scorers", type=int_at_least(1, "max-scorers"),
+                          help="largest pool (default: the cluster's CPU count)")
+        pool.add_argument("--reps", type=int_at_least(1, "reps"), default=3)
+        pool.add_argument("--address")
+        sb3 = bench_sub.add_parser("sb3", help="seconds per PPO round: ours vs Stable-Baselines3")
+        sb3.add_argument("--presets", default="lunarlander,acrobot")
+        sb3.add_argument("--rounds", type=int_at_least(2, "rounds"), default=5)
+        sb3.add_argument("--num-envs", default="1,8", help="sampling layouts to compare")
+        sb3.add_argument("--address")
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        from iif_ray.benchmarks.speed import POOL_WORKLOADS, bench_pool, bench_scoring, bench_speed
+        from iif_ray.ray_session import ray_session
+
+        if args.bench == "sb3":
+            layouts = tuple(int(x) for x in args.num_envs.split(",") if x)
+            with ray_session(args.address):
+                bench_speed([n.strip() for n in args.presets.split(",") if n.strip()],
+                            rounds=args.rounds, num_envs_options=layouts, echo=console.print)
+            return 0
+        if args.bench == "pool":
+            workloads = [n.strip() for n in args.workloads.split(",") if n.strip()]
+            unknown = [w for w in workloads if w not in POOL_WORKLOADS]
+            if unknown:
+                raise UsageError(
+                    f"unknown workload(s) {unknown}; available: {list(POOL_WORKLOADS)}")
+            with ray_session(args.address):
+                bench_pool(workloads, args.max_scorers, args.reps, echo=console.print)
+            return 0
+        names = [n.strip() for n in args.presets.split(",") if n.strip()]
+        try:
+            for n in names:
+                get_preset(n)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        with ray_session(args.address):
+            if args.gpu:
+                import ray
+
+                if ray.cluster_resources().get("GPU", 0) < 1:
+                    raise UsageError("--gpu needs a GPU; this Ray has none")
+            bench_scoring(names, rounds=args.rounds, echo=console.print,
+                          devices=(0.0, 1.0) if args.gpu else (0.0,))
+        return 0

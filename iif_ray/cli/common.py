@@ -1,0 +1,221 @@
+"""What the ``iif-ray`` commands share: argument types, run options, validation, output.
+
+Every check here runs before Ray starts, so a typo fails in a second with one line that names
+the bad value and the accepted range (exit status 2), instead of after a cluster connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+from typing import Any
+
+from rich.console import Console
+
+from iif_ray.attribution.selection import SELECTION_RULES, check_drop_fraction
+from iif_ray.presets import PRESETS, Preset, preset_for
+from iif_ray.rllib.settings import AttributionSettings
+
+console = Console(stderr=False, highlight=False, width=120)
+
+
+def quiet_libraries() -> None:
+    """Keep the terminal for our progress lines: RLlib and gymnasium are chatty at WARNING."""
+    import logging
+    import warnings
+
+    for name in ("ray", "ray.rllib", "ray.tune"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", module="gymnasium")
+    warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
+class UsageError(ValueError):
+    """Bad command-line input; reported as one line, exit status 2."""
+
+
+def int_at_least(minimum: int, what: str):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} must be an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{what} must be >= {minimum}, got {text!r}")
+        return value
+
+    return parse
+
+
+def nonneg_float(what: str):
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or value < 0:
+            raise argparse.ArgumentTypeError(f"{what} must be a number >= 0, got {text!r}")
+        return value
+
+    return parse
+
+
+def int_list(text: str) -> list[int]:
+    try:
+        values = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        values = []
+    if not values or values[0] < 1:
+        raise argparse.ArgumentTypeError(f"expected rounds >= 1 like 2,5,10, got {text!r}")
+    return values
+
+
+def drop_fraction(text: str) -> float:
+    try:
+        return check_drop_fraction(float(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"drop fraction must be in [0, 1), got {text!r}") from None
+
+
+def key_value(text: str) -> tuple[str, Any]:
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, raw = text.split("=", 1)
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key, value
+
+
+def add_run_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", help="gymnasium id (paper presets apply to their own env ids)")
+    p.add_argument("--preset", help=f"paper preset: {', '.join(PRESETS)}")
+    p.add_argument("--timesteps", type=int_at_least(1, "timesteps"),
+                   help="env-step budget (default: the preset's paper budget)")
+    p.add_argument("--selection", choices=SELECTION_RULES, help="override the selection rule")
+    p.add_argument("--drop-fraction", type=drop_fraction, help="p in [0, 1)")
+    p.add_argument("--target", help="target function (return, action, or a registered name)")
+    p.add_argument("--target-option", type=key_value, action="append", default=[],
+                   metavar="KEY=VALUE", help="target option, e.g. action=2 or probe_file=p.npz")
+    p.add_argument("--num-scorers", type=int_at_least(0, "num-scorers"),
+                   help="scorer actors (0: score in the learner process)")
+    p.add_argument("--num-env-runners", type=int_at_least(0, "num-env-runners"), default=0)
+    p.add_argument("--num-learners", type=int_at_least(0, "num-learners"), default=0,
+                   help="remote learner actors (0: learn in the driver process)")
+    p.add_argument("--num-gpus-per-learner", type=nonneg_float("num-gpus-per-learner"),
+                   default=0.0, help="GPUs per learner: the PPO update and in-learner scoring")
+    p.add_argument("--num-gpus-per-scorer", type=nonneg_float("num-gpus-per-scorer"),
+                   help="GPUs per scorer actor (with --num-scorers > 0)")
+    p.add_argument("--ledger-obs", action="store_true", help="store observations in the ledger")
+    p.add_argument("--mode", choices=("filter", "score", "off"),
+                   help="filter: score and drop (IIF); score: score and log, train on all")
+    p.add_argument("--address", help="Ray address: omit for an embedded local Ray; 'auto' or a "
+                                     "URL for a cluster")
+
+
+def resolve_preset(args: argparse.Namespace) -> Preset:
+    preset_name = args.preset
+    if preset_name is None and args.env is None:
+        preset_name = getattr(args, "preset_default", None)
+    if preset_name is None and args.env is None:
+        raise UsageError("give --env or --preset")
+    try:
+        return preset_for(preset_name, args.env)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+
+
+def attribution_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    if args.selection is not None:
+        out["selection"] = args.selection
+    if args.drop_fraction is not None:
+        out["drop_fraction"] = args.drop_fraction
+    if args.target is not None:
+        out["target"] = args.target
+    if args.target_option:
+        out["target_options"] = dict(args.target_option)
+    if args.num_scorers is not None:
+        out["num_scorers"] = args.num_scorers
+    if args.ledger_obs:
+        out["ledger_obs"] = True
+    if args.mode is not None:
+        out["mode"] = args.mode
+    if args.num_gpus_per_scorer is not None:
+        out["num_gpus_per_scorer"] = args.num_gpus_per_scorer
+    try:
+        AttributionSettings.from_dict(out)  # validate now, before Ray starts
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return out
+
+
+def fmt(value: float | None, spec: str = ".1f") -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return format(value, spec)
+
+
+def round_printer(label: str, budget: int):
+    console.print(f"[bold]{label}[/bold]  budget {budget:,} env steps")
+    console.print(f"{'round':>5} {'env_steps':>10} {'return':>9} {'dropped':>8} "
+                  f"{'scoring_s':>9} {'update_s':>8} {'round_s':>8}")
+
+    def on_round(row: dict) -> None:
+        console.print(
+            f"{row['iteration']:>5} {row['env_steps']:>10,} {fmt(row['episode_return_mean']):>9} "
+            f"{fmt(row['frac_dropped'], '.3f'):>8} {fmt(row['scoring_s'], '.3f'):>9} "
+            f"{fmt(row['update_s'], '.2f'):>8} {fmt(row['iter_s'], '.2f'):>8}"
+        )
+
+    return on_round
+
+
+def resources(args: argparse.Namespace) -> dict[str, Any]:
+    return {"num_env_runners": args.num_env_runners, "num_learners": args.num_learners,
+            "num_gpus_per_learner": args.num_gpus_per_learner}
+
+
+def check_gpus(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
+    """On an embedded Ray, missing GPUs are a usage error now, not a hang later.
+
+    (A cluster may still be scaling up GPU nodes, so there the request goes through.)
+    """
+    import os
+
+    import ray
+
+    if args.address is not None or os.environ.get("RAY_ADDRESS"):
+        return
+    learners = max(args.num_learners, 1) * args.num_gpus_per_learner
+    scorers = overrides.get("num_scorers", 0) * overrides.get("num_gpus_per_scorer", 0.0)
+    have = ray.cluster_resources().get("GPU", 0.0)
+    if learners + scorers > have:
+        raise UsageError(
+            f"--num-gpus-per-learner {args.num_gpus_per_learner} and --num-gpus-per-scorer "
+            f"{overrides.get('num_gpus_per_scorer', 0.0)} need {learners + scorers:g} GPU(s); "
+            f"this machine's Ray has {have:g} (accepted: at most {have:g} in total)")
+
+
+def train_runs(args: argparse.Namespace, preset: Preset, plan: list[tuple[str, int]],
+               out_dirs: list[str], timesteps: int | None,
+               overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """Train ``(algo, seed)`` runs one after another on one Ray session, printing each round.
+
+    Returns:
+        The runs' summaries, in ``plan`` order.
+    """
+    from iif_ray.driver import RunSpec, run
+    from iif_ray.ray_session import ray_session
+
+    summaries = []
+    with ray_session(args.address):
+        check_gpus(args, overrides)
+        for (algo, seed), out in zip(plan, out_dirs, strict=True):
+            spec = RunSpec(preset=preset, algo=algo, seed=seed, timesteps=timesteps,
+                           out_dir=out, attribution=overrides, **resources(args))
+            summaries.append(run(spec, round_printer(
+                f"{algo} on {preset.env_id} (seed {seed})", spec.budget)))
+    return summaries

@@ -1,0 +1,164 @@
+"""``IIFConfig`` (PPOConfig plus ``.attribution(...)``) and ``IIFPPO`` (PPO + scorer resources)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from ray.rllib.algorithms.algorithm_config import AlgorithmConfig, NotProvided
+from ray.rllib.algorithms.ppo import PPO, PPOConfig
+from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+from ray.rllib.utils.annotations import override
+from ray.tune.execution.placement_groups import PlacementGroupFactory
+from ray.util import log_once
+
+from iif_ray.rllib.env_registration import ensure_registered
+from iif_ray.rllib.iif_learner import IIFPPOTorchLearner
+from iif_ray.rllib.module import IIFPPOTorchRLModule
+from iif_ray.rllib.settings import (
+    AttributionSettings,
+    read_settings,
+    write_advantage_normalization,
+    write_optimizer,
+    write_settings,
+)
+
+# IIF exists only on RLlib's new API stack; RLlib's one-time "you are on the new API stack"
+# notice would be noise for every run, so it is marked as already shown.
+log_once("IIFPPO_on_new_api_stack")
+
+
+class IIFConfig(PPOConfig):
+    """PPO config whose learner scores and filters every round.
+
+    ``.attribution(mode="off")`` gives plain PPO through the identical code path, which is
+    the baseline every IIF figure in this project is compared against.
+    """
+
+    def __init__(self, algo_class: type | None = None) -> None:
+        super().__init__(algo_class=algo_class or IIFPPO)
+        write_settings(self.learner_config_dict)
+
+    @override(PPOConfig)
+    def get_default_learner_class(self) -> type:
+        return IIFPPOTorchLearner
+
+    @override(PPOConfig)
+    def get_default_rl_module_spec(self) -> RLModuleSpec:
+        return RLModuleSpec(module_class=IIFPPOTorchRLModule)
+
+    @property
+    def attribution_settings(self) -> AttributionSettings:
+        """The validated attribution settings this config carries."""
+        return read_settings(self.learner_config_dict)
+
+    def attribution(self, **settings: Any) -> IIFConfig:
+        """Set attribution options, validated now.
+
+        A bad option fails at configuration time with a message naming it, not inside a
+        remote learner.
+
+        Args:
+            **settings: fields of :class:`~iif_ray.rllib.settings.AttributionSettings`
+                (``mode``, ``target``, ``selection``, ``drop_fraction``, ``num_scorers``,
+                ``ledger_dir``, ...).
+
+        Returns:
+            This config, for chaining.
+
+        Raises:
+            ValueError: an unknown setting or a value outside its accepted range.
+        """
+        write_settings(self.learner_config_dict, **settings)
+        return self
+
+    @override(PPOConfig)
+    def training(self, *, optimizer: str | dict | None = NotProvided,
+                 advantage_normalization: str = NotProvided, **kwargs: Any) -> IIFConfig:
+        """PPO's ``training(...)`` plus two options of the paper's PPO.
+
+        Args:
+            optimizer: ``"adam"``, ``"sgd"`` or ``{"type": ..., **torch_kwargs}``; the learning
+                rate stays RLlib's ``lr``.
+            advantage_normalization: ``"batch"`` (once per round) or ``"minibatch"`` (SB3's
+                choice, which the presets use).
+            **kwargs: RLlib's PPO training options.
+
+        Returns:
+            This config, for chaining.
+
+        Raises:
+            ValueError: an unknown optimizer or normalisation scope.
+        """
+        if advantage_normalization is not NotProvided:
+            write_advantage_normalization(self.learner_config_dict, advantage_normalization)
+        if isinstance(optimizer, dict) and "type" not in optimizer:
+            # RLlib's own (legacy) ``optimizer`` dict, e.g. from ``from_dict`` under Tune:
+            # it is not ours, and must not overwrite the learner's optimizer choice.
+            kwargs["optimizer"] = optimizer
+            optimizer = NotProvided
+        if optimizer is not NotProvided:
+            write_optimizer(self.learner_config_dict, optimizer)
+        super().training(**kwargs)
+        return self
+
+    @override(PPOConfig)
+    def validate(self) -> None:
+        super().validate()
+        self.attribution_settings  # noqa: B018  (raises on an invalid dict from Tune)
+        if not issubclass(self.learner_class, IIFPPOTorchLearner):
+            raise ValueError(
+                "IIFConfig needs a learner derived from IIFPPOTorchLearner, "
+                f"got {self.learner_class}"
+            )
+
+
+class IIFPPO(PPO):
+    """PPO whose placement group also reserves the attribution pool's scorer actors.
+
+    Under Tune, actors created inside a trial are captured by the trial's placement group; with
+    no room reserved they would wait forever without an error.
+    """
+
+    @classmethod
+    @override(PPO)
+    def get_default_config(cls) -> IIFConfig:
+        return IIFConfig()
+
+    def __init__(self, config: AlgorithmConfig | dict | None = None, *args: Any,
+                 **kwargs: Any) -> None:
+        # Env runners look the env up by name; in a fresh process (a restored checkpoint, a
+        # Tune trial on another node) our ``iif/...`` creators must be registered first.
+        env = config.get("env") if isinstance(config, dict) else getattr(config, "env", None)
+        ensure_registered(env)
+        super().__init__(config, *args, **kwargs)
+
+    @override(PPO)
+    def cleanup(self) -> None:
+        # Scorer actors belong to the learners' processes; stop them before the learners go.
+        if getattr(self, "learner_group", None) is not None:
+            # A learner that already died took its scorers with it.
+            with contextlib.suppress(Exception):
+                self.learner_group.foreach_learner(lambda learner: learner.shutdown_scorer())
+        super().cleanup()
+
+    @classmethod
+    @override(PPO)
+    def default_resource_request(
+        cls, config: AlgorithmConfig | dict
+    ) -> PlacementGroupFactory:
+        pgf = super().default_resource_request(config)
+        cfg = config if isinstance(config, AlgorithmConfig) else (
+            cls.get_default_config().update_from_dict(config))
+        settings = read_settings(cfg.learner_config_dict)
+        if settings.mode == "off" or settings.num_scorers == 0:
+            return pgf
+        # Every learner (the local one counts as one) owns its own pool of scorers.
+        num_pools = max(1, cfg.num_learners)
+        bundle = {"CPU": settings.num_cpus_per_scorer}
+        if settings.num_gpus_per_scorer:
+            bundle["GPU"] = settings.num_gpus_per_scorer
+        return PlacementGroupFactory(
+            bundles=[*pgf.bundles, *([bundle] * (settings.num_scorers * num_pools))],
+            strategy=pgf.strategy,
+        )

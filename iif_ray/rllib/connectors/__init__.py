@@ -1,0 +1,6 @@
+"""Learner connector pieces IIF appends to RLlib's default learner pipeline, one per file."""
+
+from iif_ray.rllib.connectors.influence_filter import InfluenceFilter
+from iif_ray.rllib.connectors.standardised_gae import ADVANTAGES_RAW, StandardisedGAE
+
+__all__ = ["ADVANTAGES_RAW", "InfluenceFilter", "StandardisedGAE"]

@@ -1,0 +1,277 @@
+"""The attribution actor pool: score a round's records on Ray actors, in parallel.
+
+Protocol per round:
+
+1. the policy weights and the target direction go to the object store once (``ray.put``);
+2. the records are cut into contiguous shards, one per scorer;
+3. every scorer loads the weights into its own replica of the policy network (built once by
+   a picklable builder, e.g. from an RLModule spec), scores its shard with the same code as
+   local scoring, and returns float32 scores;
+4. the pool concatenates them in record order.
+
+A scorer that dies, or takes longer than ``timeout_s`` on a shard, is killed, replaced, and
+its shard re-scored; scores are a pure function of (weights, direction, shard), so the round's
+result is identical to an undisturbed one. A shard that still fails after ``max_retries``
+raises :class:`ScoringFailedError` naming the shard and the cause.
+
+Scorer actors are created with default scheduling options. Under Tune they are captured by
+the trial's placement group, where :class:`~iif_ray.rllib.algorithm.IIFPPO` reserves a
+bundle for each; outside Tune they go wherever the cluster has room, other nodes included.
+Either way the pool waits at most ``start_timeout_s`` for them to start and fails with an
+explanation rather than hanging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import ray
+import torch
+from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
+from torch import Tensor
+
+from iif_ray.attribution import FunctionalPolicy, RecordBatch, score_records
+from iif_ray.scoring.scorer import ScoreResult, ScoringFailedError
+
+logger = logging.getLogger(__name__)
+
+_RECORD_FIELDS = ("obs", "actions", "logp_old", "advantages")
+
+
+PolicyBuilders = Mapping[str, Callable[[], FunctionalPolicy]]
+
+
+class ScorerWorker:
+    """Body of a scorer actor: replicas of the policy networks, built lazily per module.
+
+    Builders, not networks, travel to the actor: a builder (for RLlib, a partial of
+    :func:`iif_ray.rllib.module_bridge.policy_from_spec`) is small to pickle and lets this
+    package stay free of any one framework's module classes.
+    """
+
+    def __init__(self, policy_builders: PolicyBuilders, device: str = "cpu") -> None:
+        self._builders = dict(policy_builders)
+        self._device = torch.device(device)
+        self._policies: dict[str, FunctionalPolicy] = {}
+
+    def info(self) -> dict[str, Any]:
+        """Where this scorer runs; also builds its replicas so round 1 pays no start-up."""
+        for module_id in self._builders:
+            self._policy(module_id)
+        ctx = ray.get_runtime_context()
+        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "device": str(self._device),
+                "placement_group": ctx.get_placement_group_id()}
+
+    def _policy(self, module_id: str) -> FunctionalPolicy:
+        if module_id not in self._policies:
+            policy = self._builders[module_id]()
+            policy.net.to(self._device)
+            self._policies[module_id] = policy
+        return self._policies[module_id]
+
+    def score(self, module_id: str, weights: Mapping[str, np.ndarray],
+              direction: Mapping[str, np.ndarray], shard: Mapping[str, np.ndarray],
+              entropy_coeff: float, method: str, chunk_size: int | None
+              ) -> tuple[np.ndarray, float]:
+        t0 = time.perf_counter()
+        policy = self._policy(module_id)
+        with torch.no_grad():
+            for name, p in policy.net.named_parameters():
+                p.copy_(torch.as_tensor(weights[name]))
+        dev = self._device
+        records = RecordBatch(**{k: torch.as_tensor(shard[k], device=dev) for k in _RECORD_FIELDS})
+        tangent = {k: torch.as_tensor(v, device=dev) for k, v in direction.items()}
+        scores = score_records(policy, records, tangent, method=method,
+                               entropy_coeff=entropy_coeff, chunk_size=chunk_size)
+        return scores.float().cpu().numpy(), time.perf_counter() - t0
+
+
+@dataclass
+class _Shard:
+    index: int
+    start: int
+    stop: int
+    ref: ray.ObjectRef
+    attempts: int = 0
+
+
+class AttributionPool:
+    """``num_scorers`` Ray actors scoring contiguous shards in parallel.
+
+    Args:
+        policy_builders: module id -> picklable zero-argument callable that builds the
+            policy network replica (weights are loaded each round).
+        num_scorers: actors in the pool (>= 1).
+        num_cpus_per_scorer / num_gpus_per_scorer: each actor's Ray resources.
+        timeout_s: a shard without an answer for this long is re-scored on a new actor.
+        max_retries: re-scorings per shard before the round fails.
+        method / chunk_size: passed to :func:`iif_ray.attribution.score_records`.
+        start_timeout_s: how long to wait for the actors to start.
+        worker_cls: the actor body (tests substitute a failing one).
+
+    Raises:
+        ValueError: ``num_scorers < 1``.
+        ScoringFailedError: the actors could not start (no room in the cluster or the
+            trial's placement group).
+    """
+
+    def __init__(
+        self,
+        policy_builders: PolicyBuilders,
+        num_scorers: int,
+        *,
+        num_cpus_per_scorer: float = 1.0,
+        num_gpus_per_scorer: float = 0.0,
+        timeout_s: float = 120.0,
+        max_retries: int = 2,
+        method: str = "jvp",
+        chunk_size: int | None = None,
+        start_timeout_s: float = 120.0,
+        worker_cls: type[ScorerWorker] = ScorerWorker,
+    ) -> None:
+        if num_scorers < 1:
+            raise ValueError(f"num_scorers must be >= 1 for a pool, got {num_scorers}")
+        self._builders = dict(policy_builders)
+        self._device = "cuda" if num_gpus_per_scorer > 0 else "cpu"
+        self._actor_cls = ray.remote(worker_cls).options(
+            num_cpus=num_cpus_per_scorer, num_gpus=num_gpus_per_scorer, max_restarts=0,
+        )
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.method = method
+        self.chunk_size = chunk_size
+        self.start_timeout_s = start_timeout_s
+        self.actors = [self._actor_cls.remote(self._builders, self._device)
+                       for _ in range(num_scorers)]
+        self.actor_info = self._wait_started(self.actors)
+        self.total_retries = 0
+        logger.info("attribution pool started: %s", self.actor_info)
+
+    def _wait_started(self, actors: list) -> list[dict]:
+        refs = [a.info.remote() for a in actors]
+        try:
+            return ray.get(refs, timeout=self.start_timeout_s)
+        except RayActorError as e:
+            for a in actors:
+                ray.kill(a)
+            raise ScoringFailedError(f"scorer actor(s) failed to start: {e}") from e
+        except GetTimeoutError:
+            for a in actors:
+                ray.kill(a)
+            raise ScoringFailedError(
+                f"{len(actors)} scorer actor(s) did not start within {self.start_timeout_s:.0f} s: "
+                "the cluster (or, under Tune, the trial's placement group) has no room for them. "
+                "Use IIFPPO as the trainable so the scorers get reserved bundles, lower "
+                "num_cpus_per_scorer, or set num_scorers=0 to score in the learner process."
+            ) from None
+
+    def _replace(self, i: int) -> None:
+        with contextlib.suppress(Exception):  # it may already be dead
+            ray.kill(self.actors[i])
+        self.actors[i] = self._actor_cls.remote(self._builders, self._device)
+        self.actor_info[i] = self._wait_started([self.actors[i]])[0]
+
+    def score(
+        self,
+        policy: FunctionalPolicy,
+        records: RecordBatch,
+        direction: Mapping[str, Tensor],
+        *,
+        entropy_coeff: float,
+        module_id: str = "default_policy",
+    ) -> ScoreResult:
+        """Score ``records`` against ``direction`` on the pool; see :class:`Scorer`.
+
+        Raises:
+            ScoringFailedError: a shard failed after ``max_retries`` re-scorings, or the
+                scoring code raised.
+        """
+        t0 = time.perf_counter()
+        n = len(records)
+        weights_ref = ray.put({k: v.detach().cpu().numpy() for k, v in policy.params().items()})
+        direction_ref = ray.put({k: v.detach().cpu().numpy() for k, v in direction.items()})
+        host = {f: getattr(records, f).detach().cpu().numpy() for f in _RECORD_FIELDS}
+        bounds = np.linspace(0, n, min(len(self.actors), max(n, 1)) + 1).astype(int)
+        shards = [
+            _Shard(i, int(a), int(b), ray.put({f: host[f][a:b] for f in _RECORD_FIELDS}))
+            for i, (a, b) in enumerate(itertools.pairwise(bounds))
+        ]
+        put_s = time.perf_counter() - t0
+
+        def submit(shard: _Shard) -> tuple[ray.ObjectRef, float]:
+            shard.attempts += 1
+            ref = self.actors[shard.index].score.remote(
+                module_id, weights_ref, direction_ref, shard.ref, float(entropy_coeff),
+                self.method, self.chunk_size)
+            return ref, time.perf_counter()
+
+        pending: dict[ray.ObjectRef, tuple[_Shard, float]] = {}
+        for shard in shards:
+            ref, started = submit(shard)
+            pending[ref] = (shard, started)
+        results: list[np.ndarray | None] = [None] * len(shards)
+        compute_s: list[float] = [0.0] * len(shards)
+        retries = 0
+
+        def retry(shard: _Shard, cause: str) -> None:
+            nonlocal retries
+            if shard.attempts > self.max_retries:
+                raise ScoringFailedError(
+                    f"shard {shard.index} (records {shard.start}..{shard.stop - 1} of {n}) "
+                    f"failed after {shard.attempts} attempts: {cause}")
+            logger.warning("scorer %d failed on shard %d (%s); replacing it and re-scoring",
+                           shard.index, shard.index, cause)
+            retries += 1
+            self._replace(shard.index)
+            ref, started = submit(shard)
+            pending[ref] = (shard, started)
+
+        while pending:
+            now = time.perf_counter()
+            wait_for = max(0.0, min(s + self.timeout_s - now for _, s in pending.values()))
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait_for)
+            for ref in ready:
+                shard, _ = pending.pop(ref)
+                try:
+                    scores, seconds = ray.get(ref)
+                except RayActorError as e:
+                    retry(shard, f"scorer actor died ({type(e).__name__})")
+                    continue
+                except RayTaskError as e:
+                    # The scoring code itself raised: deterministic, so retrying cannot help.
+                    raise ScoringFailedError(
+                        f"shard {shard.index} (records {shard.start}..{shard.stop - 1} of {n}) "
+                        f"raised in the scorer: {e.cause!r}") from e
+                results[shard.index] = scores
+                compute_s[shard.index] = seconds
+            now = time.perf_counter()
+            for ref, (shard, started) in list(pending.items()):
+                if now - started > self.timeout_s:
+                    del pending[ref]
+                    retry(shard, f"no answer within {self.timeout_s:.0f} s")
+
+        self.total_retries += retries
+        seconds = time.perf_counter() - t0
+        scores = np.concatenate(results) if results else np.zeros(0, np.float32)
+        return ScoreResult(
+            scores=scores.astype(np.float32, copy=False),
+            seconds=seconds,
+            # Everything not spent computing on the slowest shard: puts, scheduling, gets.
+            transfer_s=max(put_s, seconds - max(compute_s, default=0.0)),
+            retries=retries,
+            shard_sizes=[s.stop - s.start for s in shards],
+        )
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+        self.actors = []

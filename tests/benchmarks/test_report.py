@@ -1,0 +1,67 @@
+"""Benchmark metrics against hand-computed values, and a short real Tune sweep plus its report."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from iif_ray.benchmarks import report
+
+
+def _run(eval_returns: list[float], train_s: float) -> pd.DataFrame:
+    return pd.DataFrame({"round": range(1, len(eval_returns) + 1),
+                         "eval_return": eval_returns, "train_s": train_s})
+
+
+def test_efficiency_on_a_hand_computed_pair(monkeypatch):
+    monkeypatch.setattr(report, "SMOOTH", 1)
+    ppo = _run([float(v) for v in range(11)], train_s=1.0)  # reaches v in round v + 1
+    fast = _run([min(2.0 * r, 10.0) for r in range(11)], train_s=0.5)  # twice as fast
+    eff = report.efficiency(ppo, fast)
+    # Levels 1..10; fast reaches v in round ceil(v / 2) + 1.
+    expected = [1 - (math.ceil(v / 2) + 1) / (v + 1) for v in range(1, 11)]
+    assert eff.se_ave == pytest.approx(np.mean(expected))
+    assert eff.se_peak == pytest.approx(1 - 6 / 11)
+    # Time for fast to reach PPO's peak (6 rounds x 0.5 s) over PPO's whole run (11 s).
+    assert eff.rt_peak == pytest.approx(1 - 3.0 / 11.0)
+    assert eff.reached_peak
+
+
+def test_a_level_never_reached_is_censored_at_r_plus_one(monkeypatch):
+    monkeypatch.setattr(report, "SMOOTH", 1)
+    ppo = _run([0.0, 1.0, 2.0, 3.0], train_s=1.0)
+    flat = _run([0.0, 0.0, 0.0, 0.0], train_s=1.0)
+    eff = report.efficiency(ppo, flat)
+    levels = [0.3 * k for k in range(1, 11)]
+    m_ppo = [next(r for r, v in enumerate([0, 1, 2, 3], 1) if v >= lv) for lv in levels]
+    assert eff.se_ave == pytest.approx(np.mean([1 - 5 / m for m in m_ppo]))
+    assert not eff.reached_peak and eff.rt_peak == pytest.approx(1 - 4 / 4)
+
+
+def test_budget_note_names_whose_budget_was_cut():
+    df = pd.DataFrame({"env": ["acrobot", "acrobot", "hopper"],
+                       "env_steps": [51_200, 102_400, 61_440]})
+    assert report._budget_note(df, "acrobot") is None  # reached the paper's budget
+    df.loc[1, "env_steps"] = 10_240
+    assert report._budget_note(df, "acrobot").startswith(
+        "**reduced budget**: 51,200 of the paper's 102,400 env steps (50%)")
+    assert "of the preset's 1,000,000 env steps (6%)" in report._budget_note(df, "hopper")
+
+
+def test_smoothing_is_a_trailing_mean():
+    curve = pd.Series([0.0, 3.0, 6.0, 3.0])
+    assert report.smoothed(curve) == pytest.approx([0.0, 1.5, 3.0, 4.0])
+
+
+def test_interval_is_the_student_t_interval():
+    values = [0.2, 0.35, 0.1, 0.4]
+    iv = report.interval(values)
+    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values),
+                              scale=stats.sem(values))
+    assert iv.mean == pytest.approx(np.mean(values))
+    assert iv.half == pytest.approx((hi - lo) / 2)
+    assert report.interval([0.5]).n == 1 and math.isnan(report.interval([]).mean)

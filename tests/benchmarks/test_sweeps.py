@@ -1,0 +1,78 @@
+"""Tune sweeps: a real short sweep exported and reported, grids and their experiment names."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+
+from iif_ray.benchmarks import report
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_short_tune_sweep_then_report(ray_local, tmp_path, monkeypatch):
+    """Two real Tune trials (PPO and IIF, two rounds each), then the report from their CSV."""
+    from iif_ray.cli import main
+
+    monkeypatch.delenv("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", raising=False)
+    out = tmp_path / "sweep"
+    assert main(["sweep", "benchmark", "--envs", "cartpole", "--algos", "ppo,iif", "--seeds",
+                 "1", "--budget-scale", "0.04", "--eval-episodes", "3",
+                 "--out", str(out)]) == 0
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert sorted(rounds.algo.unique()) == ["iif", "ppo"]
+    assert rounds.groupby("algo")["round"].max().tolist() == [2, 2]
+    assert (rounds.eval_episodes == 3).all() and rounds.eval_return.notna().all()
+    iif = rounds[rounds.algo == "iif"]
+    assert (iif.frac_dropped > 0).all() and (rounds[rounds.algo == "ppo"].frac_dropped == 0).all()
+    assert ((rounds.train_s > 0) & (rounds.sampling_s > 0) & (rounds.update_s > 0)).all()
+
+    (out / report.BENCH_SB3).write_text("cartpole/envs=1: ours 1.00 s/round, SB3 0.50 s/round\n")
+    assert main(["report", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert "```\ncartpole/envs=1: ours 1.00 s/round, SB3 0.50 s/round\n```" in text
+    assert "cartpole" in text and "SE_ave" in text
+    assert ("**reduced budget**: 4,096 of the preset's 102,400 env steps (4%); early learning "
+            "only (not in the paper)") in text
+    assert (out / "curves_cartpole.png").stat().st_size > 1000
+
+
+def test_head_init_ablation_grid_carries_the_init_and_its_label():
+    """The ablation sweep changes only the model's output-layer init and the algo label."""
+    from pathlib import Path
+
+    from iif_ray.benchmarks.sweeps import SweepOptions, grid_space, load_sweep
+    from iif_ray.rllib import IIFPPO
+    from iif_ray.rllib.settings import LABEL_KEY
+
+    sweep = load_sweep(str(Path(__file__).parents[2] / "tune_experiments" / "head_init.py"))
+    opts = SweepOptions(algos=["ppo", "iif"], seeds=2)
+    plain, budget = grid_space("lunarlander", opts)
+    ablation, ablation_budget = grid_space("lunarlander", sweep.ablation_options(opts))
+    assert budget == ablation_budget == 307_200
+    labels = [d[LABEL_KEY] for d in ablation["learner_config_dict"]["grid_search"]]
+    assert labels == ["ppo-sb3init", "iif-sb3init"]
+    assert ablation["seed"] == {"grid_search": [0, 1]}
+
+    def trial_model(params):  # what a trial gets: Tune resolves the grid, RLlib from_dict
+        params = {**params, "seed": 0,
+                  "learner_config_dict": params["learner_config_dict"]["grid_search"][0]}
+        return dict(IIFPPO.get_default_config().update_from_dict(params).model_config)
+
+    got, base = trial_model(ablation), trial_model(plain)
+    assert got.pop("head_output_gains") == {"pi": 0.01, "vf": 1.0}
+    assert "head_output_gains" not in base and got == base
+
+
+def test_grid_tag_separates_grids_and_repeats_for_the_same_command():
+    from iif_ray.benchmarks.sweeps import SweepOptions
+
+    tag = SweepOptions().grid_tag()
+    assert tag == "seeds0-2" and SweepOptions(envs=["acrobot"]).grid_tag() == tag
+    others = {SweepOptions(seeds=2, first_seed=3).grid_tag(),
+              SweepOptions(algos=["ppo"]).grid_tag(),
+              SweepOptions(budget_scale=0.06).grid_tag(),
+              SweepOptions(num_envs=8).grid_tag(),
+              SweepOptions(eval_episodes=5).grid_tag()}
+    assert len(others) == 5 and tag not in others
+    assert SweepOptions(seeds=2, first_seed=3, algos=["ppo"]).grid_tag() == "seeds3-4-ppo"

@@ -1,0 +1,87 @@
+"""The ``iif-ray`` command line: clear errors before Ray starts, complete run directories."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from iif_ray.cli import main
+from iif_ray.driver import RunSpec, run
+from iif_ray.ledger import read_ledger
+from iif_ray.presets import get_preset
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--env", "NoSuchEnv-v0"], "unknown environment 'NoSuchEnv-v0'"),
+        (["--env", "LunarLander-v2"], "did you mean LunarLander-v3"),
+        (["--preset", "pong"], "unknown preset 'pong'; available:"),
+        (["--preset", "acrobot", "--drop-fraction", "1.0"],
+         "drop fraction must be in [0, 1), got '1.0'"),
+        (["--preset", "acrobot", "--drop-fraction", "-0.1"], "got '-0.1'"),
+        (["--preset", "acrobot", "--timesteps", "-100"], "timesteps must be >= 1, got '-100'"),
+        (["--preset", "acrobot", "--target", "reward"], "unknown target 'reward'"),
+        (["--preset", "acrobot", "--target", "action"], "action target needs probe states"),
+        (["--preset", "acrobot", "--num-scorers", "-2"], "num-scorers must be >= 0, got '-2'"),
+    ],
+)
+def test_bad_input_exits_nonzero_with_one_clear_message(tmp_path, capsys, args, message) -> None:
+    out = tmp_path / "run"
+    with pytest.raises(SystemExit) as exc:
+        code = main(["train", *args, "--out", str(out)])
+        raise SystemExit(code)
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert any(message in line for line in err), err
+    assert not out.exists(), "nothing may be written for rejected input"
+
+
+def test_non_empty_out_dir_is_refused(tmp_path, capsys) -> None:
+    (tmp_path / "old.txt").write_text("previous run")
+    assert main(["train", "--preset", "cartpole", "--out", str(tmp_path)]) == 2
+    assert "not empty; pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "old.txt").exists()
+
+
+@pytest.mark.ray
+def test_train_writes_a_complete_run_directory(tmp_path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run(
+        [sys.executable, "-m", "iif_ray.cli", "train", "--preset", "cartpole", "--algo", "iif",
+         "--timesteps", "4096", "--seed", "1", "--drop-fraction", "0.25", "--out", str(out)],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "round" in proc.stdout and "final return" in proc.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["env_steps"] >= 4096 and summary["rounds"] == 2
+    assert summary["attribution"]["drop_fraction"] == 0.25 and summary["seed"] == 1
+    assert summary["final_return"] is not None and summary["wall_s"] > 0
+    assert len(summary["rounds_detail"]) == 2
+    assert (out / "checkpoint" / "rllib_checkpoint.json").exists()
+    ledger = read_ledger(str(out / "ledger"))
+    assert set(ledger.column("iteration").to_pylist()) == {1, 2}
+    assert ledger.num_rows == summary["env_steps"]
+    progress = (out / "progress.csv").read_text().splitlines()
+    assert len(progress) == 3
+
+
+@pytest.mark.ray
+def test_failed_run_leaves_nothing_that_looks_complete(ray_local, tmp_path) -> None:
+    def fail_on_second_round(row: dict) -> None:
+        if row["iteration"] == 2:
+            raise RuntimeError("simulated crash")
+
+    spec = RunSpec(preset=get_preset("cartpole"), algo="ppo", timesteps=10_000,
+                   out_dir=str(tmp_path))
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run(spec, fail_on_second_round)
+    assert not (tmp_path / "summary.json").exists()
+    assert not (tmp_path / "checkpoint").exists()
+    # What was measured is kept: two rounds of progress and ledgers.
+    assert len((tmp_path / "progress.csv").read_text().splitlines()) == 3
+    assert len(list((tmp_path / "ledger").glob("iter-*.parquet"))) == 2
