@@ -108,7 +108,24 @@ def score_records(
     entropy_coeff: float = 0.0,
     chunk_size: int | None = None,
 ) -> Tensor:
-    """Dispatch to one of :data:`SCORING_METHODS`."""
+    """Influence scores ``I_j = -<grad l_j(theta_k), direction>`` of every record.
+
+    Args:
+        policy: the policy network at theta_k, as a functional policy.
+        records: the round's records (observations, actions, old log-probs, advantages as
+            the loss uses them).
+        direction: the target gradient (:func:`~iif_ray.attribution.target_gradient`).
+        method: one of :data:`SCORING_METHODS`: ``jvp`` (one forward-mode pass, the default)
+            or ``per-sample`` (per-record gradients, same numbers, more memory).
+        entropy_coeff: the PPO loss's entropy coefficient, part of each record's loss.
+        chunk_size: records per chunk, bounding memory; ``None`` scores in one piece.
+
+    Returns:
+        A ``[n]`` tensor in record order; positive helps the target, negative harms it.
+
+    Raises:
+        ValueError: an unknown method.
+    """
     if method == "jvp":
         return jvp_scores(policy, records, direction, entropy_coeff=entropy_coeff,
                           chunk_size=chunk_size)

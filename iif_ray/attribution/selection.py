@@ -83,7 +83,25 @@ def select(
     iteration: int | None = None,
     min_keep: int = 1,
 ) -> Selection:
-    """Apply ``rule`` to ``scores`` and return the keep mask."""
+    """Apply a selection rule to one round's scores.
+
+    Args:
+        scores: the records' influence scores.
+        rule: one of :data:`SELECTION_RULES` (``neg-bottom``: drop the
+            ``floor(p * #negative)`` lowest; controls ``random``/``advantage`` drop as many).
+        drop_fraction: ``p`` in [0, 1).
+        advantages: the standardised advantages (the ``advantage`` control needs them).
+        rng: the generator the ``random`` control draws from.
+        iteration: named in the error when scores are not finite.
+        min_keep: never keep fewer records than this.
+
+    Returns:
+        The keep mask and counts, as a :class:`Selection`.
+
+    Raises:
+        ValueError: an unknown rule, ``p`` outside [0, 1), or a missing rng/advantages.
+        NonFiniteScoresError: NaN or inf among the scores.
+    """
     check_rule(rule)
     p = check_drop_fraction(drop_fraction)
     scores = np.asarray(scores, dtype=np.float64)

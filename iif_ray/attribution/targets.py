@@ -115,7 +115,13 @@ TARGETS: dict[str, TargetFactory] = {}
 
 
 def register_target(name: str, factory: TargetFactory) -> None:
-    """Make ``name`` usable as ``target=`` everywhere; ``factory(**target_options)``."""
+    """Make ``name`` usable as ``target=`` everywhere (config, CLI, Tune).
+
+    Args:
+        name: the target's name; registering an existing name replaces it.
+        factory: called as ``factory(**target_options)``; returns the target, a function
+            ``(policy view, batch) -> scalar`` to increase.
+    """
     TARGETS[name] = factory
 
 
@@ -131,6 +137,12 @@ register_target("action", _action_factory)
 
 
 def make_target(name: str, options: Mapping[str, Any] | None = None) -> Target:
+    """Build the registered target ``name`` with ``options``.
+
+    Raises:
+        ValueError: no target of that name is registered.
+        TypeError: the options do not fit the target's factory.
+    """
     if name not in TARGETS:
         raise ValueError(f"unknown target {name!r}; registered targets: {sorted(TARGETS)}")
     return TARGETS[name](**dict(options or {}))
@@ -139,7 +151,12 @@ def make_target(name: str, options: Mapping[str, Any] | None = None) -> Target:
 def target_gradient(
     policy: FunctionalPolicy, target: Target, batch: Mapping[str, Tensor]
 ) -> tuple[Tensor, ParamDict]:
-    """Value and gradient of the target over the policy parameters, at the current point."""
+    """Value and gradient of the target over the policy parameters, at the current point.
+
+    Returns:
+        ``(f(theta_k), grad f(theta_k))``, the gradient as a parameter-name -> tensor dict:
+        the direction every record's score is an inner product with.
+    """
     params = policy.params()
 
     def f(p: ParamDict) -> Tensor:
