@@ -21,7 +21,7 @@ import shutil
 from pathlib import Path
 from typing import Any, TextIO
 
-from iif_ray.rllib.results import iif_metrics
+from iif_ray.rllib.results import DEFAULT_MODULE, iif_metrics
 
 SUMMARY = "summary.json"
 PROGRESS = "progress.csv"
@@ -146,6 +146,6 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
     return json.loads(path.read_text())
 
 
-def module_checkpoint(run_dir: str | Path, module_id: str = "default_policy") -> Path:
+def module_checkpoint(run_dir: str | Path, module_id: str = DEFAULT_MODULE) -> Path:
     """The final RLModule's checkpoint inside ``checkpoint/`` (``RLModule.from_checkpoint``)."""
     return Path(run_dir, CHECKPOINT, "learner_group", "learner", "rl_module", module_id)

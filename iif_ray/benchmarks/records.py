@@ -20,7 +20,7 @@ from typing import Any
 import pandas as pd
 
 from iif_ray.rllib.results import iif_metrics
-from iif_ray.rllib.settings import LABEL_KEY
+from iif_ray.rllib.settings import CONFIG_KEY, LABEL_KEY
 
 RECORD_KEY = "bench"
 RECORD_FIELDS = ("env_steps", "eval_return", "eval_episodes", "train_return", "frac_dropped",
@@ -70,7 +70,7 @@ def trial_label(config: dict[str, Any]) -> str:
     learner_dict = config.get("learner_config_dict", {})
     algo = learner_dict.get(LABEL_KEY, "unknown")
     if algo.endswith("-p-search"):  # one label per sampled drop fraction
-        algo = f"iif-p{learner_dict['iif']['drop_fraction']:.3f}"
+        algo = f"iif-p{learner_dict[CONFIG_KEY]['drop_fraction']:.3f}"
     return algo
 
 

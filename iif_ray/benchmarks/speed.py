@@ -25,6 +25,7 @@ from iif_ray.benchmarks.sb3 import make_sb3, require_sb3, sb3_round
 from iif_ray.presets import PRESETS, get_preset
 from iif_ray.rllib import build_config
 from iif_ray.rllib.module_bridge import functional_policy, policy_from_spec
+from iif_ray.rllib.results import DEFAULT_MODULE
 from iif_ray.run_dir import progress_row
 
 
@@ -147,7 +148,7 @@ def bench_pool(workloads: list[str], max_scorers: int | None = None, reps: int =
         spec, policy, records, direction = _pool_workload(w)
         rates = {0: _records_per_s(LocalScorer(), policy, records, direction, reps)}
         for k in range(1, max_scorers + 1):
-            pool = AttributionPool({"default_policy": partial(policy_from_spec, spec)}, k,
+            pool = AttributionPool({DEFAULT_MODULE: partial(policy_from_spec, spec)}, k,
                                    num_cpus_per_scorer=1.0)
             try:
                 rates[k] = _records_per_s(pool, policy, records, direction, reps)

@@ -199,13 +199,13 @@ def check_gpus(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
             f"this machine's Ray has {have:g} (accepted: at most {have:g} in total)")
 
 
-def train_runs(args: argparse.Namespace, preset: Preset, plan: list[tuple[str, int]],
-               out_dirs: list[str], timesteps: int | None,
-               overrides: dict[str, Any]) -> list[dict[str, Any]]:
-    """Train ``(algo, seed)`` runs one after another on one Ray session, printing each round.
+def train_runs(args: argparse.Namespace, preset: Preset, runs: list[tuple[str, int, str]],
+               timesteps: int | None, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+    """Train ``(algo, seed, out_dir)`` runs one after another on one Ray session, printing
+    each round.
 
     Returns:
-        The runs' summaries, in ``plan`` order.
+        The runs' summaries, in ``runs`` order.
     """
     from iif_ray.driver import RunSpec, run
     from iif_ray.ray_session import ray_session
@@ -213,7 +213,7 @@ def train_runs(args: argparse.Namespace, preset: Preset, plan: list[tuple[str, i
     summaries = []
     with ray_session(args.address):
         check_gpus(args, overrides)
-        for (algo, seed), out in zip(plan, out_dirs, strict=True):
+        for algo, seed, out in runs:
             spec = RunSpec(preset=preset, algo=algo, seed=seed, timesteps=timesteps,
                            out_dir=out, attribution=overrides, **resources(args))
             summaries.append(run(spec, round_printer(

@@ -28,10 +28,9 @@ class DemoCommand(Command):
         overrides = common.attribution_overrides(args)
         timesteps = args.timesteps or args.timesteps_default
         parent = prepare_out_dir(args.out, overwrite=True)
-        plan = [(algo, seed) for seed in range(args.seeds) for algo in ("ppo", "iif")]
-        summaries = common.train_runs(args, preset, plan,
-                               [str(parent / f"{algo}-seed{seed}") for algo, seed in plan],
-                               timesteps, overrides)
+        runs = [(algo, seed, str(parent / f"{algo}-seed{seed}"))
+                for seed in range(args.seeds) for algo in ("ppo", "iif")]
+        summaries = common.train_runs(args, preset, runs, timesteps, overrides)
         common.console.print(comparison_table(summaries, preset))
         common.console.print(f"runs in {parent}/")
         return 0

@@ -39,7 +39,7 @@ class TrainCommand(Command):
             out = prepare_out_dir(args.out, overwrite=args.overwrite)
         except FileExistsError as e:
             raise UsageError(str(e)) from None
-        [summary] = train_runs(args, preset, [(args.algo, args.seed)], [str(out)],
+        [summary] = train_runs(args, preset, [(args.algo, args.seed, str(out))],
                                args.timesteps, overrides)
         console.print(f"final return {fmt(summary['final_return'])} after "
                       f"{summary['env_steps']:,} env steps in {summary['wall_s']:.1f} s")

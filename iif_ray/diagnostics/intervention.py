@@ -27,9 +27,10 @@ from iif_ray.diagnostics.ledgers import pyplot
 from iif_ray.envs import make_env
 from iif_ray.presets import Preset
 from iif_ray.rllib import build_config
+from iif_ray.rllib.results import DEFAULT_MODULE
 
 VARIANTS = ("unfiltered", "influence", "random")
-MODULE_ID = "default_policy"
+MODULE_ID = DEFAULT_MODULE
 
 
 def evaluate(module, preset: Preset, episodes: int, seed: int) -> float:

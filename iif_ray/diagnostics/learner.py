@@ -15,6 +15,7 @@ from ray.rllib.utils.annotations import override
 
 from iif_ray.rllib import IIFConfig, IIFPPOTorchLearner
 from iif_ray.rllib.influence_round import RoundContext, RoundResult
+from iif_ray.rllib.results import DEFAULT_MODULE
 
 
 class DiagnosticLearner(IIFPPOTorchLearner):
@@ -50,7 +51,7 @@ class DiagnosticLearner(IIFPPOTorchLearner):
             self.last_direction = result.direction
             self.last_target_batch = result.target_batch
 
-    def target_value(self, module_id: str = "default_policy") -> float:
+    def target_value(self, module_id: str = DEFAULT_MODULE) -> float:
         """The target at the current parameters, on the latest scored round's batch.
 
         A targeted intervention reads it after each retrained update, to measure what the

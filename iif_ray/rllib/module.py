@@ -63,15 +63,17 @@ class IIFPPOTorchRLModule(DefaultPPOTorchRLModule):
 
     @override(DefaultPPOTorchRLModule)
     def forward_exploration(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
-        if not self._mode_free:
-            return super().forward_exploration(batch, **kwargs)
-        with torch.no_grad():
-            return self._forward(batch, **kwargs)
+        return self._forward_without_toggles(super().forward_exploration, batch, **kwargs)
 
     @override(DefaultPPOTorchRLModule)
     def forward_inference(self, batch: dict[str, Any], **kwargs: Any) -> dict[str, Any]:
+        return self._forward_without_toggles(super().forward_inference, batch, **kwargs)
+
+    def _forward_without_toggles(self, rllib_forward: Any, batch: dict[str, Any],
+                                 **kwargs: Any) -> dict[str, Any]:
+        """RLlib's no-grad forward minus its eval()/train() walk, when that walk is a no-op."""
         if not self._mode_free:
-            return super().forward_inference(batch, **kwargs)
+            return rllib_forward(batch, **kwargs)
         with torch.no_grad():
             return self._forward(batch, **kwargs)
 
