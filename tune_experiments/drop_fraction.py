@@ -18,7 +18,7 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from iif_ray.benchmarks.sweeps import SweepOptions
+from iif_ray.benchmarks.sweeps import SweepOptions, resumable_tuner
 from iif_ray.benchmarks.trials import EVAL_EPISODES, TrialSpec, trial_config
 from iif_ray.presets import get_preset
 from iif_ray.rllib import IIFPPO
@@ -38,7 +38,7 @@ def tuners(opts: SweepOptions):
             CONFIG_KEY: {**params["learner_config_dict"][CONFIG_KEY], "drop_fraction": p},
             LABEL_KEY: "iif-p-search",
         }
-        yield env, tune.Tuner(
+        yield env, resumable_tuner(
             IIFPPO,
             param_space=params,
             tune_config=tune.TuneConfig(
@@ -50,10 +50,12 @@ def tuners(opts: SweepOptions):
                 max_concurrent_trials=opts.max_concurrent,
             ),
             run_config=tune.RunConfig(
-                name=f"drop-fraction-{env}",
+                name=f"drop-fraction-{env}-{opts.grid_tag()}",
                 storage_path=str(Path(opts.out).resolve() / "tune"),
                 stop={"training_iteration": rounds},
-                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=True, num_to_keep=1),
+                checkpoint_config=tune.CheckpointConfig(
+                    checkpoint_frequency=opts.checkpoint_every, checkpoint_at_end=True,
+                    num_to_keep=1),
                 verbose=1,
             ),
         )

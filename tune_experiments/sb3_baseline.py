@@ -16,7 +16,7 @@ from pathlib import Path
 from ray import tune
 
 from iif_ray.benchmarks.sb3 import SB3_ALGO, sb3_trainable
-from iif_ray.benchmarks.sweeps import SweepOptions
+from iif_ray.benchmarks.sweeps import SweepOptions, resumable_tuner
 from iif_ray.presets import get_preset
 from iif_ray.rllib.settings import LABEL_KEY
 
@@ -25,7 +25,7 @@ def tuners(opts: SweepOptions):
     for env in opts.envs or ["acrobot", "lunarlander"]:
         preset = get_preset(env)
         rounds = math.ceil(preset.rounds * opts.budget_scale)
-        yield env, tune.Tuner(
+        yield env, resumable_tuner(
             tune.with_resources(sb3_trainable, {"cpu": 1}),
             param_space={
                 "preset": env,

@@ -75,7 +75,12 @@ def trial_label(config: dict[str, Any]) -> str:
 
 
 def rounds_from_results(env: str, results: Iterable) -> pd.DataFrame:
-    """Tidy ``rounds.csv`` rows from a Tune ``ResultGrid`` (one row per trial and round)."""
+    """Tidy ``rounds.csv`` rows from a Tune ``ResultGrid``: exactly one row per trial and round.
+
+    A trial restored from a checkpoint (a resumed sweep, or Tune's own retry after a failure)
+    trains again the rounds after that checkpoint, and Tune appends them to the trial's
+    results after the first attempt's: the latest report of a round wins.
+    """
     frames = []
     for result in results:
         if result.metrics_dataframe is None or result.metrics_dataframe.empty:
@@ -89,14 +94,18 @@ def rounds_from_results(env: str, results: Iterable) -> pd.DataFrame:
         })
         for col in RECORD_FIELDS:
             out[col] = df.get(f"{RECORD_KEY}/{col}", math.nan)
-        frames.append(out)
+        frames.append(out.drop_duplicates("round", keep="last"))
     if not frames:
         return pd.DataFrame(columns=list(ROUND_COLUMNS))
     return pd.concat(frames, ignore_index=True).sort_values(["env", "algo", "seed", "round"])
 
 
 def merge_rounds(path: Path, new: pd.DataFrame) -> pd.DataFrame:
-    """Replace ``new``'s (env, algo, seed) runs inside an existing rounds file, keep the rest."""
+    """Replace ``new``'s (env, algo, seed) runs inside an existing rounds file, keep the rest.
+
+    The file is keyed by (env, algo, seed, round); should a key still repeat, the latest row
+    wins, so the file never holds a round twice.
+    """
     if path.exists() and not new.empty:
         old = pd.read_csv(path)
         key = ["env", "algo", "seed"]
@@ -104,7 +113,7 @@ def merge_rounds(path: Path, new: pd.DataFrame) -> pd.DataFrame:
         new = pd.concat([old[keep], new], ignore_index=True)
     elif path.exists():
         new = pd.read_csv(path)
-    new = new.sort_values(["env", "algo", "seed", "round"])
+    new = new.drop_duplicates(list(RUN_KEYS), keep="last").sort_values(list(RUN_KEYS))
     tmp = path.with_name(f".{path.name}.tmp")
     new.to_csv(tmp, index=False, float_format="%.6g")
     os.replace(tmp, path)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -42,6 +42,7 @@ class SweepOptions:
     max_concurrent: int | None = None
     num_envs: int = 1
     eval_episodes: int | None = None
+    checkpoint_every: int = 10  # rounds between trial checkpoints (a resume restarts there)
     # Ablations: keys merged into every preset's model config, and a suffix on the algo label
     # so their rows sit beside the plain ones in one rounds file.
     model_overrides: dict[str, Any] = field(default_factory=dict)
@@ -52,6 +53,8 @@ class SweepOptions:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
         if not (0 < self.budget_scale <= 10):
             raise ValueError(f"budget_scale must be in (0, 10], got {self.budget_scale}")
+        if self.checkpoint_every < 1:
+            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for env in self.envs:
             get_preset(env)
         for algo in self.algos:
@@ -77,6 +80,19 @@ class SweepOptions:
         return "-".join(parts)
 
 
+# The checkout's sweep definitions, found from any working directory.
+CHECKOUT_SWEEPS = Path(__file__).resolve().parents[2] / "tune_experiments"
+
+
+def sweep_candidates(path_or_name: str) -> list[Path]:
+    """Where a sweep is looked for: a file path as given; a name as
+    ``./tune_experiments/<name>.py``, then in the checkout this package runs from."""
+    if Path(path_or_name).suffix:
+        return [Path(path_or_name)]
+    file = f"{path_or_name}.py"
+    return list(dict.fromkeys([Path("tune_experiments") / file, CHECKOUT_SWEEPS / file]))
+
+
 def load_sweep(path_or_name: str) -> Any:
     """Import a sweep file by path, or ``tune_experiments/<name>.py`` by name.
 
@@ -84,11 +100,11 @@ def load_sweep(path_or_name: str) -> Any:
         FileNotFoundError: no such sweep file.
         ValueError: the file defines no ``tuners(opts)``.
     """
-    path = Path(path_or_name)
-    if not path.suffix:
-        path = Path("tune_experiments") / f"{path_or_name}.py"
-    if not path.exists():
-        raise FileNotFoundError(f"sweep {path_or_name!r} not found (looked for {str(path)!r})")
+    candidates = sweep_candidates(path_or_name)
+    path = next((p for p in candidates if p.exists()), None)
+    if path is None:
+        looked = ", ".join(repr(str(p)) for p in candidates)
+        raise FileNotFoundError(f"sweep {path_or_name!r} not found (looked for {looked})")
     spec = importlib.util.spec_from_file_location(f"iif_sweep_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
@@ -127,6 +143,49 @@ def grid_space(env: str, opts: SweepOptions) -> tuple[dict[str, Any], int]:
     return params, budget
 
 
+def resumable_tuner(trainable: Any, *, param_space: dict[str, Any], run_config: Any,
+                    tune_config: Any = None, echo: Callable[[str], None] = print) -> Any:
+    """A ``tune.Tuner`` that continues its experiment when one exists under the same name.
+
+    Every sweep builds its tuners through here, so rerunning the same command after an
+    interruption resumes: finished trials stay finished, the others restart from their last
+    checkpoint (or from the start when they had none). ``echo`` says which, per experiment.
+    """
+    from ray import tune
+
+    path = Path(run_config.storage_path) / run_config.name
+    if not tune.Tuner.can_restore(str(path)):
+        echo(f"{run_config.name}: starting fresh in {path}")
+        return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
+                          run_config=run_config)
+    tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True,
+                               restart_errored=False, param_space=param_space)
+    echo(f"{run_config.name}: {describe_resume(tuner.get_results())}")
+    return tuner
+
+
+def describe_resume(results: Any) -> str:
+    """"resuming N trials: F finished, C from checkpoints at rounds {...}, S from the start"."""
+    finished, from_round, fresh = 0, [], 0
+    for result in results:
+        if result.metrics and result.metrics.get("done"):
+            finished += 1
+            continue
+        rounds = [m.get("training_iteration", 0) for _, m in (result.best_checkpoints or [])]
+        if rounds:
+            from_round.append(int(max(rounds)))
+        else:
+            fresh += 1
+    total = finished + len(from_round) + fresh
+    parts = [f"{finished} finished"]
+    if from_round:
+        parts.append(f"{len(from_round)} from their round-"
+                     f"{'/'.join(str(r) for r in sorted(set(from_round)))} checkpoints")
+    if fresh:
+        parts.append(f"{fresh} from round 0")
+    return f"resuming {total} trial(s): " + ", ".join(parts)
+
+
 def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
     """Grid over algorithm x seed for one environment (paper preset), stopped at its budget."""
     from ray import tune
@@ -136,28 +195,20 @@ def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
     params, budget = grid_space(env, opts)
     name = f"{name}-{opts.grid_tag()}"
     storage = str(Path(opts.out).resolve() / "tune")
-    path = Path(storage) / name
     run_config = tune.RunConfig(
         name=name,
         storage_path=storage,
         stop={"num_env_steps_sampled_lifetime": budget},
-        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=10, checkpoint_at_end=True,
-                                                num_to_keep=1),
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=opts.checkpoint_every,
+                                                checkpoint_at_end=True, num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=3),
         verbose=1,
     )
-    if tune.Tuner.can_restore(str(path)):
-        logger.info("resuming %s", path)
-        return tune.Tuner.restore(str(path), trainable=IIFPPO, resume_errored=True,
-                                  restart_errored=False, param_space=params)
-    return tune.Tuner(
-        IIFPPO,
-        param_space=params,
+    return resumable_tuner(
+        IIFPPO, param_space=params, run_config=run_config,
         tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent,
                                     trial_dirname_creator=_trial_name,
-                                    trial_name_creator=_trial_name),
-        run_config=run_config,
-    )
+                                    trial_name_creator=_trial_name))
 
 
 def run_sweep(module: Any, opts: SweepOptions) -> Path:

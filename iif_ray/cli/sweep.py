@@ -26,6 +26,8 @@ class SweepCommand(Command):
         parser.add_argument("--eval-episodes", type=int_at_least(1, "eval-episodes"))
         parser.add_argument("--num-envs", type=int_at_least(1, "num-envs"), default=1)
         parser.add_argument("--max-concurrent", type=int_at_least(1, "max-concurrent"))
+        parser.add_argument("--checkpoint-every", type=int_at_least(1, "checkpoint-every"),
+                            default=10, help="rounds between trial checkpoints (resume points)")
         parser.add_argument("--out", default="runs/sweep")
         parser.add_argument("--address")
 
@@ -39,7 +41,7 @@ class SweepCommand(Command):
                 algos=[a for a in args.algos.split(",") if a],
                 seeds=args.seeds, first_seed=args.first_seed, budget_scale=args.budget_scale,
                 out=args.out, max_concurrent=args.max_concurrent, num_envs=args.num_envs,
-                eval_episodes=args.eval_episodes)
+                eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every)
             module = load_sweep(args.sweep)
         except (ValueError, FileNotFoundError) as e:
             raise UsageError(str(e)) from None

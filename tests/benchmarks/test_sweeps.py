@@ -2,6 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -76,3 +84,81 @@ def test_grid_tag_separates_grids_and_repeats_for_the_same_command():
               SweepOptions(eval_episodes=5).grid_tag()}
     assert len(others) == 5 and tag not in others
     assert SweepOptions(seeds=2, first_seed=3, algos=["ppo"]).grid_tag() == "seeds3-4-ppo"
+
+
+def _trial_progress(out: Path) -> list[Path]:
+    return sorted(out.glob("tune/*/*/progress.csv"))
+
+
+def _rows(progress: Path) -> int:
+    try:
+        return max(len(progress.read_text().splitlines()) - 1, 0)
+    except OSError:
+        return 0
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_exactly(tmp_path):
+    """Kill a sweep after a trial's round-3 checkpoint and at least one more round, rerun the
+    same command: it says it resumes from round 3, Tune's raw results repeat round 4, and
+    ``rounds.csv`` still holds each round of the 6-round budget exactly once."""
+    out = tmp_path / "sweep"
+    cmd = [sys.executable, "-m", "iif_ray", "sweep", "benchmark", "--envs", "cartpole",
+           "--algos", "ppo", "--seeds", "1", "--budget-scale", "0.12", "--eval-episodes", "2",
+           "--checkpoint-every", "3", "--out", str(out)]
+    env = {k: v for k, v in os.environ.items() if k != "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"}
+    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                             text=True, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None:
+            progress = _trial_progress(out)
+            if (progress and any(progress[0].parent.glob("checkpoint_*"))
+                    and _rows(progress[0]) >= 4):
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the sweep ended before it could be interrupted"
+        assert _rows(_trial_progress(out)[0]) >= 4, "no checkpoint plus two rounds in time"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not (out / "rounds.csv").exists()
+
+    second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+    assert "resuming 1 trial(s): 0 finished, 1 from their round-3 checkpoints" in second.stdout
+
+    result_lines = (_trial_progress(out)[0].parent / "result.json").read_text().splitlines()
+    raw = pd.Series([json.loads(line)["training_iteration"] for line in result_lines])
+    assert raw.duplicated().any(), "the scenario must make Tune report some rounds twice"
+    rounds = pd.read_csv(out / "rounds.csv")
+    assert not rounds.duplicated(["env", "algo", "seed", "round"]).any()
+    assert rounds["round"].tolist() == [1, 2, 3, 4, 5, 6]
+    assert rounds.env_steps.tolist() == [2048 * r for r in range(1, 7)]
+
+
+def test_rounds_file_keeps_one_row_per_round_latest_wins(tmp_path):
+    """Merging never leaves a round twice, and a re-run round replaces the old value."""
+    from iif_ray.benchmarks.records import ROUND_COLUMNS, merge_rounds
+
+    def frame(rounds, value):
+        return pd.DataFrame([{c: 0.0 for c in ROUND_COLUMNS} | {
+            "env": "cartpole", "algo": "ppo", "seed": 0, "round": r, "eval_return": value}
+            for r in rounds])
+
+    path = tmp_path / "rounds.csv"
+    merge_rounds(path, frame([1, 2, 3], 1.0))
+    merged = merge_rounds(path, pd.concat([frame([1, 2, 3], 2.0), frame([3], 3.0)]))
+    assert merged["round"].tolist() == [1, 2, 3]
+    assert merged["eval_return"].tolist() == [2.0, 2.0, 3.0]
+    assert pd.read_csv(path)["round"].tolist() == [1, 2, 3]
+
+
+def test_sweeps_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
+    from iif_ray.benchmarks.sweeps import load_sweep
+
+    monkeypatch.chdir(tmp_path)
+    assert hasattr(load_sweep("benchmark"), "tuners")
+    with pytest.raises(FileNotFoundError, match=r"tune_experiments/nope\.py"):
+        load_sweep("nope")
