@@ -27,6 +27,7 @@ LEDGER_SCHEMA: dict[str, type | None] = {
     "iteration": np.int64,
     "env_steps": np.int64,
     "learner": np.int16,
+    "row": np.int64,  # the record's position in the round's ledger: a stable join key
     "episode_id": str,
     "t": np.int64,
     "action": None,
@@ -51,7 +52,8 @@ def ledger_columns(*, iteration: int, env_steps: int, learner: int,
         iteration: the training round (1-based), the same for every record.
         env_steps: lifetime env steps sampled when the round was trained.
         learner: rank of the learner that scored these records.
-        **per_record: one array per remaining column of :data:`LEDGER_COLUMNS`.
+        **per_record: one array per remaining column of :data:`LEDGER_COLUMNS` (``row``, the
+            record's position, is added here).
 
     Returns:
         ``{column: array}`` in schema order, ready for :meth:`LedgerWriter.write`.
@@ -60,7 +62,7 @@ def ledger_columns(*, iteration: int, env_steps: int, learner: int,
         ValueError: a column is missing or unknown, or the arrays differ in length.
     """
     constants = {"iteration": iteration, "env_steps": env_steps, "learner": learner}
-    wanted = set(LEDGER_COLUMNS) - set(constants)
+    wanted = set(LEDGER_COLUMNS) - set(constants) - {"row"}
     if set(per_record) != wanted:
         raise ValueError(f"ledger columns: missing {sorted(wanted - set(per_record))}, "
                          f"unknown {sorted(set(per_record) - wanted)}")
@@ -68,10 +70,10 @@ def ledger_columns(*, iteration: int, env_steps: int, learner: int,
     if len(lengths) > 1:
         raise ValueError(f"ledger columns differ in length: {sorted(lengths)}")
     n = lengths.pop() if lengths else 0
+    derived = {**{k: np.full(n, v) for k, v in constants.items()}, "row": np.arange(n)}
     out: dict[str, np.ndarray] = {}
     for name, dtype in LEDGER_SCHEMA.items():
-        values = (np.full(n, constants[name]) if name in constants
-                  else np.asarray(per_record[name]))
+        values = derived[name] if name in derived else np.asarray(per_record[name])
         out[name] = values.astype(dtype) if dtype is not None else values
     return out
 

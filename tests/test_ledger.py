@@ -17,7 +17,8 @@ from iif_ray.ledger import (
     read_ledger_obs,
 )
 
-PER_RECORD = [c for c in LEDGER_COLUMNS if c not in ("iteration", "env_steps", "learner")]
+DERIVED = ("iteration", "env_steps", "learner", "row")  # filled in by ledger_columns
+PER_RECORD = [c for c in LEDGER_COLUMNS if c not in DERIVED]
 
 
 def _records(n: int, action: np.ndarray, seed: int = 0) -> dict[str, np.ndarray]:
@@ -226,3 +227,15 @@ def test_ledger_columns_rejects_mismatched_lengths() -> None:
 def test_per_record_names_match_the_schema() -> None:
     """The helper above must cover exactly the per-record columns, or the tests prove less."""
     assert set(PER_RECORD) == set(_records(1, np.zeros(1)))
+
+
+def test_row_is_each_records_position_in_its_round(tmp_path: Path) -> None:
+    """``row`` joins the ledgers of two runs record by record (episode ids are random)."""
+    writer = LedgerWriter(str(tmp_path))
+    for it, n in ((1, 5), (2, 3)):
+        writer.write(it, 0, ledger_columns(iteration=it, env_steps=0, learner=0,
+                                           **_records(n, np.zeros(n, dtype=np.int64))))
+    table = read_ledger(str(tmp_path)).to_pandas()
+    assert table["row"].dtype == np.int64
+    assert table.groupby("iteration")["row"].apply(list).to_dict() == {1: [0, 1, 2, 3, 4],
+                                                                      2: [0, 1, 2]}
