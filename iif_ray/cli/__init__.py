@@ -19,6 +19,7 @@ from iif_ray.cli.report import ReportCommand
 from iif_ray.cli.submit import SubmitCommand
 from iif_ray.cli.sweep import SweepCommand
 from iif_ray.cli.train import TrainCommand
+from iif_ray.ray_session import check_reachable
 
 COMMANDS: tuple[Command, ...] = (TrainCommand(), DemoCommand(), BenchCommand(), SweepCommand(),
                                  ReportCommand(), DiagnoseCommand(), SubmitCommand())
@@ -43,6 +44,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     quiet_libraries()
     command = next(c for c in COMMANDS if c.name == args.command)
     try:
+        if command.joins_ray:
+            # Before anything is written: an unreachable cluster would make Ray retry forever.
+            try:
+                check_reachable(getattr(args, "address", None))
+            except (ValueError, ConnectionError) as e:
+                raise UsageError(f"--address: {e}") from None
         return command.run(args, parser)
     except UsageError as e:
         print(f"iif-ray {args.command}: error: {e}", file=sys.stderr)

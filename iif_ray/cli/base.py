@@ -16,6 +16,9 @@ class Command:
     name: ClassVar[str]
     help: ClassVar[str]
     description: ClassVar[str | None] = None
+    # Whether the command connects to Ray through ``--address`` (the CLI checks the address
+    # first); ``submit`` talks to the job server instead.
+    joins_ray: ClassVar[bool] = True
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         raise NotImplementedError

@@ -10,6 +10,7 @@ from iif_ray.cli.common import UsageError, console
 
 class ReportCommand(Command):
     name = "report"
+    joins_ray = False
     help = "report.md and PNG curves from a sweep's rounds.csv"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:

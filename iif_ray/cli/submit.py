@@ -10,6 +10,7 @@ from iif_ray.cli.common import UsageError, console
 
 class SubmitCommand(Command):
     name = "submit"
+    joins_ray = False
     help = "run an iif-ray command on a Ray cluster as a Ray job"
     description = ("Submit `-- iif-ray <command> ...` as a Ray job (the checkout ships as "
                    "working_dir), stream its logs and exit with the job's status.")

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import time
 
 import pytest
 
@@ -85,3 +87,25 @@ def test_failed_run_leaves_nothing_that_looks_complete(ray_local, tmp_path) -> N
     # What was measured is kept: two rounds of progress and ledgers.
     assert len((tmp_path / "progress.csv").read_text().splitlines()) == 3
     assert len(list((tmp_path / "ledger").glob("iter-*.parquet"))) == 2
+
+
+@pytest.mark.parametrize(("address", "message"), [
+    ("127.0.0.1:1", "cannot reach Ray at '127.0.0.1:1' within 3 s"),
+    ("nohost", "Ray address 'nohost' is not host:port"),
+    ("10.0.0.1:99999", "is not host:port"),
+])
+def test_a_bad_address_fails_within_the_bound(tmp_path, address, message) -> None:
+    """Ray itself would retry an unreachable GCS address for ever (more than 10 minutes)."""
+    out = tmp_path / "run"
+    t0 = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "iif_ray", "train", "--preset", "cartpole", "--address", address,
+         "--out", str(out)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "IIF_RAY_CONNECT_TIMEOUT_S": "3"},
+    )
+    assert time.monotonic() - t0 < 60
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
+    assert not out.exists()
