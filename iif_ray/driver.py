@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from iif_ray import run_dir
+from iif_ray.envs import time_limit
 from iif_ray.presets import Preset
 from iif_ray.rllib import build_config
 
@@ -81,6 +82,7 @@ def run(spec: RunSpec, on_round: Callable[[dict], None] | None = None) -> dict[s
     summary = {
         "preset": spec.preset.name,
         "env": spec.preset.env_id,
+        "max_episode_steps": time_limit(spec.preset.env_id, spec.preset.env_kwargs),
         "algo": spec.algo,
         "seed": spec.seed,
         "budget": spec.budget,

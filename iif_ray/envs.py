@@ -111,13 +111,45 @@ def adapt_observations(env: gym.Env, image_scale: float = 1.0 / 255.0) -> gym.En
     return env
 
 
+# Episodes of an env registered without a time limit (CliffWalking, say) may never end, and a
+# PPO round would then report no return at all; such envs get this limit.
+DEFAULT_MAX_EPISODE_STEPS = 1000
+
+
+def time_limit(env_id: str, kwargs: dict | None = None) -> int:
+    """The episode step limit :func:`make_env` applies: the caller's ``max_episode_steps``,
+    the env's registered one, or :data:`DEFAULT_MAX_EPISODE_STEPS`."""
+    kwargs = dict(kwargs or {})
+    if kwargs.get("max_episode_steps"):
+        return int(kwargs["max_episode_steps"])
+    registered = gym.spec(check_env_id(env_id)).max_episode_steps
+    return int(registered) if registered else DEFAULT_MAX_EPISODE_STEPS
+
+
 def make_env(env_id: str, env_config: dict | None = None) -> gym.Env:
-    """``gym.make(env_id, **kwargs)`` plus observation adaptation.
+    """``gym.make(env_id, **kwargs)`` plus observation adaptation and a time limit.
 
     ``env_config`` keys: ``kwargs`` (passed to ``gym.make``; highway-env takes its settings
     as ``kwargs={"config": {...}}``) and ``image_scale``.
     """
     cfg = dict(env_config or {})
     env_id = check_env_id(env_id)
-    env = gym.make(env_id, **dict(cfg.get("kwargs") or {}))
+    kwargs = dict(cfg.get("kwargs") or {})
+    if gym.spec(env_id).max_episode_steps is None:
+        kwargs["max_episode_steps"] = time_limit(env_id, kwargs)
+    env = gym.make(env_id, **kwargs)
     return adapt_observations(env, float(cfg.get("image_scale", 1.0 / 255.0)))
+
+
+def spaces(env_id: str, kwargs: dict | None = None) -> tuple[gym.Space, gym.Space]:
+    """The (adapted) observation space and the action space, from a throwaway instance."""
+    env = make_env(env_id, {"kwargs": kwargs or {}})
+    try:
+        return env.observation_space, env.action_space
+    finally:
+        env.close()
+
+
+def observation_shape(env_id: str, kwargs: dict | None = None) -> tuple[int, ...]:
+    """Shape of one (adapted) observation: what the policy network takes in."""
+    return tuple(spaces(env_id, kwargs)[0].shape or ())

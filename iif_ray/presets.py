@@ -26,10 +26,10 @@ Choices that are ours, not the paper's:
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
-from iif_ray.envs import check_env_id
+from iif_ray.envs import check_env_id, observation_shape
 
 ALGOS = ("iif", "ppo", "random", "advantage")
 BENCHMARK_ALGOS = ("ppo", "iif", "random")  # what a benchmark sweep compares by default
@@ -113,19 +113,29 @@ def get_preset(name: str) -> Preset:
 
 
 def preset_for(preset: str | None = None, env: str | None = None) -> Preset:
-    """The named preset, or the preset of a known env id, or the generic recipe for any env."""
+    """The named preset, or the preset of a known env id, or the generic recipe for any env.
+
+    The generic recipe gives 7x7 image observations (every MiniGrid/BabyAI agent view) the
+    MiniGrid preset's CNN: RLlib has no default encoder for that shape.
+
+    Raises:
+        ValueError: an unknown preset or env id, neither given, or a preset with an env id
+            other than its own (which would train one env with another's settings).
+    """
     if preset is not None:
         p = get_preset(preset)
         if env is not None and check_env_id(env) != p.env_id:
-            return replace(p, env_id=check_env_id(env), env_kwargs={}, in_paper=False)
+            raise ValueError(f"--preset {preset} is the recipe for {p.env_id}, but --env is "
+                             f"{env!r}; give one of them (accepted: --env {p.env_id} with it)")
         return p
     if env is None:
         raise ValueError("give an environment id or a preset name")
     env_id = check_env_id(env)
     if env_id in PRESET_BY_ENV:
         return PRESET_BY_ENV[env_id]
+    model = dict(_MINIGRID_CNN) if observation_shape(env_id)[:2] == (7, 7) else dict(_MLP)
     return Preset(name=env_id, env_id=env_id, timesteps=100_000, drop_fraction=0.125,
-                  in_paper=False)
+                  model=model, in_paper=False)
 
 
 def algo_settings(algo: str) -> dict[str, Any]:

@@ -54,3 +54,24 @@ def test_seeded_run_is_unchanged_by_the_relayout(tmp_path) -> None:
                                        err_msg=key)
         else:
             np.testing.assert_array_equal(now[key], before[key], err_msg=key)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("env_id", ["MiniGrid-DoorKey-5x5-v0", "CliffWalking-v1"])
+def test_envs_without_a_paper_preset_train_with_sensible_defaults(ray_local, env_id) -> None:
+    """Any MiniGrid id gets the MiniGrid CNN (RLlib has no default encoder for 7x7 images);
+    an env registered without a time limit gets one, stated in the summary, so episodes end
+    and the round reports a return."""
+    from iif_ray.driver import RunSpec, run
+    from iif_ray.envs import DEFAULT_MAX_EPISODE_STEPS
+    from iif_ray.presets import preset_for
+
+    preset = preset_for(env=env_id)
+    summary = run(RunSpec(preset=preset, algo="iif", timesteps=preset.steps_per_round))
+    assert summary["rounds"] == 1 and summary["env_steps"] == preset.steps_per_round
+    assert summary["final_return"] is not None
+    if env_id.startswith("MiniGrid"):
+        assert "conv_filters" in preset.model
+    else:
+        assert summary["max_episode_steps"] == DEFAULT_MAX_EPISODE_STEPS

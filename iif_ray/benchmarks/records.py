@@ -125,11 +125,30 @@ def load_rounds(directory: str | Path) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: the directory holds none.
+        ValueError: a file that is empty, not CSV, lacks round-record columns or holds no row.
     """
+    if not Path(directory).is_dir():
+        raise FileNotFoundError(f"{str(directory)!r} is not a directory; accepted: a sweep's "
+                                "--out directory holding rounds.csv")
     files = sorted(Path(directory).glob("*rounds*.csv"))
     if not files:
         raise FileNotFoundError(f"no *rounds*.csv in {str(directory)!r}; run a sweep first")
-    return pd.concat([pd.read_csv(f) for f in files], ignore_index=True)
+    frames = []
+    for f in files:
+        try:
+            frame = pd.read_csv(f)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+            raise ValueError(f"{str(f)!r} is not a rounds file ({type(e).__name__}); "
+                             f"accepted: CSV with columns {', '.join(ROUND_COLUMNS)}") from None
+        missing = [c for c in ROUND_COLUMNS if c not in frame.columns]
+        if missing:
+            raise ValueError(f"{str(f)!r} lacks columns {missing}; accepted: CSV with columns "
+                             f"{', '.join(ROUND_COLUMNS)}")
+        if frame.empty:
+            raise ValueError(f"{str(f)!r} holds no rounds; accepted: a sweep's rounds.csv "
+                             "with at least one finished round")
+        frames.append(frame)
+    return pd.concat(frames, ignore_index=True)
 
 
 def _num(x: Any, default: float = math.nan) -> float:

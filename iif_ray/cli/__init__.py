@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.bench import BenchCommand
-from iif_ray.cli.common import UsageError, quiet_libraries
+from iif_ray.cli.common import Parser, UsageError, quiet_libraries
 from iif_ray.cli.demo import DemoCommand
 from iif_ray.cli.diagnose import DiagnoseCommand
 from iif_ray.cli.report import ReportCommand
@@ -27,22 +27,28 @@ COMMANDS: tuple[Command, ...] = (TrainCommand(), DemoCommand(), BenchCommand(), 
 
 def build_parser() -> argparse.ArgumentParser:
     """The ``iif-ray`` parser with every command's subparser."""
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="iif-ray",
         description="influence-filtered PPO (IIF) and local data attribution on Ray RLlib")
     sub = parser.add_subparsers(dest="command", required=True)
     for command in COMMANDS:
-        command.add_arguments(sub.add_parser(command.name, help=command.help,
-                                             description=command.description))
+        subparser = sub.add_parser(command.name, help=command.help,
+                                   description=command.description)
+        command.add_arguments(subparser)
+        subparser.set_defaults(command_object=command)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``iif-ray`` script; returns the exit status."""
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except UsageError as e:
+        print(f"{_prog(argv)}: error: {e}", file=sys.stderr)
+        return 2
     quiet_libraries()
-    command = next(c for c in COMMANDS if c.name == args.command)
+    command = args.command_object
     try:
         if command.joins_ray:
             # Before anything is written: an unreachable cluster would make Ray retry forever.
@@ -57,3 +63,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+
+
+def _prog(argv: Sequence[str] | None) -> str:
+    """``iif-ray <command>`` for an error line, as far as the command line names one."""
+    words = list(sys.argv[1:] if argv is None else argv)
+    known = {c.name for c in COMMANDS}
+    return "iif-ray " + words[0] if words and words[0] in known else "iif-ray"

@@ -23,6 +23,13 @@ class Command:
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         raise NotImplementedError
 
+    def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
+        """Check the command line without side effects; raise ``UsageError`` on a bad value.
+
+        ``submit`` runs this on a job's command before uploading it, with ``here=False``:
+        the job runs on the cluster, so this machine's resources are not the measure.
+        """
+
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         """Run the command; return the process exit status.
 

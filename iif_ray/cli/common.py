@@ -9,11 +9,15 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 from rich.console import Console
 
 from iif_ray.attribution.selection import SELECTION_RULES, check_drop_fraction
+from iif_ray.envs import spaces
 from iif_ray.presets import PRESETS, Preset, preset_for
 from iif_ray.rllib.settings import AttributionSettings
 
@@ -33,6 +37,14 @@ def quiet_libraries() -> None:
 
 class UsageError(ValueError):
     """Bad command-line input; reported as one line, exit status 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with a parse error raised as one :class:`UsageError` line instead of a usage
+    block and ``sys.exit`` (so ``submit`` can report a job's bad command the same way)."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        raise UsageError(message)
 
 
 def int_at_least(minimum: int, what: str):
@@ -147,7 +159,7 @@ def attribution_overrides(args: argparse.Namespace) -> dict[str, Any]:
         out["num_gpus_per_scorer"] = args.num_gpus_per_scorer
     try:
         AttributionSettings.from_dict(out)  # validate now, before Ray starts
-    except ValueError as e:
+    except (ValueError, OSError) as e:  # OSError: an unreadable probe file
         raise UsageError(str(e)) from None
     return out
 
@@ -178,25 +190,75 @@ def resources(args: argparse.Namespace) -> dict[str, Any]:
             "num_gpus_per_learner": args.num_gpus_per_learner}
 
 
-def check_gpus(args: argparse.Namespace, overrides: dict[str, Any]) -> None:
-    """On an embedded Ray, missing GPUs are a usage error now, not a hang later.
+def check_run(args: argparse.Namespace, preset: Preset, overrides: dict[str, Any], *,
+              here: bool = True) -> None:
+    """What a run asks for, checked against the env and this machine before Ray starts.
 
-    (A cluster may still be scaling up GPU nodes, so there the request goes through.)
+    Budgets below one round, action ids outside the action space, and (on an embedded Ray,
+    which gets this machine's CPUs and GPUs) resource requests it cannot meet would otherwise
+    train silently wrong or wait for ever. A cluster may still be scaling up, so there the
+    resource request goes through, and so it does with ``here=False`` (a job's command).
     """
-    import os
-
-    import ray
-
-    if args.address is not None or os.environ.get("RAY_ADDRESS"):
+    if args.timesteps is not None and args.timesteps < preset.steps_per_round:
+        raise UsageError(f"--timesteps {args.timesteps} is less than one round; accepted: "
+                         f">= {preset.steps_per_round} (the env steps of one round)")
+    action = (overrides.get("target_options") or {}).get("action")
+    if action is not None:
+        space = spaces(preset.env_id, preset.env_kwargs)[1]
+        if not isinstance(space, gym.spaces.Discrete):
+            raise UsageError(f"--target-option action={action!r}: {preset.env_id} has a "
+                             f"continuous action space ({space}); accepted: discrete ones")
+        if isinstance(action, bool) or not isinstance(action, int) or not (
+                space.start <= action < space.start + space.n):
+            raise UsageError(f"--target-option action={action!r} is not an action of "
+                             f"{preset.env_id}; accepted: integers {space.start}.."
+                             f"{space.start + space.n - 1}")
+    if not here or args.address is not None or os.environ.get("RAY_ADDRESS"):
         return
-    learners = max(args.num_learners, 1) * args.num_gpus_per_learner
-    scorers = overrides.get("num_scorers", 0) * overrides.get("num_gpus_per_scorer", 0.0)
-    have = ray.cluster_resources().get("GPU", 0.0)
-    if learners + scorers > have:
+    num_scorers = overrides.get("num_scorers", 0) if overrides.get("mode") != "off" else 0
+    pools = max(1, args.num_learners)
+    cpus = os.cpu_count() or 1
+    need = args.num_env_runners + args.num_learners + num_scorers * pools
+    if need > cpus:
         raise UsageError(
-            f"--num-gpus-per-learner {args.num_gpus_per_learner} and --num-gpus-per-scorer "
-            f"{overrides.get('num_gpus_per_scorer', 0.0)} need {learners + scorers:g} GPU(s); "
-            f"this machine's Ray has {have:g} (accepted: at most {have:g} in total)")
+            f"--num-scorers {num_scorers}, --num-env-runners {args.num_env_runners} and "
+            f"--num-learners {args.num_learners} need {need} CPUs; the embedded Ray has "
+            f"{cpus} (accepted: at most {cpus} in total, or --address for a cluster)")
+    gpus_learners = max(args.num_learners, 1) * args.num_gpus_per_learner
+    gpus_scorers = num_scorers * pools * overrides.get("num_gpus_per_scorer", 0.0)
+    if gpus_learners + gpus_scorers > 0:
+        import torch
+
+        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if gpus_learners + gpus_scorers > have:
+            raise UsageError(
+                f"--num-gpus-per-learner {args.num_gpus_per_learner} and "
+                f"--num-gpus-per-scorer {overrides.get('num_gpus_per_scorer', 0.0)} need "
+                f"{gpus_learners + gpus_scorers:g} GPU(s); this machine has {have} (accepted: "
+                f"at most {have} in total, or --address for a cluster)")
+
+
+def prepare_out(out: str, overwrite: bool) -> Path:
+    """The run directory, created empty; a path that cannot be one is a usage error."""
+    from iif_ray.run_dir import prepare_out_dir
+
+    try:
+        return prepare_out_dir(out, overwrite=overwrite)
+    except FileExistsError as e:
+        raise UsageError(str(e)) from None
+    except OSError as e:
+        raise UsageError(f"--out {out!r} cannot be a run directory ({e.strerror or e}); "
+                         "accepted: a new or empty directory path you can write") from None
+
+
+def checked_run_inputs(args: argparse.Namespace, *, here: bool = True
+                       ) -> tuple[Preset, dict[str, Any]]:
+    """The preset and attribution overrides of a ``train``/``demo`` command line, every value
+    checked (``submit`` runs this on a job's command before uploading anything)."""
+    preset = resolve_preset(args)
+    overrides = attribution_overrides(args)
+    check_run(args, preset, overrides, here=here)
+    return preset, overrides
 
 
 def train_runs(args: argparse.Namespace, preset: Preset, runs: list[tuple[str, int, str]],
@@ -212,7 +274,6 @@ def train_runs(args: argparse.Namespace, preset: Preset, runs: list[tuple[str, i
 
     summaries = []
     with ray_session(args.address):
-        check_gpus(args, overrides)
         for algo, seed, out in runs:
             spec = RunSpec(preset=preset, algo=algo, seed=seed, timesteps=timesteps,
                            out_dir=out, attribution=overrides, **resources(args))

@@ -21,13 +21,13 @@ class DemoCommand(Command):
         parser.add_argument("--out", default="runs/demo", help="parent directory for the runs")
         parser.set_defaults(preset_default="cartpole", timesteps_default=40_960)
 
-    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.run_dir import prepare_out_dir
+    def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
+        common.checked_run_inputs(args, here=here)
 
-        preset = common.resolve_preset(args)
-        overrides = common.attribution_overrides(args)
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        preset, overrides = common.checked_run_inputs(args)
         timesteps = args.timesteps or args.timesteps_default
-        parent = prepare_out_dir(args.out, overwrite=True)
+        parent = common.prepare_out(args.out, overwrite=True)
         runs = [(algo, seed, str(parent / f"{algo}-seed{seed}"))
                 for seed in range(args.seeds) for algo in ("ppo", "iif")]
         summaries = common.train_runs(args, preset, runs, timesteps, overrides)

@@ -21,7 +21,7 @@ class ReportCommand(Command):
 
         try:
             path = write_report(args.directory)
-        except FileNotFoundError as e:
+        except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
         console.print(f"wrote {path} and its PNG curves")
         return 0

@@ -30,6 +30,10 @@ class SubmitCommand(Command):
         command = args.job[1:] if args.job[:1] == ["--"] else args.job
         try:
             job = parse_job_command(command, parser)
+            # Everything the command checks locally (presets, env ids, values) fails here,
+            # before the checkout is uploaded.
+            job_args = parser.parse_args(job.argv)
+            job_args.command_object.validate(job_args, here=False)
             result = submit(job, address=args.address, wait=not args.no_wait,
                             entrypoint_num_cpus=args.entrypoint_num_cpus, log=console.print,
                             stream=stream_to_stdout)

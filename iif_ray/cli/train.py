@@ -6,13 +6,12 @@ import argparse
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import (
-    UsageError,
     add_run_args,
-    attribution_overrides,
+    checked_run_inputs,
     console,
     fmt,
     int_at_least,
-    resolve_preset,
+    prepare_out,
     train_runs,
 )
 from iif_ray.presets import ALGOS
@@ -30,15 +29,14 @@ class TrainCommand(Command):
         parser.add_argument("--overwrite", action="store_true",
                             help="replace a non-empty --out")
 
-    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.run_dir import CONTENTS, prepare_out_dir
+    def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
+        checked_run_inputs(args, here=here)
 
-        preset = resolve_preset(args)
-        overrides = attribution_overrides(args)
-        try:
-            out = prepare_out_dir(args.out, overwrite=args.overwrite)
-        except FileExistsError as e:
-            raise UsageError(str(e)) from None
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        from iif_ray.run_dir import CONTENTS
+
+        preset, overrides = checked_run_inputs(args)
+        out = prepare_out(args.out, args.overwrite)
         [summary] = train_runs(args, preset, [(args.algo, args.seed, str(out))],
                                args.timesteps, overrides)
         console.print(f"final return {fmt(summary['final_return'])} after "

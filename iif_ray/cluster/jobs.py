@@ -107,8 +107,9 @@ def parse_job_command(command: Sequence[str], parser: argparse.ArgumentParser) -
         raise SubmitError("'iif-ray submit' cannot submit itself")
     try:
         args = parser.parse_args(argv)
-    except SystemExit as e:
-        raise SubmitError(f"the job command does not parse: iif-ray {shlex.join(argv)}") from e
+    except (SystemExit, ValueError) as e:  # the CLI's parser raises a one-line ValueError
+        raise SubmitError(f"the job command does not parse ({e}): "
+                          f"iif-ray {shlex.join(argv)}") from None
     job = JobCommand(argv=argv)
     out = getattr(args, "out", None)
     if out is None and args.command == "report":

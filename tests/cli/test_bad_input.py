@@ -1,0 +1,140 @@
+"""Every bad input is refused before Ray starts: exit status 2, one line that names the value
+(and, where there is one, the accepted range), no traceback, and nothing written.
+
+``{tmp}`` in an argument is the test's scratch directory, which is also the working
+directory (so a command's default output directory would show up as a leftover too).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from iif_ray.cli import main
+
+CP = ["--preset", "cartpole"]
+OUT = ["--out", "{tmp}/run"]
+
+CASES: list[tuple[list[str], str]] = [
+    # train: environments and presets
+    (["train", "--env", "NoSuchEnv-v0", *OUT], "unknown environment 'NoSuchEnv-v0'"),
+    (["train", "--env", "LunarLander-v2", *OUT], "did you mean LunarLander-v3"),
+    (["train", "--preset", "pong", *OUT], "unknown preset 'pong'; available:"),
+    (["train", "--preset", "frozenlake", "--env", "CartPole-v1", *OUT],
+     "--preset frozenlake is the recipe for FrozenLake-v1"),
+    (["train", *OUT], "give --env or --preset"),
+    (["train", *CP], "the following arguments are required: --out"),
+    (["train", *CP, "--bogus", *OUT], "unrecognized arguments: --bogus"),
+    (["train", *CP, "--algo", "sac", *OUT], "invalid choice: 'sac'"),
+    (["train", *CP, "--seed", "-1", *OUT], "seed must be >= 0, got '-1'"),
+    # budgets
+    (["train", *CP, "--timesteps", "-100", *OUT], "timesteps must be >= 1, got '-100'"),
+    (["train", *CP, "--timesteps", "abc", *OUT], "timesteps must be an integer, got 'abc'"),
+    (["train", *CP, "--timesteps", "100", *OUT], "--timesteps 100 is less than one round"),
+    # selection and drop fraction
+    (["train", *CP, "--drop-fraction", "1.0", *OUT], "must be in [0, 1), got '1.0'"),
+    (["train", *CP, "--drop-fraction", "-0.1", *OUT], "must be in [0, 1), got '-0.1'"),
+    (["train", *CP, "--drop-fraction", "abc", *OUT], "must be in [0, 1), got 'abc'"),
+    (["train", *CP, "--selection", "worst", *OUT], "invalid choice: 'worst'"),
+    (["train", *CP, "--mode", "maybe", *OUT], "invalid choice: 'maybe'"),
+    # targets
+    (["train", *CP, "--target", "reward", *OUT], "unknown target 'reward'"),
+    (["train", *CP, "--target", "action", *OUT], "action target needs probe states"),
+    (["train", *CP, "--target", "action", "--target-option", "action=9", *OUT],
+     "action=9 is not an action of CartPole-v1; accepted: integers 0..1"),
+    (["train", *CP, "--target", "action", "--target-option", "action=-1", *OUT],
+     "action=-1 is not an action of CartPole-v1"),
+    (["train", *CP, "--target", "action", "--target-option", "action=left", *OUT],
+     "action='left' is not an action of CartPole-v1"),
+    (["train", *CP, "--target", "action", "--target-option", "probe_file={tmp}/no.npz", *OUT],
+     "probe file '{tmp}/no.npz' does not exist"),
+    (["train", *CP, "--target-option", "action", *OUT], "expected KEY=VALUE, got 'action'"),
+    # resources (an embedded Ray gets this machine's CPUs and GPUs)
+    (["train", *CP, "--num-scorers", "-2", *OUT], "num-scorers must be >= 0, got '-2'"),
+    (["train", *CP, "--num-scorers", "64", *OUT], "need 64 CPUs; the embedded Ray has"),
+    (["train", *CP, "--num-env-runners", "64", *OUT], "--num-env-runners 64"),
+    (["train", *CP, "--num-learners", "64", *OUT], "--num-learners 64"),
+    (["train", *CP, "--num-gpus-per-learner", "64", *OUT], "need 64 GPU(s)"),
+    (["train", *CP, "--num-gpus-per-learner", "-1", *OUT], "must be a number >= 0, got '-1'"),
+    (["train", *CP, "--num-scorers", "1", "--num-gpus-per-scorer", "64", *OUT],
+     "--num-gpus-per-scorer 64.0"),
+    (["train", *CP, "--num-gpus-per-scorer", "nan", *OUT], "must be a number >= 0, got 'nan'"),
+    # the run directory
+    (["train", *CP, "--out", "{tmp}/file.txt"], "cannot be a run directory"),
+    (["train", *CP, "--out", "{tmp}/full"], "is not empty; pass --overwrite"),
+    # cluster addresses
+    (["train", *CP, "--address", "127.0.0.1:1", *OUT], "cannot reach Ray at '127.0.0.1:1'"),
+    (["train", *CP, "--address", "nohost", *OUT], "Ray address 'nohost' is not host:port"),
+    # demo
+    (["demo", "--seeds", "0"], "seeds must be >= 1, got '0'"),
+    (["demo", "--preset", "pong"], "unknown preset 'pong'"),
+    (["demo", "--timesteps", "10"], "--timesteps 10 is less than one round"),
+    # sweep
+    (["sweep", "nope"], "sweep 'nope' not found"),
+    (["sweep", "benchmark", "--envs", "pong"], "unknown preset 'pong'"),
+    (["sweep", "benchmark", "--algos", "sac"], "unknown algo 'sac'"),
+    (["sweep", "benchmark", "--budget-scale", "20"], "budget_scale must be in (0, 10], got 20"),
+    (["sweep", "benchmark", "--seeds", "0"], "seeds must be >= 1, got '0'"),
+    (["sweep", "benchmark", "--checkpoint-every", "0"], "checkpoint-every must be >= 1"),
+    # report
+    (["report", "{tmp}/nowhere"], "'{tmp}/nowhere' is not a directory"),
+    (["report", "{tmp}/empty"], "no *rounds*.csv in '{tmp}/empty'"),
+    (["report", "{tmp}/header"], "holds no rounds"),
+    (["report", "{tmp}/garbled"], "lacks columns"),
+    # bench
+    (["bench", "scoring", "--presets", "pong"], "unknown preset 'pong'"),
+    (["bench", "scoring", "--rounds", "1"], "rounds must be >= 2, got '1'"),
+    (["bench", "pool", "--workloads", "huge"], "unknown workload(s) ['huge']"),
+    # diagnose
+    (["diagnose", "{tmp}/norun"], "is not a completed run"),
+    (["diagnose", "{tmp}/norun", "--probes-out", "{tmp}/p.parquet"],
+     "--probes-out needs --probe-round and --probe-action"),
+    # submit: checked here, before anything is uploaded
+    (["submit", "--", "iif-ray", "train", "--preset", "cartpol", "--out", "x"],
+     "unknown preset 'cartpol'"),
+    (["submit", "--", "iif-ray", "train", *CP, "--drop-fraction", "2", "--out", "x"],
+     "must be in [0, 1), got '2'"),
+    (["submit", "--"], "no command after '--'"),
+    (["submit", "--", "iif-ray", "submit", "--", "x"], "cannot submit itself"),
+    ([], "the following arguments are required: command"),
+]
+
+
+def _files(root) -> set[str]:
+    return {str(p.relative_to(root)) for p in root.rglob("*")}
+
+
+@pytest.mark.parametrize(("argv", "message"), CASES,
+                         ids=[" ".join(a)[:60] or "nothing" for a, _ in CASES])
+def test_bad_input_is_refused_in_one_line(tmp_path, monkeypatch, capsys, argv, message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("IIF_RAY_CONNECT_TIMEOUT_S", "1")
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    (tmp_path / "file.txt").write_text("not a directory")
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "old.txt").write_text("an earlier run")
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "header").mkdir()
+    (tmp_path / "header" / "rounds.csv").write_text(
+        "env,algo,seed,round,env_steps,eval_return,eval_episodes,train_return,frac_dropped,"
+        "sampling_s,scoring_s,filter_s,update_s,eval_s,train_s\n")
+    (tmp_path / "garbled").mkdir()
+    (tmp_path / "garbled" / "rounds.csv").write_text("a,b\n1,2\n")
+    before = _files(tmp_path)
+
+    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+
+    err = capsys.readouterr().err
+    assert code == 2, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert message.replace("{tmp}", str(tmp_path)) in lines[0]
+    assert lines[0].startswith("iif-ray")
+    assert _files(tmp_path) == before, "a refused command must leave nothing behind"
+    import ray
+
+    assert not ray.is_initialized(), "refused before Ray starts"
+
+
+def test_there_are_at_least_forty_cases():
+    assert len(CASES) >= 40
