@@ -1,4 +1,10 @@
-"""Train one run to its env-step budget and leave a self-describing run directory."""
+"""Train one run to its env-step budget and leave a self-describing run directory.
+
+The run directory also lets an interrupted run continue (:func:`resume`): ``run.json`` holds
+what was asked for, ``checkpoint/`` is refreshed every ``checkpoint_every`` rounds, and the
+rounds after that checkpoint are trained again and their ledger files and progress rows
+rewritten, so a resumed run ends with exactly one of each per round.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +34,20 @@ class RunSpec:
     num_learners: int = 0
     num_gpus_per_learner: float = 0.0
     attribution: dict[str, Any] = field(default_factory=dict)
+    checkpoint_every: int = 10  # rounds between checkpoints (the points a resume restarts at)
 
     @property
     def budget(self) -> int:
         return int(self.timesteps if self.timesteps is not None else self.preset.timesteps)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["preset"] = asdict(self.preset)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RunSpec:
+        return cls(**{**data, "preset": Preset(**data["preset"])})
 
 
 def run(spec: RunSpec, on_round: Callable[[dict], None] | None = None) -> dict[str, Any]:
@@ -45,28 +61,58 @@ def run(spec: RunSpec, on_round: Callable[[dict], None] | None = None) -> dict[s
         The run's summary (also written as ``summary.json`` when there is a run directory).
     """
     out = Path(spec.out_dir).resolve() if spec.out_dir else None
-    attribution = dict(spec.attribution)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        attribution.setdefault("ledger_dir", str(run_dir.ledger_dir(out)))
+        run_dir.write_run_spec(out, spec.to_dict())
+    return _train(spec, out, on_round, resumed=False)
+
+
+def resume(out_dir: str | Path, on_round: Callable[[dict], None] | None = None
+           ) -> dict[str, Any]:
+    """Continue an interrupted run in its own directory, from its last checkpoint.
+
+    Rounds after the checkpoint are trained again: their progress rows are dropped and their
+    ledger files rewritten. What a checkpoint does not hold starts anew: the environments
+    (an episode running at the checkpoint is not continued) and the sampling RNG state.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no run (no ``run.json``).
+    """
+    out = Path(out_dir).resolve()
+    spec = RunSpec.from_dict(run_dir.read_run_spec(out))
+    spec.out_dir = str(out)
+    return _train(spec, out, on_round, resumed=True)
+
+
+def _train(spec: RunSpec, out: Path | None, on_round: Callable[[dict], None] | None, *,
+           resumed: bool) -> dict[str, Any]:
+    attribution = dict(spec.attribution)
+    if out is not None:
+        # The run's own directory, also when it moved since: nothing absolute is reused.
+        attribution["ledger_dir"] = str(run_dir.ledger_dir(out))
     config = build_config(spec.preset, algo=spec.algo, seed=spec.seed,
                           num_env_runners=spec.num_env_runners, num_learners=spec.num_learners,
                           num_gpus_per_learner=spec.num_gpus_per_learner,
                           attribution=attribution)
-    rows: list[dict] = []
-    t0 = time.perf_counter()
+    t_start = time.perf_counter()
     algo = config.build_algo()
+    rows: list[dict] = []
     progress = None
     try:
         if out is not None:
-            progress = run_dir.ProgressWriter(out)
-        steps = 0
+            if resumed:
+                rows = run_dir.rewind(out, algo)
+            progress = run_dir.ProgressWriter(out, append=resumed)
+        t0 = t_start - (rows[-1]["wall_s"] if rows else 0.0)
+        steps = rows[-1]["env_steps"] if rows else 0
         while steps < spec.budget:
             row = run_dir.progress_row(algo.train(), time.perf_counter() - t0)
             steps = row["env_steps"]
             rows.append(row)
             if progress is not None:
                 progress.write(row)
+                if row["iteration"] % spec.checkpoint_every == 0:
+                    run_dir.save_checkpoint(algo, out)
             if on_round is not None:
                 on_round(row)
         placement = _placement(algo)
@@ -78,16 +124,14 @@ def run(spec: RunSpec, on_round: Callable[[dict], None] | None = None) -> dict[s
             progress.close()
         algo.stop()
 
-    returns = [r["episode_return_mean"] for r in rows if not math.isnan(r["episode_return_mean"])]
+    returns = [r["episode_return_mean"] for r in rows
+               if not math.isnan(float(r["episode_return_mean"]))]
     summary = {
-        "preset": spec.preset.name,
-        "env": spec.preset.env_id,
+        **run_dir.static_summary(spec.to_dict()),
         "max_episode_steps": time_limit(spec.preset.env_id, spec.preset.env_kwargs),
-        "algo": spec.algo,
-        "seed": spec.seed,
-        "budget": spec.budget,
         "env_steps": rows[-1]["env_steps"] if rows else 0,
         "rounds": len(rows),
+        "resumed": resumed,
         "final_return": returns[-1] if returns else None,
         "best_return": max(returns) if returns else None,
         "wall_s": wall,
@@ -97,7 +141,6 @@ def run(spec: RunSpec, on_round: Callable[[dict], None] | None = None) -> dict[s
         "attribution": config.attribution_settings.to_dict(),
         "resources": {"num_learners": spec.num_learners,
                       "num_gpus_per_learner": spec.num_gpus_per_learner, **placement},
-        "preset_settings": asdict(spec.preset),
         "rounds_detail": rows,
     }
     if out is not None:
@@ -115,5 +158,5 @@ def _placement(algo: Any) -> dict[str, Any]:
 
 
 def _mean(values: Iterable[float | None]) -> float | None:
-    vals = [v for v in values if v is not None and not math.isnan(v)]
+    vals = [v for v in values if v is not None and not math.isnan(float(v))]
     return sum(vals) / len(vals) if vals else None

@@ -12,6 +12,7 @@ with their shape in the schema metadata, and restored to that shape by :func:`re
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -42,6 +43,8 @@ LEDGER_SCHEMA: dict[str, type | None] = {
 LEDGER_COLUMNS = tuple(LEDGER_SCHEMA)
 OBS_COLUMN = "obs"
 _OBS_SHAPE_KEY = b"obs_shape"
+# iter-000007-learner0.parquet: one file per (round, learner).
+_FILE_NAME = re.compile(r"iter-(\d+)-learner(\d+)\.parquet")
 
 
 def ledger_columns(*, iteration: int, env_steps: int, learner: int,
@@ -131,6 +134,20 @@ class LedgerWriter:
             pq.write_table(table, sink, compression="zstd")
         self._fs.move(tmp, final)
         return final
+
+
+def remove_rounds_after(root: str, iteration: int) -> list[str]:
+    """Delete the ledger files of rounds after ``iteration`` (a resumed run trains them
+    again); return the paths removed."""
+    fs, path = _fs_and_path(root)
+    info = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
+    removed = []
+    for entry in info:
+        match = _FILE_NAME.fullmatch(entry.base_name)
+        if match and int(match.group(1)) > iteration:
+            fs.delete_file(entry.path)
+            removed.append(entry.path)
+    return removed
 
 
 def ledger_dataset(root: str) -> ds.Dataset:

@@ -2,13 +2,15 @@
 
 Layout of a run directory::
 
+    run.json         what was asked for (the run spec), written first
     ledger/          per-record Parquet ledgers (one file per round), see iif_ray.ledger
     progress.csv     one row per round (PROGRESS_FIELDS), appended as the run goes
-    checkpoint/      RLlib checkpoint of the final state (restorable with IIFPPO.from_checkpoint)
+    checkpoint/      RLlib checkpoint, every few rounds and at the end (replaced atomically)
     summary.json     written last, atomically: its presence means the run completed
 
-A run that fails leaves no ``summary.json`` and no ``checkpoint/``, so nothing half-written
-looks complete.
+A run that fails leaves no ``summary.json``, so nothing half-written looks complete; its
+``run.json``, ``checkpoint/``, ledger and progress let ``iif-ray train --resume`` continue it
+and ``iif-ray diagnose`` read it.
 """
 
 from __future__ import annotations
@@ -21,8 +23,10 @@ import shutil
 from pathlib import Path
 from typing import Any, TextIO
 
+from iif_ray.ledger import remove_rounds_after
 from iif_ray.rllib.results import DEFAULT_MODULE, iif_metrics
 
+RUN_SPEC = "run.json"
 SUMMARY = "summary.json"
 PROGRESS = "progress.csv"
 CHECKPOINT = "checkpoint"
@@ -100,10 +104,13 @@ def progress_path(run_dir: str | Path) -> Path:
 class ProgressWriter:
     """Appends ``progress.csv`` rows, flushed every round so a crash keeps what ran."""
 
-    def __init__(self, run_dir: str | Path) -> None:
-        self._file: TextIO = progress_path(run_dir).open("w", newline="")
+    def __init__(self, run_dir: str | Path, append: bool = False) -> None:
+        path = progress_path(run_dir)
+        fresh = not (append and path.exists())
+        self._file: TextIO = path.open("w" if fresh else "a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_FIELDS)
-        self._writer.writeheader()
+        if fresh:
+            self._writer.writeheader()
 
     def write(self, row: dict[str, float]) -> None:
         self._writer.writerow(row)
@@ -127,9 +134,12 @@ def save_checkpoint(algo: Any, run_dir: str | Path) -> Path:
 
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write ``summary.json`` atomically: it is what marks a run as complete."""
-    path = Path(run_dir) / SUMMARY
+    return _write_json(Path(run_dir) / SUMMARY, summary)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> Path:
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(summary, indent=2, default=str))
+    tmp.write_text(json.dumps(data, indent=2, default=str))
     os.replace(tmp, path)
     return path
 
@@ -149,3 +159,82 @@ def read_summary(run_dir: str | Path) -> dict[str, Any]:
 def module_checkpoint(run_dir: str | Path, module_id: str = DEFAULT_MODULE) -> Path:
     """The final RLModule's checkpoint inside ``checkpoint/`` (``RLModule.from_checkpoint``)."""
     return Path(run_dir, CHECKPOINT, "learner_group", "learner", "rl_module", module_id)
+
+
+def write_run_spec(run_dir: str | Path, spec: dict[str, Any]) -> Path:
+    """Write ``run.json`` (what was asked for) atomically, before the first round."""
+    return _write_json(Path(run_dir) / RUN_SPEC, spec)
+
+
+def read_run_spec(run_dir: str | Path) -> dict[str, Any]:
+    """The run spec an interrupted or finished run was started with.
+
+    Raises:
+        FileNotFoundError: the directory holds no run.
+    """
+    path = Path(run_dir) / RUN_SPEC
+    if not path.exists():
+        raise FileNotFoundError(f"{str(run_dir)!r} holds no run ({RUN_SPEC} is missing); "
+                                "accepted: the --out directory of an iif-ray train run")
+    return json.loads(path.read_text())
+
+
+def static_summary(spec: dict[str, Any]) -> dict[str, Any]:
+    """The summary fields known before training: what the run is, as ``summary.json`` and
+    the diagnostics name them."""
+    preset = spec["preset"]
+    return {"preset": preset["name"], "env": preset["env_id"], "algo": spec["algo"],
+            "seed": spec["seed"], "budget": int(spec.get("timesteps") or preset["timesteps"]),
+            "attribution": dict(spec.get("attribution") or {}), "preset_settings": preset}
+
+
+def read_summary_or_spec(run_dir: str | Path) -> dict[str, Any]:
+    """``summary.json`` of a completed run, else the static summary of an interrupted one.
+
+    Raises:
+        FileNotFoundError: the directory holds neither.
+    """
+    if (Path(run_dir) / SUMMARY).exists():
+        return read_summary(run_dir)
+    try:
+        return {**static_summary(read_run_spec(run_dir)), "completed": False}
+    except FileNotFoundError:
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run (no {SUMMARY}, no "
+                                f"{RUN_SPEC})") from None
+
+
+def read_progress(run_dir: str | Path) -> list[dict[str, float]]:
+    """``progress.csv`` rows as numbers (an absent file reads as no rows)."""
+    path = progress_path(run_dir)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        return [{k: (int(float(v)) if k in ("iteration", "env_steps") else float(v or "nan"))
+                 for k, v in row.items()} for row in csv.DictReader(f)]
+
+
+def rewind(run_dir: str | Path, algo: Any) -> list[dict[str, float]]:
+    """Put an interrupted run back at its last checkpoint.
+
+    Restores ``algo`` from ``checkpoint/`` (when there is one), keeps the progress rows up to
+    that round, removes the ledger files of later rounds (they are trained again) and the
+    summary (the run is not complete until it ends again).
+
+    Returns:
+        The progress rows kept, in round order.
+    """
+    run_dir = Path(run_dir)
+    done = 0
+    if (run_dir / CHECKPOINT).is_dir():
+        algo.restore_from_path(str(run_dir / CHECKPOINT))
+        done = int(algo.iteration)
+    rows = [r for r in read_progress(run_dir) if r["iteration"] <= done]
+    tmp = progress_path(run_dir).with_name(f".{PROGRESS}.tmp")
+    with tmp.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=PROGRESS_FIELDS)
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, progress_path(run_dir))
+    remove_rounds_after(str(ledger_dir(run_dir)), done)
+    (run_dir / SUMMARY).unlink(missing_ok=True)
+    return rows

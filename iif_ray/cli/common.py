@@ -262,7 +262,8 @@ def checked_run_inputs(args: argparse.Namespace, *, here: bool = True
 
 
 def train_runs(args: argparse.Namespace, preset: Preset, runs: list[tuple[str, int, str]],
-               timesteps: int | None, overrides: dict[str, Any]) -> list[dict[str, Any]]:
+               timesteps: int | None, overrides: dict[str, Any],
+               checkpoint_every: int = 10) -> list[dict[str, Any]]:
     """Train ``(algo, seed, out_dir)`` runs one after another on one Ray session, printing
     each round.
 
@@ -276,7 +277,8 @@ def train_runs(args: argparse.Namespace, preset: Preset, runs: list[tuple[str, i
     with ray_session(args.address):
         for algo, seed, out in runs:
             spec = RunSpec(preset=preset, algo=algo, seed=seed, timesteps=timesteps,
-                           out_dir=out, attribution=overrides, **resources(args))
+                           out_dir=out, attribution=overrides, checkpoint_every=checkpoint_every,
+                           **resources(args))
             summaries.append(run(spec, round_printer(
                 f"{algo} on {preset.env_id} (seed {seed})", spec.budget)))
     return summaries

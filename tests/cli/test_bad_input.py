@@ -85,7 +85,7 @@ CASES: list[tuple[list[str], str]] = [
     (["bench", "scoring", "--rounds", "1"], "rounds must be >= 2, got '1'"),
     (["bench", "pool", "--workloads", "huge"], "unknown workload(s) ['huge']"),
     # diagnose
-    (["diagnose", "{tmp}/norun"], "is not a completed run"),
+    (["diagnose", "{tmp}/norun"], "is not a run (no summary.json, no run.json)"),
     (["diagnose", "{tmp}/norun", "--probes-out", "{tmp}/p.parquet"],
      "--probes-out needs --probe-round and --probe-action"),
     # submit: checked here, before anything is uploaded

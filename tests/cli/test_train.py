@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -109,3 +110,49 @@ def test_a_bad_address_fails_within_the_bound(tmp_path, address, message) -> Non
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and message in lines[0] and "Traceback" not in proc.stderr
     assert not out.exists()
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_killed_run_resumes_into_the_same_directory(tmp_path) -> None:
+    """Kill ``iif-ray train`` after its round-2 checkpoint and at least one more round;
+    ``diagnose`` reads the interrupted run; ``--resume`` ends it with exactly one progress row
+    and one ledger file per round, rounds up to the checkpoint untouched."""
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "iif_ray", "train", "--preset", "cartpole", "--timesteps",
+           "10240", "--checkpoint-every", "2", "--out", str(out)]
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline and first.poll() is None:
+            rows = (out / "progress.csv").read_text().splitlines()[1:] \
+                if (out / "progress.csv").exists() else []
+            if len(rows) >= 3 and (out / "checkpoint").is_dir():
+                break
+            time.sleep(0.2)
+        assert first.poll() is None, "the run ended before it could be interrupted"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    assert not (out / "summary.json").exists()
+    before = (out / "progress.csv").read_text().splitlines()
+    assert len(before) - 1 >= 3
+
+    assert main(["diagnose", str(out)]) == 0  # the interrupted run's ledger is readable
+    assert (out / "diagnostics" / "index.md").exists()
+
+    proc = subprocess.run([sys.executable, "-m", "iif_ray", "train", "--resume", "--out",
+                           str(out)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    progress = (out / "progress.csv").read_text().splitlines()
+    assert [int(line.split(",")[0]) for line in progress[1:]] == [1, 2, 3, 4, 5]
+    assert progress[:3] == before[:3], "rounds up to the checkpoint are kept as they were"
+    assert sorted(p.name for p in (out / "ledger").glob("*.parquet")) == [
+        f"iter-{k:06d}-learner0.parquet" for k in range(1, 6)]
+    ledger = read_ledger(str(out / "ledger")).to_pandas()
+    assert sorted(ledger.groupby("iteration").size().index) == [1, 2, 3, 4, 5]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["resumed"] and summary["rounds"] == 5 and summary["env_steps"] == 10240
+
+    assert main(["train", "--resume", "--preset", "acrobot", "--out", str(out)]) == 2
