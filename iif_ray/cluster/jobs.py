@@ -156,8 +156,21 @@ def _auth_hint(error: Exception) -> str:
     return text
 
 
+def _token_available() -> bool:
+    path = os.environ.get("RAY_AUTH_TOKEN_PATH") or os.path.expanduser("~/.ray/auth_token")
+    return bool(os.environ.get("RAY_AUTH_TOKEN")) or os.path.isfile(path)
+
+
 def job_client(address: str | None) -> Any:
-    """A job client for ``address`` (``None``: ``RAY_ADDRESS``, then the local head)."""
+    """A job client for ``address`` (``None``: ``RAY_ADDRESS``, then the local head).
+
+    Ray's client sends its token only in token mode (``RAY_AUTH_MODE=token``); where a token
+    is at hand and no mode is set, token mode is chosen, so the token is found as documented
+    without a second variable.
+    """
+    if not os.environ.get("RAY_AUTH_MODE") and _token_available():
+        # Ray reads the mode once, when its core library loads: set it before importing.
+        os.environ["RAY_AUTH_MODE"] = "token"
     from ray.job_submission import JobSubmissionClient
 
     try:

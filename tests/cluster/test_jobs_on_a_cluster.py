@@ -140,11 +140,13 @@ class LocalCluster:
         return [a["node_id"] for a in self.state("actors", "--detail")
                 if class_name in a["class_name"]]
 
-    def cli(self, *args: str, token: bool = True,
+    def cli(self, *args: str, token: bool = True, auth_mode: bool = True,
             timeout: float = 900) -> subprocess.CompletedProcess:
         env = dict(self.env)
         if not token:
             env.pop("RAY_AUTH_TOKEN")
+        if not auth_mode:  # the client must find token mode from the token alone
+            env.pop("RAY_AUTH_MODE")
         return subprocess.run(list(args), env=env, capture_output=True, text=True,
                               timeout=timeout, cwd=REPO)
 
@@ -176,7 +178,7 @@ def test_train_job_runs_scorers_on_the_worker_node(cluster, tmp_path):
     out = tmp_path / "train"
     res = cluster.cli(str(BIN / "iif-ray"), "submit", "--address", cluster.dashboard, "--",
                       "iif-ray", "train", "--preset", "cartpole", "--timesteps", "2048",
-                      "--num-scorers", "1", "--out", str(out))
+                      "--num-scorers", "1", "--out", str(out), auth_mode=False)
     assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]
     assert "results of job" in res.stdout and str(out) in res.stdout
     summary = json.loads((out / "summary.json").read_text())
