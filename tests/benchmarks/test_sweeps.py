@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -14,6 +13,7 @@ import pandas as pd
 import pytest
 
 from iif_ray.benchmarks import report
+from tests.processes import kill_hard, start_marked
 
 
 @pytest.mark.ray
@@ -100,29 +100,28 @@ def _rows(progress: Path) -> int:
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_sweep_resumes_exactly(tmp_path):
-    """Kill a sweep after a trial's round-3 checkpoint and at least one more round, rerun the
-    same command: it says it resumes from round 3, Tune's raw results repeat round 4, and
-    ``rounds.csv`` still holds each round of the 6-round budget exactly once."""
+    """Kill a sweep (and every process it started) two rounds after a trial's round-3
+    checkpoint, rerun the same command: it says it resumes from round 3, Tune's raw results
+    repeat rounds 4-5, and ``rounds.csv`` still holds each round of the 6-round budget exactly
+    once."""
     out = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "iif_ray", "sweep", "benchmark", "--envs", "cartpole",
            "--algos", "ppo", "--seeds", "1", "--budget-scale", "0.12", "--eval-episodes", "2",
            "--checkpoint-every", "3", "--out", str(out)]
     env = {k: v for k, v in os.environ.items() if k != "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"}
-    first = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             text=True, start_new_session=True)
+    first, marker = start_marked(cmd, env)
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None:
             progress = _trial_progress(out)
             if (progress and any(progress[0].parent.glob("checkpoint_*"))
-                    and _rows(progress[0]) >= 4):
+                    and _rows(progress[0]) >= 5):
                 break
             time.sleep(0.2)
         assert first.poll() is None, "the sweep ended before it could be interrupted"
-        assert _rows(_trial_progress(out)[0]) >= 4, "no checkpoint plus two rounds in time"
+        assert _rows(_trial_progress(out)[0]) >= 5, "no checkpoint plus two rounds in time"
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        kill_hard(first, marker)
     assert not (out / "rounds.csv").exists()
 
     second = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=400)

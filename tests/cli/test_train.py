@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -15,6 +14,7 @@ from iif_ray.cli import main
 from iif_ray.driver import RunSpec, run
 from iif_ray.ledger import read_ledger
 from iif_ray.presets import get_preset
+from tests.processes import kill_hard, start_marked
 
 
 @pytest.mark.parametrize(
@@ -121,8 +121,7 @@ def test_a_killed_run_resumes_into_the_same_directory(tmp_path) -> None:
     out = tmp_path / "run"
     cmd = [sys.executable, "-m", "iif_ray", "train", "--preset", "cartpole", "--timesteps",
            "10240", "--checkpoint-every", "2", "--out", str(out)]
-    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                             start_new_session=True)
+    first, marker = start_marked(cmd, dict(os.environ))
     try:
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline and first.poll() is None:
@@ -133,8 +132,7 @@ def test_a_killed_run_resumes_into_the_same_directory(tmp_path) -> None:
             time.sleep(0.2)
         assert first.poll() is None, "the run ended before it could be interrupted"
     finally:
-        os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+        kill_hard(first, marker)
     assert not (out / "summary.json").exists()
     before = (out / "progress.csv").read_text().splitlines()
     assert len(before) - 1 >= 3

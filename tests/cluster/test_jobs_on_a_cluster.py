@@ -8,12 +8,10 @@ test never touches another Ray on the machine.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import secrets
 import shutil
-import signal
 import socket
 import subprocess
 import sys
@@ -23,6 +21,8 @@ import uuid
 from pathlib import Path
 
 import pytest
+
+from tests.processes import kill_marked
 
 pytestmark = [pytest.mark.ray, pytest.mark.cluster]
 
@@ -52,27 +52,6 @@ def _node_ports(head: bool) -> list[str]:
     for name, port in zip(names, _free_ports(len(names)), strict=True):
         args += [name, str(port)]
     return args
-
-
-def _marked_pids(marker: str) -> list[int]:
-    pids = []
-    for proc in Path("/proc").iterdir():
-        if not proc.name.isdigit() or int(proc.name) == os.getpid():
-            continue
-        with contextlib.suppress(OSError):
-            if marker.encode() in (proc / "environ").read_bytes():
-                pids.append(int(proc.name))
-    return pids
-
-
-def _kill_marked(marker: str, grace_s: float = 10.0) -> None:
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        for pid in _marked_pids(marker):
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.kill(pid, sig)
-        deadline = time.time() + grace_s
-        while _marked_pids(marker) and time.time() < deadline:
-            time.sleep(0.2)
 
 
 class LocalCluster:
@@ -151,7 +130,7 @@ class LocalCluster:
                               timeout=timeout, cwd=REPO)
 
     def teardown(self) -> None:
-        _kill_marked(self.marker)
+        kill_marked(self.marker)
         shutil.rmtree(self.temp_dir, ignore_errors=True)
 
 
