@@ -77,8 +77,10 @@ def ray_session(address: str | None = None, num_cpus: int | None = None) -> Iter
         yield
         return
     if address is None and not os.environ.get("RAY_ADDRESS"):
-        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False,
-                 configure_logging=True, logging_level="ERROR")
+        # "local": always a private instance. Without it ray.init joins a Ray already running
+        # on this machine, whose workers then outlive this command (and share its CPUs).
+        ray.init(address="local", num_cpus=num_cpus, include_dashboard=False,
+                 log_to_driver=False, configure_logging=True, logging_level="ERROR")
     else:
         check_reachable(address)
         ray.init(address=address, log_to_driver=False, logging_level="ERROR")

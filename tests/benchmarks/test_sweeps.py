@@ -108,7 +108,10 @@ def test_a_killed_sweep_resumes_exactly(tmp_path):
     cmd = [sys.executable, "-m", "iif_ray", "sweep", "benchmark", "--envs", "cartpole",
            "--algos", "ppo", "--seeds", "1", "--budget-scale", "0.12", "--eval-episodes", "2",
            "--checkpoint-every", "3", "--out", str(out)]
-    env = {k: v for k, v in os.environ.items() if k != "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS"}
+    # A private Ray for the sweep (not this process's, which ray.init advertises through
+    # RAY_ADDRESS): killing the sweep must kill its trials too.
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "RAY_ADDRESS")}
     first, marker = start_marked(cmd, env)
     try:
         deadline = time.monotonic() + 240
