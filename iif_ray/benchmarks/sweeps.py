@@ -80,17 +80,21 @@ class SweepOptions:
         return "-".join(parts)
 
 
-# The checkout's sweep definitions, found from any working directory.
-CHECKOUT_SWEEPS = Path(__file__).resolve().parents[2] / "tune_experiments"
+def installed_sweeps() -> Path | None:
+    """The ``tune_experiments`` package shipped with iif-ray (a checkout's, when editable)."""
+    spec = importlib.util.find_spec("tune_experiments")
+    return Path(spec.origin).parent if spec is not None and spec.origin else None
 
 
 def sweep_candidates(path_or_name: str) -> list[Path]:
     """Where a sweep is looked for: a file path as given; a name as
-    ``./tune_experiments/<name>.py``, then in the checkout this package runs from."""
+    ``./tune_experiments/<name>.py`` (your own edits first), then among the shipped ones."""
     if Path(path_or_name).suffix:
         return [Path(path_or_name)]
     file = f"{path_or_name}.py"
-    return list(dict.fromkeys([Path("tune_experiments") / file, CHECKOUT_SWEEPS / file]))
+    shipped = installed_sweeps()
+    local = Path("tune_experiments") / file
+    return list(dict.fromkeys([local, *([shipped / file] if shipped else [])]))
 
 
 def load_sweep(path_or_name: str) -> Any:
