@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from iif_ray.benchmarks.records import ROUNDS_CSV, merge_rounds, rounds_from_results
+from iif_ray.benchmarks.snapshots import snapshot_root
 from iif_ray.benchmarks.trials import EVAL_EPISODES, TrialSpec, trial_config
 from iif_ray.presets import BENCHMARK_ALGOS, algo_settings, get_preset
 from iif_ray.rllib.settings import CONFIG_KEY, LABEL_KEY
@@ -41,7 +42,8 @@ class SweepOptions:
     out: str = "runs/sweep"
     max_concurrent: int | None = None
     num_envs: int = 1
-    eval_episodes: int | None = None
+    eval_episodes: int | None = None  # None: EVAL_EPISODES[env]; 0: no in-trial evaluation
+    snapshots: bool = False  # save every round's policy under <out>/policies (for evaluate)
     checkpoint_every: int = 10  # rounds between trial checkpoints (a resume restarts there)
     # Ablations: keys merged into every preset's model config, and a suffix on the algo label
     # so their rows sit beside the plain ones in one rounds file.
@@ -53,6 +55,8 @@ class SweepOptions:
             raise ValueError(f"seeds must be >= 1, got {self.seeds}")
         if not (0 < self.budget_scale <= 10):
             raise ValueError(f"budget_scale must be in (0, 10], got {self.budget_scale}")
+        if self.eval_episodes is not None and self.eval_episodes < 0:
+            raise ValueError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
         if self.checkpoint_every < 1:
             raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         for env in self.envs:
@@ -75,7 +79,7 @@ class SweepOptions:
             parts.append(f"budget{self.budget_scale:g}")
         if self.num_envs != 1:
             parts.append(f"envs{self.num_envs}")
-        if self.eval_episodes:
+        if self.eval_episodes is not None:
             parts.append(f"eval{self.eval_episodes}")
         return "-".join(parts)
 
@@ -132,8 +136,11 @@ def grid_space(env: str, opts: SweepOptions) -> tuple[dict[str, Any], int]:
         preset = replace(preset, model={**preset.model, **opts.model_overrides})
     budget = int(math.ceil(preset.timesteps * opts.budget_scale / preset.steps_per_round)
                  * preset.steps_per_round)
-    eval_episodes = opts.eval_episodes or EVAL_EPISODES.get(env, 10)
-    base = trial_config(TrialSpec(preset, "iif", opts.first_seed, eval_episodes, opts.num_envs))
+    eval_episodes = (EVAL_EPISODES.get(env, 10) if opts.eval_episodes is None
+                     else opts.eval_episodes)
+    root = str(snapshot_root(opts.out)) if opts.snapshots else None
+    base = trial_config(TrialSpec(preset, "iif", opts.first_seed, eval_episodes, opts.num_envs,
+                                  snapshot_root=root))
     params = base.to_dict()
     learner_dict = dict(params["learner_config_dict"])
     variants = []

@@ -1,10 +1,12 @@
-"""Benchmark trials: a paper preset plus per-round evaluation and the round record.
+"""Benchmark trials: a paper preset plus evaluation (or policy snapshots) and the round record.
 
-Every benchmark trial is an :class:`~iif_ray.rllib.IIFPPO` built from a preset. On top of
-training it evaluates the *stochastic* policy after every round on a separate evaluation
-EnvRunner (vectorised, one sub-environment per episode, so evaluation costs about as many
-vector steps as one episode lasts) and adds the round record
-(:mod:`iif_ray.benchmarks.records`) to each result under ``bench``.
+Every benchmark trial is an :class:`~iif_ray.rllib.IIFPPO` built from a preset, and adds the
+round record (:mod:`iif_ray.benchmarks.records`) to each result under ``bench``. It either
+
+* evaluates the *stochastic* policy after every round on a separate evaluation EnvRunner
+  (vectorised, one sub-environment per episode; quick, imprecise), or
+* saves the policy after every round (:mod:`iif_ray.benchmarks.snapshots`) and evaluates
+  nothing, leaving precise, paired evaluation to ``iif-ray evaluate`` after training.
 """
 
 from __future__ import annotations
@@ -16,9 +18,13 @@ from typing import Any
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.annotations import override
 
-from iif_ray.benchmarks.records import RECORD_KEY, record_from_result
+from iif_ray.benchmarks.records import RECORD_KEY, record_from_result, trial_label
+from iif_ray.benchmarks.snapshots import run_snapshot_dir, write_snapshot, write_spec
 from iif_ray.presets import Preset
 from iif_ray.rllib import IIFConfig, build_config
+from iif_ray.rllib.module_bridge import policy_net
+from iif_ray.rllib.results import DEFAULT_MODULE
+from iif_ray.rllib.settings import SNAPSHOT_KEY
 
 TRAIN_RETURN_WINDOW = 20  # train_return: mean of the last 20 training episodes
 
@@ -30,8 +36,39 @@ EVAL_EPISODES = {
 }
 
 
+def _snapshot_dir(algorithm) -> Any:
+    """Where this trial saves its policies, or ``None`` when it does not."""
+    config = algorithm.config
+    where = (config.learner_config_dict or {}).get(SNAPSHOT_KEY)
+    if not where:
+        return None
+    label = trial_label({"learner_config_dict": config.learner_config_dict})
+    return run_snapshot_dir(where["root"], where["env"], label, config.seed)
+
+
+def _save_policy(algorithm, round_: int, *, overwrite: bool) -> None:
+    run_dir = _snapshot_dir(algorithm)
+    if run_dir is None:
+        return
+    module = algorithm.get_module(DEFAULT_MODULE)  # synced with the learner after each update
+    if round_ == 0:
+        from ray.rllib.core.rl_module.rl_module import RLModuleSpec
+
+        write_spec(run_dir, RLModuleSpec.from_module(module.unwrapped()))
+    write_snapshot(run_dir, round_, policy_net(module).state_dict(), overwrite=overwrite)
+
+
 class BenchCallbacks(RLlibCallback):
-    """Times evaluation and writes the round record into every result."""
+    """Times evaluation, saves policy snapshots, writes the round record into every result.
+
+    ``on_train_result`` runs in ``log_result``, after Tune has timed the round, so neither
+    the snapshot nor the record counts in ``time_this_iter_s``.
+    """
+
+    @override(RLlibCallback)
+    def on_algorithm_init(self, *, algorithm, **kwargs) -> None:
+        # A trial restored from a checkpoint is built fresh first: its round-0 file exists.
+        _save_policy(algorithm, 0, overwrite=False)
 
     @override(RLlibCallback)
     def on_evaluate_start(self, *, algorithm, **kwargs) -> None:
@@ -47,24 +84,37 @@ class BenchCallbacks(RLlibCallback):
         eval_s = getattr(algorithm, "_iif_eval_s", 0.0)
         algorithm._iif_eval_s = 0.0
         result[RECORD_KEY] = record_from_result(result, eval_s)
+        _save_policy(algorithm, int(result["training_iteration"]), overwrite=True)
 
 
 @dataclass(frozen=True)
 class TrialSpec:
-    """One benchmark trial: preset, algorithm, seed, evaluation episodes, sampling layout."""
+    """One benchmark trial: preset, algorithm, seed, evaluation, sampling layout.
+
+    ``eval_episodes=0`` evaluates nothing in the trial; ``snapshot_root`` (a directory) saves
+    the policy of every round there under the preset's name.
+    """
 
     preset: Preset
     algo: str
     seed: int
     eval_episodes: int
     num_envs: int = 1
+    snapshot_root: str | None = None
 
 
 def trial_config(spec: TrialSpec, attribution: dict[str, Any] | None = None) -> IIFConfig:
-    """A benchmark trial: the preset's PPO semantics, evaluation every round, callbacks."""
+    """A benchmark trial: the preset's PPO semantics, evaluation or snapshots, callbacks."""
     config = build_config(spec.preset, algo=spec.algo, seed=spec.seed,
                           attribution=attribution, num_envs=spec.num_envs)
+    if spec.snapshot_root:
+        learner_dict = dict(config.learner_config_dict)
+        learner_dict[SNAPSHOT_KEY] = {"root": str(spec.snapshot_root), "env": spec.preset.name}
+        config.learner_config_dict = learner_dict
+    config = config.reporting(metrics_num_episodes_for_smoothing=TRAIN_RETURN_WINDOW)
     n = spec.eval_episodes
+    if n == 0:
+        return config.callbacks(BenchCallbacks)
     return (
         config
         .evaluation(
@@ -77,6 +127,5 @@ def trial_config(spec: TrialSpec, attribution: dict[str, Any] | None = None) -> 
             evaluation_config={"explore": True, "num_envs_per_env_runner": n,
                                "metrics_num_episodes_for_smoothing": n},
         )
-        .reporting(metrics_num_episodes_for_smoothing=TRAIN_RETURN_WINDOW)
         .callbacks(BenchCallbacks)
     )

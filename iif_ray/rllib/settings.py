@@ -7,7 +7,9 @@ remote) and lets Tune search spaces nested in it resolve per trial, so it carrie
 * ``"optimizer"`` (:data:`OPTIMIZER_KEY`): ``{"type": "adam"|"sgd", **kwargs}``;
 * ``"advantage_normalization"`` (:data:`ADV_NORM_KEY`): ``"batch"`` or ``"minibatch"``;
 * ``"bench_algo"`` (:data:`LABEL_KEY`): a benchmark trial's algorithm label, read back by
-  the sweep export (it has no effect on training).
+  the sweep export (it has no effect on training);
+* ``"bench_snapshots"`` (:data:`SNAPSHOT_KEY`): ``{"root": dir, "env": name}`` where a
+  benchmark trial saves its per-round policy weights (no effect on training).
 
 This module is the only place that names these keys.
 """
@@ -30,6 +32,7 @@ OPTIMIZERS = ("adam", "sgd")
 ADV_NORM_KEY = "advantage_normalization"
 ADV_NORMS = ("batch", "minibatch")
 LABEL_KEY = "bench_algo"
+SNAPSHOT_KEY = "bench_snapshots"
 
 
 def _check_nonneg_int(name: str, value: Any) -> int:

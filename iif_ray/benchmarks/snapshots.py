@@ -1,0 +1,106 @@
+"""Policy snapshots: every round's policy weights, so evaluation can run after training.
+
+Evaluation decides what a benchmark can resolve, and it costs more than training when it is
+precise (hundreds of complete episodes per point). Benchmark trials therefore save the policy
+network after every round (and the initial one as round 0) and evaluate nothing themselves;
+:mod:`iif_ray.evaluation` scores the snapshots afterwards, on the same episode seeds for every
+run, and never inside the timed rounds. The evaluation protocol can then change without
+retraining, and a sweep interrupted at any point loses no evaluation.
+
+Layout (this module is the only place that names it)::
+
+    <out>/policies/<env>/<algo>/seed<k>/module_spec.pkl   # how to rebuild the network
+    <out>/policies/<env>/<algo>/seed<k>/round_0001.pt     # torch state_dict of the policy network
+
+A trial resumed from a checkpoint re-trains the rounds after it and overwrites their
+snapshots (the latest wins, as in ``rounds.csv``); round 0 is written only once.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+SNAPSHOT_ROOT = "policies"  # under a sweep's --out directory
+SPEC_FILE = "module_spec.pkl"
+_ROUND_RE = re.compile(r"^round_(\d{4,})\.pt$")
+
+
+def snapshot_root(out: str | Path) -> Path:
+    """Where a sweep writing to ``out`` keeps its snapshots (absolute: trials run elsewhere)."""
+    return Path(out).resolve() / SNAPSHOT_ROOT
+
+
+def run_snapshot_dir(root: str | Path, env: str, algo: str, seed: int) -> Path:
+    return Path(root) / env / algo / f"seed{int(seed)}"
+
+
+def round_file(run_dir: str | Path, round_: int) -> Path:
+    return Path(run_dir) / f"round_{int(round_):04d}.pt"
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    write(tmp)
+    os.replace(tmp, path)  # a reader never sees half a file, a kill leaves only a .tmp
+
+
+def write_snapshot(run_dir: str | Path, round_: int, state_dict: dict[str, torch.Tensor],
+                   *, overwrite: bool = True) -> Path | None:
+    """Save one round's policy weights; ``overwrite=False`` keeps an existing file.
+
+    Returns:
+        The file written, or ``None`` when it existed and ``overwrite`` was false.
+    """
+    path = round_file(run_dir, round_)
+    if not overwrite and path.exists():
+        return None
+    cpu = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
+    _atomic(path, lambda tmp: torch.save(cpu, tmp))
+    return path
+
+
+def write_spec(run_dir: str | Path, spec: Any) -> Path:
+    """Save the (picklable) ``RLModuleSpec`` the snapshots' network is rebuilt from."""
+    path = Path(run_dir) / SPEC_FILE
+    _atomic(path, lambda tmp: tmp.write_bytes(pickle.dumps(spec)))
+    return path
+
+
+def read_spec(run_dir: str | Path) -> Any:
+    return pickle.loads((Path(run_dir) / SPEC_FILE).read_bytes())  # noqa: S301 (our own file)
+
+
+def read_snapshot(path: str | Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+@dataclass(frozen=True)
+class SnapshotRun:
+    """One training run's snapshots: where they are and which rounds exist."""
+
+    env: str
+    algo: str
+    seed: int
+    path: Path
+
+    def rounds(self) -> list[int]:
+        found = (_ROUND_RE.match(p.name) for p in self.path.iterdir())
+        return sorted(int(m.group(1)) for m in found if m)
+
+
+def find_runs(root: str | Path) -> Iterator[SnapshotRun]:
+    """Every ``<env>/<algo>/seed<k>`` directory under ``root`` that holds a module spec."""
+    root = Path(root)
+    for spec in sorted(root.glob(f"*/*/seed*/{SPEC_FILE}")):
+        run = spec.parent
+        yield SnapshotRun(env=run.parent.parent.name, algo=run.parent.name,
+                          seed=int(run.name.removeprefix("seed")), path=run)
