@@ -76,7 +76,7 @@ def write_spec(run_dir: str | Path, spec: Any) -> Path:
 
 
 def read_spec(run_dir: str | Path) -> Any:
-    return pickle.loads((Path(run_dir) / SPEC_FILE).read_bytes())  # noqa: S301 (our own file)
+    return pickle.loads((Path(run_dir) / SPEC_FILE).read_bytes())  # our own file, never user input
 
 
 def read_snapshot(path: str | Path) -> dict[str, torch.Tensor]:
