@@ -29,6 +29,12 @@ RUN_KEYS = ("env", "algo", "seed", "round")
 ROUND_COLUMNS = RUN_KEYS + RECORD_FIELDS
 ROUNDS_CSV = "rounds.csv"
 
+# Evaluations made after training from policy snapshots (``iif-ray evaluate``), keyed like the
+# rounds; where a run has them, they replace the in-trial ``eval_return``.
+EVAL_FIELDS = ("eval_return", "eval_se", "eval_episodes", "eval_method", "eval_s")
+EVAL_COLUMNS = RUN_KEYS + EVAL_FIELDS
+EVALS_CSV = "evals.csv"
+
 
 def round_record(**values: float) -> dict[str, float]:
     """A complete record, every field a float.
@@ -114,10 +120,41 @@ def merge_rounds(path: Path, new: pd.DataFrame) -> pd.DataFrame:
     elif path.exists():
         new = pd.read_csv(path)
     new = new.drop_duplicates(list(RUN_KEYS), keep="last").sort_values(list(RUN_KEYS))
-    tmp = path.with_name(f".{path.name}.tmp")
-    new.to_csv(tmp, index=False, float_format="%.6g")
-    os.replace(tmp, path)
+    _replace_file(path, new)
     return new
+
+
+def _replace_file(path: Path, frame: pd.DataFrame) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    frame.to_csv(tmp, index=False, float_format="%.8g")
+    os.replace(tmp, path)  # a kill leaves the old file whole
+
+
+def read_evals(path: str | Path) -> pd.DataFrame:
+    """An ``evals.csv`` (empty frame with its columns when the file does not exist).
+
+    Raises:
+        ValueError: a file that lacks evaluation columns.
+    """
+    path = Path(path)
+    if not path.exists():
+        return pd.DataFrame(columns=list(EVAL_COLUMNS))
+    frame = pd.read_csv(path)
+    missing = [c for c in EVAL_COLUMNS if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{str(path)!r} lacks columns {missing}; accepted: CSV with columns "
+                         f"{', '.join(EVAL_COLUMNS)}")
+    return frame
+
+
+def merge_evals(path: str | Path, new: pd.DataFrame) -> pd.DataFrame:
+    """Add evaluation rows to ``evals.csv``; a repeated (env, algo, seed, round) keeps the new."""
+    path = Path(path)
+    parts = [f for f in (read_evals(path), new[list(EVAL_COLUMNS)]) if not f.empty]
+    frame = pd.concat(parts, ignore_index=True) if parts else new[list(EVAL_COLUMNS)]
+    frame = frame.drop_duplicates(list(RUN_KEYS), keep="last").sort_values(list(RUN_KEYS))
+    _replace_file(path, frame)
+    return frame
 
 
 def load_rounds(directory: str | Path) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from iif_ray.cli.bench import BenchCommand
 from iif_ray.cli.common import Parser, UsageError, quiet_libraries
 from iif_ray.cli.demo import DemoCommand
 from iif_ray.cli.diagnose import DiagnoseCommand
+from iif_ray.cli.evaluate import EvaluateCommand
 from iif_ray.cli.report import ReportCommand
 from iif_ray.cli.submit import SubmitCommand
 from iif_ray.cli.sweep import SweepCommand
@@ -22,7 +23,8 @@ from iif_ray.cli.train import TrainCommand
 from iif_ray.ray_session import check_reachable
 
 COMMANDS: tuple[Command, ...] = (TrainCommand(), DemoCommand(), BenchCommand(), SweepCommand(),
-                                 ReportCommand(), DiagnoseCommand(), SubmitCommand())
+                                 EvaluateCommand(), ReportCommand(), DiagnoseCommand(),
+                                 SubmitCommand())
 
 
 def build_parser() -> argparse.ArgumentParser:

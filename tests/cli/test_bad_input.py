@@ -75,6 +75,11 @@ CASES: list[tuple[list[str], str]] = [
     (["sweep", "benchmark", "--budget-scale", "20"], "budget_scale must be in (0, 10], got 20"),
     (["sweep", "benchmark", "--seeds", "0"], "seeds must be >= 1, got '0'"),
     (["sweep", "benchmark", "--checkpoint-every", "0"], "checkpoint-every must be >= 1"),
+    # evaluate
+    (["evaluate", "{tmp}/nowhere"], "no policy snapshots under '{tmp}/nowhere/policies'"),
+    (["evaluate", "{tmp}/empty", "--envs", "pong"], "--envs: unknown preset 'pong'; accepted:"),
+    (["evaluate", "{tmp}/empty", "--every", "0"], "every must be >= 1, got '0'"),
+    (["evaluate", "{tmp}/empty", "--min-episodes", "1"], "min-episodes must be >= 2, got '1'"),
     # report
     (["report", "{tmp}/nowhere"], "'{tmp}/nowhere' is not a directory"),
     (["report", "{tmp}/empty"], "no *rounds*.csv in '{tmp}/empty'"),
