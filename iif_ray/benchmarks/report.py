@@ -27,7 +27,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from iif_ray.benchmarks.records import load_rounds
+from iif_ray.benchmarks import statistics as st
+from iif_ray.benchmarks.records import EVALS_CSV, RUN_KEYS, load_rounds, read_evals
 from iif_ray.presets import PRESETS
 
 SMOOTH = 3
@@ -255,21 +256,289 @@ def bench_section(directory: Path) -> str:
             "in one process:\n\n```\n" + path.read_text().strip() + "\n```\n")
 
 
+# --- Evidence: runs evaluated from snapshots (``evals.csv``), statistics through rliable ---
+
+FINAL_FRACTION = 0.1  # "final": evaluation points in the last 10% of a run's rounds
+REACH_TOL = 0.01  # a level counts as reached within 1% of the return range
+COMPARED = ("iif", "random")
+
+
+def evaluated_rounds(directory: Path) -> pd.DataFrame:
+    """``evals.csv`` joined with each round's cumulative training clock and env steps.
+
+    Round 0 (the initial policy) has clock 0 and no env steps.
+    """
+    evals = read_evals(directory / EVALS_CSV)
+    if evals.empty:
+        return evals
+    rounds = load_rounds(directory).sort_values(list(RUN_KEYS))
+    rounds["clock_s"] = rounds.groupby(["env", "algo", "seed"])["train_s"].cumsum()
+    cols = [*RUN_KEYS, "clock_s", "env_steps", "frac_dropped"]
+    df = evals.merge(rounds[cols], on=list(RUN_KEYS), how="left")
+    first = df["round"] == 0
+    df.loc[first, ["clock_s", "env_steps", "frac_dropped"]] = 0.0
+    return df.dropna(subset=["eval_return", "clock_s"]).sort_values(list(RUN_KEYS))
+
+
+def _tolerance(env: str) -> float:
+    rr = PRESETS[env].return_range if env in PRESETS else None
+    return REACH_TOL * (rr[1] - rr[0]) if rr else 0.0
+
+
+def _first_reach(run: pd.DataFrame, level: float, tol: float) -> int | None:
+    hit = run[(run["round"] >= 1) & (run["eval_return"] >= level - tol)]
+    return int(hit["round"].iloc[0]) if len(hit) else None
+
+
+def paired_efficiency(ppo: pd.DataFrame, other: pd.DataFrame, tol: float) -> Efficiency:
+    """The paper's SE_ave, SE_peak and RT_peak of one seed's run against PPO's same seed.
+
+    Levels run from PPO's initial value to its peak; a level counts as reached within
+    ``tol``; a level never reached counts as round R + 1.
+    """
+    start = float(ppo["eval_return"].iloc[0])
+    peak = float(ppo.loc[ppo["round"] >= 1, "eval_return"].max())
+    if peak - start <= tol:
+        return Efficiency(math.nan, math.nan, math.nan, False)
+    budget = int(other["round"].max())
+    levels = start + (peak - start) * np.arange(1, LEVELS + 1) / LEVELS
+    reductions = []
+    for v in levels:
+        m_ppo = _first_reach(ppo, v, tol)
+        m_oth = _first_reach(other, v, tol)
+        reductions.append(1 - (m_oth if m_oth is not None else budget + 1) / m_ppo)
+    m_peak = _first_reach(other, peak, tol)
+    t_reach = (float(other.loc[other["round"] == m_peak, "clock_s"].iloc[0])
+               if m_peak is not None else float(other["clock_s"].max()))
+    return Efficiency(float(np.mean(reductions)), float(reductions[-1]),
+                      1 - t_reach / float(ppo["clock_s"].max()), m_peak is not None)
+
+
+def run_scores(run: pd.DataFrame) -> tuple[float, float]:
+    """(final, auc): mean return over the last 10% of rounds, and over all rounds >= 1."""
+    trained = run[run["round"] >= 1]
+    last = int(trained["round"].max())
+    final = trained[trained["round"] > last * (1 - FINAL_FRACTION)]
+    return float(final["eval_return"].mean()), float(trained["eval_return"].mean())
+
+
+def _runs_by_seed(df: pd.DataFrame, env: str, algo: str) -> dict[int, pd.DataFrame]:
+    sub = df[(df.env == env) & (df.algo == algo)]
+    return {int(s): g.sort_values("round") for s, g in sub.groupby("seed")}
+
+
+@dataclass
+class EnvEvidence:
+    """Everything the report says about one environment's evaluated runs."""
+
+    env: str
+    scores: dict[str, np.ndarray]  # algo -> (runs, 2) normalised [final, auc]
+    seeds: dict[str, list[int]]
+    rows: list[list[str]]
+    verdicts: list[str]
+    precision: str
+    notes: list[str]
+
+
+def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
+    rr = PRESETS[env].return_range if env in PRESETS else None
+    tol = _tolerance(env)
+    present = set(df[df.env == env].algo)
+    algos = [a for a in ALGO_ORDER if a in present] + sorted(present - set(ALGO_ORDER))
+    runs = {a: _runs_by_seed(df, env, a) for a in algos}
+    scores, seeds = {}, {}
+    for a in algos:
+        seeds[a] = sorted(runs[a])
+        raw = np.array([run_scores(runs[a][s]) for s in seeds[a]])
+        scores[a] = st.normalise(raw, rr)
+    iqm_final = st.iqm({a: scores[a][:, :1] for a in algos})
+    iqm_auc = st.iqm({a: scores[a][:, 1:] for a in algos})
+    ppo = runs.get("ppo", {})
+    rows, verdicts, notes = [], [], []
+    for a in algos:
+        raw_final = np.array([run_scores(runs[a][s])[0] for s in seeds[a]])
+        effs = [paired_efficiency(ppo[s], runs[a][s], tol) for s in seeds[a] if s in ppo] \
+            if a != "ppo" and ppo else []
+        se_ave = st.mean(np.array([e.se_ave for e in effs]))
+        se_peak = st.mean(np.array([e.se_peak for e in effs]))
+        rt_peak = st.mean(np.array([e.rt_peak for e in effs]))
+        if a != "ppo" and ppo:
+            poi_f = st.probability_of_improvement(scores[a][:, :1], scores["ppo"][:, :1])
+            poi_a = st.probability_of_improvement(scores[a][:, 1:], scores["ppo"][:, 1:])
+        else:
+            poi_f = poi_a = st.NAN
+        missed = sum(not e.reached_peak for e in effs)
+        if missed:
+            notes.append(f"{a}: {missed} of {len(effs)} seeds never reached PPO's peak "
+                         "(counted as round R+1)")
+        dropped = np.mean([r["frac_dropped"][r["round"] >= 1].mean() for r in runs[a].values()])
+        paper = PAPER.get(env, {}) if a == "iif" else {}
+        rows.append([
+            a, str(len(seeds[a])), f"{np.mean(raw_final):.3g}", iqm_final[a].fmt(),
+            iqm_auc[a].fmt(), poi_f.fmt(), poi_a.fmt(), se_ave.fmt(100, 1),
+            se_peak.fmt(100, 1), rt_peak.fmt(100, 1), f"{dropped:.3f}",
+            " / ".join(paper.get(k, "-") for k in ("SE_ave", "SE_peak", "RT_peak"))
+            if paper else "",
+        ])
+        if a == "iif" and ppo:
+            verdicts += _verdicts(se_peak, poi_f, poi_a)
+    sub = df[(df.env == env) & (df["round"] >= 1)]
+    width = (rr[1] - rr[0]) if rr else math.nan
+    methods = ", ".join(sorted(set(sub.eval_method)))
+    precision = (f"evaluation: {methods}; {len(sub)} points; standard error per point "
+                 f"mean {sub.eval_se.mean():.3g}, max {sub.eval_se.max():.3g} "
+                 f"({sub.eval_se.max() / width:.1%} of the return range {rr}); "
+                 f"episodes per point {sub.eval_episodes.min():.0f}-"
+                 f"{sub.eval_episodes.max():.0f} (0: exact); evaluation seconds "
+                 f"{sub.eval_s.sum():.0f} in all, none counted in RT")
+    return EnvEvidence(env, scores, seeds, rows, verdicts, precision, notes)
+
+
+def _verdicts(se_peak: st.Estimate, poi_final: st.Estimate, poi_auc: st.Estimate) -> list[str]:
+    reach = {1: "**yes**", -1: "**no** (it needs more)", 0: "**not resolved** at this precision"}
+    beat = {1: "**yes**", -1: "**no**: PPO is better",
+            0: "**not resolved** at this precision"}
+    return [
+        f"IIF reaches PPO's peak in fewer rounds: {reach[se_peak.side(0.0)]} "
+        f"(SE_peak {se_peak.fmt(100, 1)} %).",
+        f"IIF's final return beats PPO's at 95% confidence: {beat[poi_final.side(0.5)]} "
+        f"(P(IIF > PPO) = {poi_final.fmt()}); over the whole run (AUC): "
+        f"{beat[poi_auc.side(0.5)]} (P = {poi_auc.fmt()}).",
+    ]
+
+
+EVIDENCE_HEAD = ["algo", "seeds", "final return (mean)", "final IQM [95% CI]",
+                 "AUC IQM [95% CI]", "P(algo > PPO) final", "P(algo > PPO) AUC",
+                 "SE_ave %", "SE_peak %", "RT_peak %", "frac dropped",
+                 "paper SE_ave / SE_peak / RT_peak %"]
+
+
+def plot_evidence(df: pd.DataFrame, env: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    present = set(df[df.env == env].algo)
+    for algo in [a for a in ALGO_ORDER if a in present] + sorted(present - set(ALGO_ORDER)):
+        sub = df[(df.env == env) & (df.algo == algo)]
+        by_round = sub.groupby("round")
+        x_steps = by_round["env_steps"].mean().to_numpy()
+        x_clock = by_round["clock_s"].mean().to_numpy()
+        mean = by_round["eval_return"].mean().to_numpy()
+        se = by_round["eval_return"].sem().fillna(0).to_numpy()
+        n = sub.seed.nunique()
+        for ax, x in ((axes[0], x_steps), (axes[1], x_clock)):
+            ax.plot(x, mean, label=f"{algo} (n={n})", color=COLORS.get(algo))
+            ax.fill_between(x, mean - se, mean + se, alpha=0.2, color=COLORS.get(algo))
+    axes[0].set_xlabel("env steps")
+    axes[1].set_xlabel("training wall-clock, s (evaluation excluded)")
+    for ax in axes:
+        ax.set_ylabel("expected return (exact or paired MC)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(f"{env}: mean ± standard error over seeds")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def aggregate_evidence(found: list[EnvEvidence], directory: Path) -> list[str]:
+    """IQM and P(IIF > PPO) over environments (normalised scores), and performance profiles."""
+    complete = [e for e in found if {"ppo", "iif"} <= set(e.scores)]
+    if len(complete) < 2:
+        return []
+    algos = [a for a in ALGO_ORDER if all(a in e.scores for e in complete)]
+    matrices = {}
+    for a in algos:
+        n = min(len(e.seeds[a]) for e in complete)
+        matrices[a] = np.stack([e.scores[a][:n] for e in complete], axis=1)  # runs x tasks x 2
+    envs = ", ".join(e.env for e in complete)
+    final_iqm = st.iqm({a: m[..., 0] for a, m in matrices.items()})
+    auc_iqm = st.iqm({a: m[..., 1] for a, m in matrices.items()})
+    rows = []
+    for a in algos:
+        poi = (st.probability_of_improvement(matrices[a][..., 0], matrices["ppo"][..., 0])
+               if a != "ppo" else st.NAN)
+        rows.append([a, str(matrices[a].shape[0]), final_iqm[a].fmt(), auc_iqm[a].fmt(),
+                     poi.fmt()])
+    taus = np.linspace(0, 1.05, 43)
+    profiles, bands = st.performance_profiles({a: m[..., 0] for a, m in matrices.items()},
+                                              taus)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for a in algos:
+        ax.plot(taus, profiles[a], label=a, color=COLORS.get(a))
+        ax.fill_between(taus, bands[a][0], bands[a][1], alpha=0.2, color=COLORS.get(a))
+    ax.set_xlabel("normalised final score tau")
+    ax.set_ylabel("fraction of runs with score > tau")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(directory / "profile_final.png", dpi=110)
+    plt.close(fig)
+    head = ["algo", "runs per env", "final IQM [95% CI]", "AUC IQM [95% CI]",
+            "P(algo > PPO) final"]
+    return ["## All environments (normalised scores)", "",
+            f"Environments: {envs}. Scores normalised by each preset's return range.", "",
+            markdown_table(head, rows), "", "![performance profile](profile_final.png)", ""]
+
+
+def evidence_sections(directory: Path) -> tuple[list[str], set[str]]:
+    """Markdown for every environment with evaluated snapshots, plus the aggregate."""
+    df = evaluated_rounds(directory)
+    if df.empty:
+        return [], set()
+    parts, found = [], []
+    for env in sorted(set(df.env)):
+        ev = env_evidence(df, env)
+        found.append(ev)
+        png = directory / f"curves_{env}.png"
+        plot_evidence(df, env, png)
+        parts += [f"## {env}", "", markdown_table(EVIDENCE_HEAD, ev.rows), "",
+                  f"- {ev.precision}"]
+        parts += [f"- {n}" for n in ev.notes]
+        parts += ["", *[f"**Verdict.** {v}" if i == 0 else v
+                        for i, v in enumerate(ev.verdicts)], "", f"![{env}]({png.name})", ""]
+    parts += aggregate_evidence(found, directory)
+    return parts, {e.env for e in found}
+
+
+EVIDENCE_INTRO = (
+    "Environments evaluated from policy snapshots (`evals.csv`, written by `iif-ray "
+    "evaluate`): exact expected return where the MDP is finite, otherwise paired Monte-Carlo "
+    "on one shared seed list. Statistics through rliable: IQM of normalised scores and "
+    "P(algo > PPO) with 95% stratified-bootstrap intervals over runs; SE_ave / SE_peak / "
+    f"RT_peak per seed against PPO's same seed, mean with bootstrap interval. A level counts "
+    f"as reached within {REACH_TOL:.0%} of the return range. Final: rounds in the last "
+    f"{FINAL_FRACTION:.0%} of the run; AUC: all rounds.")
+
+
 def write_report(directory: str | Path) -> Path:
     """Write ``report.md`` and ``curves_<env>.png`` into ``directory`` from its rounds CSVs."""
     directory = Path(directory)
     df = load_rounds(directory)
+    evidence, evaluated = evidence_sections(directory)
     parts = [
         "# IIF vs PPO: sample efficiency and wall-clock",
         "",
         "Regenerate with `iif-ray report " + directory.name + "` from the committed "
-        "`*rounds*.csv` files. Metric definitions: `iif_ray/benchmarks/report.py`. "
-        "Intervals are 95% Student-t over seeds (paired by seed index). Final return: mean "
+        "`*rounds*.csv` (and `evals.csv`) files. Metric definitions: "
+        "`iif_ray/benchmarks/report.py`. In tables of in-training evaluations (no "
+        "`evals.csv` rows), intervals are 95% Student-t over seeds (paired by seed index) "
+        "and the final return is the mean "
         f"evaluation return of the last {FINAL_ROUNDS} rounds. Paper figures: Hu et al. 2025, "
         "Fig. 6(b), 5 seeds.",
         "",
     ]
-    for env in sorted(set(df.env)):
+    if evidence:
+        parts += [EVIDENCE_INTRO, "", *evidence]
+    for env in sorted(set(df.env) - evaluated):
         rows, notes = env_tables(df, env)
         png = directory / f"curves_{env}.png"
         plot_env(df, env, png)

@@ -1,0 +1,149 @@
+"""The evidence report: rliable numbers against direct library calls on the same arrays, the
+paired paper metrics on a hand-computed pair, and verdicts that follow the intervals."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+from rliable import library as rly
+from rliable import metrics
+
+from iif_ray.benchmarks import report
+from iif_ray.benchmarks import statistics as st
+from iif_ray.benchmarks.records import ROUND_COLUMNS
+
+ROUNDS = 20
+
+
+@pytest.fixture(autouse=True)
+def _fewer_bootstrap_reps(monkeypatch):
+    """Fewer replications keep the suite quick; the direct calls below use the same count."""
+    monkeypatch.setattr(st, "REPS", 500)
+
+
+def _write(directory, curves: dict[str, np.ndarray], env="frozenlake", train_s=1.0):
+    """rounds.csv + evals.csv for curves[algo] of shape (seeds, ROUNDS + 1), round 0 first."""
+    rounds, evals = [], []
+    for algo, curve in curves.items():
+        for seed, values in enumerate(curve):
+            for r, v in enumerate(values):
+                evals.append({"env": env, "algo": algo, "seed": seed, "round": r,
+                              "eval_return": v, "eval_se": 0.0, "eval_episodes": 0,
+                              "eval_method": "exact", "eval_s": 0.01})
+                if r:
+                    rec = dict.fromkeys(ROUND_COLUMNS, 0.0)
+                    rec.update(env=env, algo=algo, seed=seed, round=r, env_steps=2048 * r,
+                               eval_return=float("nan"), train_s=train_s,
+                               frac_dropped=0.0 if algo == "ppo" else 0.5)
+                    rounds.append(rec)
+    directory.mkdir(exist_ok=True)
+    pd.DataFrame(rounds).to_csv(directory / "rounds.csv", index=False)
+    pd.DataFrame(evals).to_csv(directory / "evals.csv", index=False)
+
+
+def _curves(rate, seeds, rng, noise=0.02):
+    r = np.arange(ROUNDS + 1)
+    base = np.minimum(1.0, rate * r)[None, :].repeat(seeds, 0)
+    out = np.clip(base + noise * rng.standard_normal(base.shape), 0, 1)
+    out[:, 0] = 0.0
+    return out
+
+
+def _row(text: str, env: str, algo: str) -> list[str]:
+    section = text.split(f"## {env}")[1]
+    line = next(ln for ln in section.splitlines() if ln.startswith(f"| {algo} |"))
+    return [c.strip() for c in line.strip("|").split("|")]
+
+
+def _est(cell: str) -> tuple[float, float, float]:
+    p, lo, hi = map(float, re.match(r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", cell).groups())
+    return p, lo, hi
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # arch, called directly here
+def test_rliable_numbers_in_the_report_match_the_library(tmp_path):
+    rng = np.random.default_rng(0)
+    curves = {"ppo": _curves(0.04, 10, rng), "iif": _curves(0.06, 10, rng),
+              "random": _curves(0.04, 10, rng)}
+    _write(tmp_path, curves)
+    text = report.write_report(tmp_path).read_text()
+
+    last = curves["ppo"].shape[1] - 1
+    final_rounds = [r for r in range(1, last + 1) if r > last * (1 - report.FINAL_FRACTION)]
+    final = {a: c[:, final_rounds].mean(1, keepdims=True) for a, c in curves.items()}
+    auc = {a: c[:, 1:].mean(1, keepdims=True) for a, c in curves.items()}
+    state = np.random.RandomState(st.SEED)
+    points, cis = rly.get_interval_estimates(
+        final, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=st.REPS,
+        random_state=state)
+    for algo in curves:
+        p, lo, hi = _est(_row(text, "frozenlake", algo)[3])
+        assert p == pytest.approx(points[algo][0], abs=0.006)
+        assert lo == pytest.approx(cis[algo][0][0], abs=0.006)
+        assert hi == pytest.approx(cis[algo][1][0], abs=0.006)
+    p_auc = rly.get_interval_estimates(auc, lambda x: np.array([metrics.aggregate_iqm(x)]),
+                                       reps=st.REPS, random_state=np.random.RandomState(0))[0]
+    assert _est(_row(text, "frozenlake", "iif")[4])[0] == pytest.approx(p_auc["iif"][0],
+                                                                        abs=0.006)
+    poi_p, poi_ci = rly.get_interval_estimates(
+        {"p": (auc["iif"], auc["ppo"])},
+        lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=st.REPS,
+        random_state=np.random.RandomState(0))
+    p, lo, hi = _est(_row(text, "frozenlake", "iif")[6])
+    assert (p, lo, hi) == pytest.approx((poi_p["p"][0], poi_ci["p"][0][0], poi_ci["p"][1][0]),
+                                        abs=0.006)
+    # IIF learns 1.5x as fast here: the verdicts say so.
+    assert "IIF reaches PPO's peak in fewer rounds: **yes**" in text
+    assert "over the whole run (AUC): **yes**" in text
+    assert "evaluation: exact" in text and "none counted in RT" in text
+
+
+def test_identical_algorithms_are_not_resolved(tmp_path):
+    rng = np.random.default_rng(1)
+    same = _curves(0.05, 10, rng, noise=0.05)
+    _write(tmp_path, {"ppo": same, "iif": same[::-1].copy()})  # same runs, other seed order
+    text = report.write_report(tmp_path).read_text()
+    assert "final return beats PPO's at 95% confidence: **not resolved**" in text
+    p = _est(_row(text, "frozenlake", "iif")[5])
+    assert p[0] == pytest.approx(0.5) and p[1] < 0.5 < p[2]
+
+
+def test_worse_algorithm_is_called_worse(tmp_path):
+    rng = np.random.default_rng(2)
+    _write(tmp_path, {"ppo": _curves(0.08, 10, rng), "iif": _curves(0.03, 10, rng)})
+    text = report.write_report(tmp_path).read_text()
+    assert "IIF reaches PPO's peak in fewer rounds: **no**" in text
+    assert "over the whole run (AUC): **no**: PPO is better" in text
+
+
+def test_paired_efficiency_hand_computed():
+    ppo = pd.DataFrame({"round": range(11), "eval_return": np.arange(11.0),
+                        "clock_s": np.arange(11.0)})
+    fast = pd.DataFrame({"round": range(11), "eval_return": np.minimum(2.0 * np.arange(11), 10),
+                         "clock_s": 0.5 * np.arange(11)})
+    eff = report.paired_efficiency(ppo, fast, tol=0.0)
+    # Levels 1..10 reached by PPO in round v, by fast in round ceil(v / 2).
+    expected = [1 - np.ceil(v / 2) / v for v in range(1, 11)]
+    assert eff.se_ave == pytest.approx(np.mean(expected))
+    assert eff.se_peak == pytest.approx(0.5)
+    assert eff.rt_peak == pytest.approx(1 - 2.5 / 10.0)  # 5 rounds x 0.5 s over PPO's 10 s
+    never = pd.DataFrame({"round": range(11), "eval_return": np.zeros(11),
+                          "clock_s": np.arange(11.0)})
+    censored = report.paired_efficiency(ppo, never, tol=0.0)
+    assert not censored.reached_peak and censored.se_peak == pytest.approx(1 - 11 / 10)
+
+
+def test_aggregate_over_environments(tmp_path):
+    rng = np.random.default_rng(3)
+    _write(tmp_path, {"ppo": _curves(0.05, 6, rng), "iif": _curves(0.05, 6, rng)})
+    rounds = pd.read_csv(tmp_path / "rounds.csv")
+    evals = pd.read_csv(tmp_path / "evals.csv")
+    rounds2, evals2 = rounds.assign(env="minigrid"), evals.assign(env="minigrid")
+    pd.concat([rounds, rounds2]).to_csv(tmp_path / "rounds.csv", index=False)
+    pd.concat([evals, evals2]).to_csv(tmp_path / "evals.csv", index=False)
+    text = report.write_report(tmp_path).read_text()
+    assert "## All environments (normalised scores)" in text
+    assert (tmp_path / "profile_final.png").stat().st_size > 1000
