@@ -146,12 +146,28 @@ def preset_for(preset: str | None = None, env: str | None = None) -> Preset:
 
 
 def algo_settings(algo: str) -> dict[str, Any]:
-    """Attribution settings that turn the shared learner into each compared algorithm."""
+    """Attribution settings that turn the shared learner into each compared algorithm.
+
+    Besides :data:`ALGOS`, sweeps accept ``iif-p<fraction>`` (IIF with that drop fraction
+    instead of the preset's) and ``iif-negative`` (drop every negative-score record).
+    """
+    if algo.startswith("iif-p"):
+        try:
+            p = float(algo.removeprefix("iif-p"))
+        except ValueError:
+            p = -1.0
+        if not 0 < p < 1:
+            raise ValueError(f"unknown algo {algo!r}: iif-p<fraction> needs a fraction in "
+                             "(0, 1), e.g. iif-p0.25")
+        return {"mode": "filter", "selection": "neg-bottom", "drop_fraction": p}
+    if algo == "iif-negative":
+        return {"mode": "filter", "selection": "negative"}
     if algo == "iif":
         return {"mode": "filter", "selection": "neg-bottom"}
     if algo == "ppo":
         return {"mode": "off"}
     if algo in ("random", "advantage"):
         return {"mode": "filter", "selection": algo}
-    raise ValueError(f"unknown algo {algo!r}; accepted: {list(ALGOS)}")
+    raise ValueError(f"unknown algo {algo!r}; accepted: {list(ALGOS)}, iif-p<fraction>, "
+                     "iif-negative")
 

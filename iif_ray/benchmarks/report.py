@@ -260,7 +260,6 @@ def bench_section(directory: Path) -> str:
 
 FINAL_FRACTION = 0.1  # "final": evaluation points in the last 10% of a run's rounds
 REACH_TOL = 0.01  # a level counts as reached within 1% of the return range
-COMPARED = ("iif", "random")
 
 
 def evaluated_rounds(directory: Path) -> pd.DataFrame:
@@ -340,6 +339,17 @@ class EnvEvidence:
     notes: list[str]
 
 
+def reference(algo: str, present: set[str]) -> str | None:
+    """What ``algo`` is compared with: PPO of the same variant cell (``iif-restart`` against
+    ``ppo-restart``) when it was run, else plain PPO; a PPO variant against plain PPO."""
+    if algo == "ppo":
+        return None
+    base, _, suffix = algo.partition("-")
+    if base != "ppo" and suffix and f"ppo-{suffix}" in present:
+        return f"ppo-{suffix}"
+    return "ppo" if "ppo" in present else None
+
+
 def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
     rr = PRESETS[env].return_range if env in PRESETS else None
     tol = _tolerance(env)
@@ -353,35 +363,34 @@ def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
         scores[a] = st.normalise(raw, rr)
     iqm_final = st.iqm({a: scores[a][:, :1] for a in algos})
     iqm_auc = st.iqm({a: scores[a][:, 1:] for a in algos})
-    ppo = runs.get("ppo", {})
     rows, verdicts, notes = [], [], []
     for a in algos:
+        ref = reference(a, present)
         raw_final = np.array([run_scores(runs[a][s])[0] for s in seeds[a]])
-        effs = [paired_efficiency(ppo[s], runs[a][s], tol) for s in seeds[a] if s in ppo] \
-            if a != "ppo" and ppo else []
+        effs, poi_f, poi_a = [], st.NAN, st.NAN
+        if ref is not None:
+            effs = [paired_efficiency(runs[ref][s], runs[a][s], tol)
+                    for s in seeds[a] if s in runs[ref]]
+            poi_f = st.probability_of_improvement(scores[a][:, :1], scores[ref][:, :1])
+            poi_a = st.probability_of_improvement(scores[a][:, 1:], scores[ref][:, 1:])
         se_ave = st.mean(np.array([e.se_ave for e in effs]))
         se_peak = st.mean(np.array([e.se_peak for e in effs]))
         rt_peak = st.mean(np.array([e.rt_peak for e in effs]))
-        if a != "ppo" and ppo:
-            poi_f = st.probability_of_improvement(scores[a][:, :1], scores["ppo"][:, :1])
-            poi_a = st.probability_of_improvement(scores[a][:, 1:], scores["ppo"][:, 1:])
-        else:
-            poi_f = poi_a = st.NAN
         missed = sum(not e.reached_peak for e in effs)
         if missed:
-            notes.append(f"{a}: {missed} of {len(effs)} seeds never reached PPO's peak "
+            notes.append(f"{a}: {missed} of {len(effs)} seeds never reached {ref}'s peak "
                          "(counted as round R+1)")
         dropped = np.mean([r["frac_dropped"][r["round"] >= 1].mean() for r in runs[a].values()])
         paper = PAPER.get(env, {}) if a == "iif" else {}
         rows.append([
-            a, str(len(seeds[a])), f"{np.mean(raw_final):.3g}", iqm_final[a].fmt(),
+            a, ref or "-", str(len(seeds[a])), f"{np.mean(raw_final):.3g}", iqm_final[a].fmt(),
             iqm_auc[a].fmt(), poi_f.fmt(), poi_a.fmt(), se_ave.fmt(100, 1),
             se_peak.fmt(100, 1), rt_peak.fmt(100, 1), f"{dropped:.3f}",
             " / ".join(paper.get(k, "-") for k in ("SE_ave", "SE_peak", "RT_peak"))
             if paper else "",
         ])
-        if a == "iif" and ppo:
-            verdicts += _verdicts(se_peak, poi_f, poi_a)
+        if ref is not None and a.startswith("iif"):
+            verdicts += _verdicts(a, ref, se_peak, poi_f, poi_a)
     sub = df[(df.env == env) & (df["round"] >= 1)]
     width = (rr[1] - rr[0]) if rr else math.nan
     methods = ", ".join(sorted(set(sub.eval_method)))
@@ -394,21 +403,25 @@ def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
     return EnvEvidence(env, scores, seeds, rows, verdicts, precision, notes)
 
 
-def _verdicts(se_peak: st.Estimate, poi_final: st.Estimate, poi_auc: st.Estimate) -> list[str]:
+def _verdicts(algo: str, ref: str, se_peak: st.Estimate, poi_final: st.Estimate,
+              poi_auc: st.Estimate) -> list[str]:
+    """The sentences the intervals support, for ``algo`` against ``ref``."""
+    plain = algo == "iif" and ref == "ppo"
+    a, r = ("IIF", "PPO") if plain else (f"`{algo}`", f"`{ref}`")
     reach = {1: "**yes**", -1: "**no** (it needs more)", 0: "**not resolved** at this precision"}
-    beat = {1: "**yes**", -1: "**no**: PPO is better",
+    beat = {1: "**yes**", -1: f"**no**: {r} is better",
             0: "**not resolved** at this precision"}
     return [
-        f"IIF reaches PPO's peak in fewer rounds: {reach[se_peak.side(0.0)]} "
-        f"(SE_peak {se_peak.fmt(100, 1)} %).",
-        f"IIF's final return beats PPO's at 95% confidence: {beat[poi_final.side(0.5)]} "
-        f"(P(IIF > PPO) = {poi_final.fmt()}); over the whole run (AUC): "
+        f"**Verdict{'' if plain else f' ({algo})'}.** {a} reaches {r}'s peak in fewer rounds: "
+        f"{reach[se_peak.side(0.0)]} (SE_peak {se_peak.fmt(100, 1)} %). "
+        f"{a}'s final return beats {r}'s at 95% confidence: {beat[poi_final.side(0.5)]} "
+        f"(P({a} > {r}) = {poi_final.fmt()}); over the whole run (AUC): "
         f"{beat[poi_auc.side(0.5)]} (P = {poi_auc.fmt()}).",
     ]
 
 
-EVIDENCE_HEAD = ["algo", "seeds", "final return (mean)", "final IQM [95% CI]",
-                 "AUC IQM [95% CI]", "P(algo > PPO) final", "P(algo > PPO) AUC",
+EVIDENCE_HEAD = ["algo", "vs", "seeds", "final return (mean)", "final IQM [95% CI]",
+                 "AUC IQM [95% CI]", "P(algo > vs) final", "P(algo > vs) AUC",
                  "SE_ave %", "SE_peak %", "RT_peak %", "frac dropped",
                  "paper SE_ave / SE_peak / RT_peak %"]
 
@@ -503,8 +516,7 @@ def evidence_sections(directory: Path) -> tuple[list[str], set[str]]:
         parts += [f"## {env}", "", markdown_table(EVIDENCE_HEAD, ev.rows), "",
                   f"- {ev.precision}"]
         parts += [f"- {n}" for n in ev.notes]
-        parts += ["", *[f"**Verdict.** {v}" if i == 0 else v
-                        for i, v in enumerate(ev.verdicts)], "", f"![{env}]({png.name})", ""]
+        parts += ["", *[f"{v}\n" for v in ev.verdicts], f"![{env}]({png.name})", ""]
     parts += aggregate_evidence(found, directory)
     return parts, {e.env for e in found}
 

@@ -44,6 +44,7 @@ class SweepOptions:
     num_envs: int = 1
     eval_episodes: int | None = None  # None: EVAL_EPISODES[env]; 0: no in-trial evaluation
     snapshots: bool = False  # save every round's policy under <out>/policies (for evaluate)
+    restart_per_round: bool = False  # the paper's one-process-per-round sampling protocol
     checkpoint_every: int = 10  # rounds between trial checkpoints (a resume restarts there)
     # Ablations: keys merged into every preset's model config, and a suffix on the algo label
     # so their rows sit beside the plain ones in one rounds file.
@@ -79,6 +80,8 @@ class SweepOptions:
             parts.append(f"budget{self.budget_scale:g}")
         if self.num_envs != 1:
             parts.append(f"envs{self.num_envs}")
+        if self.restart_per_round:
+            parts.append("restart")
         if self.eval_episodes is not None:
             parts.append(f"eval{self.eval_episodes}")
         return "-".join(parts)
@@ -140,7 +143,7 @@ def grid_space(env: str, opts: SweepOptions) -> tuple[dict[str, Any], int]:
                      else opts.eval_episodes)
     root = str(snapshot_root(opts.out)) if opts.snapshots else None
     base = trial_config(TrialSpec(preset, "iif", opts.first_seed, eval_episodes, opts.num_envs,
-                                  snapshot_root=root))
+                                  snapshot_root=root, restart_per_round=opts.restart_per_round))
     params = base.to_dict()
     learner_dict = dict(params["learner_config_dict"])
     variants = []

@@ -92,7 +92,8 @@ class TrialSpec:
     """One benchmark trial: preset, algorithm, seed, evaluation, sampling layout.
 
     ``eval_episodes=0`` evaluates nothing in the trial; ``snapshot_root`` (a directory) saves
-    the policy of every round there under the preset's name.
+    the policy of every round there under the preset's name; ``restart_per_round`` samples
+    every round from fresh, re-seeded episodes (``IIFConfig.protocol``).
     """
 
     preset: Preset
@@ -101,12 +102,15 @@ class TrialSpec:
     eval_episodes: int
     num_envs: int = 1
     snapshot_root: str | None = None
+    restart_per_round: bool = False
 
 
 def trial_config(spec: TrialSpec, attribution: dict[str, Any] | None = None) -> IIFConfig:
     """A benchmark trial: the preset's PPO semantics, evaluation or snapshots, callbacks."""
     config = build_config(spec.preset, algo=spec.algo, seed=spec.seed,
                           attribution=attribution, num_envs=spec.num_envs)
+    if spec.restart_per_round:
+        config.protocol(restart_per_round=True)
     if spec.snapshot_root:
         learner_dict = dict(config.learner_config_dict)
         learner_dict[SNAPSHOT_KEY] = {"root": str(spec.snapshot_root), "env": spec.preset.name}

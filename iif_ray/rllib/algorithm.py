@@ -13,6 +13,7 @@ from ray.tune.execution.placement_groups import PlacementGroupFactory
 from ray.util import log_once
 
 from iif_ray.rllib.env_registration import ensure_registered
+from iif_ray.rllib.env_runner import RoundRestartEnvRunner, round_seed
 from iif_ray.rllib.iif_learner import IIFPPOTorchLearner
 from iif_ray.rllib.module import IIFPPOTorchRLModule
 from iif_ray.rllib.settings import (
@@ -38,6 +39,7 @@ class IIFConfig(PPOConfig):
     def __init__(self, algo_class: type | None = None) -> None:
         super().__init__(algo_class=algo_class or IIFPPO)
         write_settings(self.learner_config_dict)
+        self.restart_per_round = False
 
     @override(PPOConfig)
     def get_default_learner_class(self) -> type:
@@ -70,6 +72,24 @@ class IIFConfig(PPOConfig):
             ValueError: an unknown setting or a value outside its accepted range.
         """
         write_settings(self.learner_config_dict, **settings)
+        return self
+
+    def protocol(self, *, restart_per_round: bool = NotProvided) -> IIFConfig:
+        """How rounds meet the environment.
+
+        Args:
+            restart_per_round: every round starts from fresh episodes of environments seeded
+                anew (seed derived from the training seed and the round), as the paper's
+                one-process-per-round IIF pipeline does; ``False`` (RLlib's way, and the
+                paper's PPO baseline's) continues the episodes in progress.
+
+        Returns:
+            This config, for chaining.
+        """
+        if restart_per_round is not NotProvided:
+            self.restart_per_round = bool(restart_per_round)
+            if self.restart_per_round:
+                self.env_runners(env_runner_cls=RoundRestartEnvRunner)
         return self
 
     @override(PPOConfig)
@@ -106,6 +126,10 @@ class IIFConfig(PPOConfig):
     def validate(self) -> None:
         super().validate()
         self.attribution_settings  # noqa: B018  (raises on an invalid dict from Tune)
+        if self.restart_per_round and not issubclass(self.env_runner_cls or object,
+                                                     RoundRestartEnvRunner):
+            raise ValueError("restart_per_round needs env_runner_cls=RoundRestartEnvRunner "
+                             f"(or a subclass), got {self.env_runner_cls}")
         if not issubclass(self.learner_class, IIFPPOTorchLearner):
             raise ValueError(
                 "IIFConfig needs a learner derived from IIFPPOTorchLearner, "
@@ -132,6 +156,17 @@ class IIFPPO(PPO):
         env = config.get("env") if isinstance(config, dict) else getattr(config, "env", None)
         ensure_registered(env)
         super().__init__(config, *args, **kwargs)
+
+    @override(PPO)
+    def training_step(self) -> None:
+        if self.config.restart_per_round:
+            seed, k = self.config.seed, self.iteration  # iteration survives checkpoints
+
+            def restart(runner) -> None:
+                runner.restart_episodes(round_seed(seed, k, runner.worker_index))
+
+            self.env_runner_group.foreach_env_runner(restart, local_env_runner=True)
+        return super().training_step()
 
     @override(PPO)
     def cleanup(self) -> None:

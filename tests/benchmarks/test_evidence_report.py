@@ -80,23 +80,23 @@ def test_rliable_numbers_in_the_report_match_the_library(tmp_path):
         final, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=st.REPS,
         random_state=state)
     for algo in curves:
-        p, lo, hi = _est(_row(text, "frozenlake", algo)[3])
+        p, lo, hi = _est(_row(text, "frozenlake", algo)[4])
         assert p == pytest.approx(points[algo][0], abs=0.006)
         assert lo == pytest.approx(cis[algo][0][0], abs=0.006)
         assert hi == pytest.approx(cis[algo][1][0], abs=0.006)
     p_auc = rly.get_interval_estimates(auc, lambda x: np.array([metrics.aggregate_iqm(x)]),
                                        reps=st.REPS, random_state=np.random.RandomState(0))[0]
-    assert _est(_row(text, "frozenlake", "iif")[4])[0] == pytest.approx(p_auc["iif"][0],
+    assert _est(_row(text, "frozenlake", "iif")[5])[0] == pytest.approx(p_auc["iif"][0],
                                                                         abs=0.006)
     poi_p, poi_ci = rly.get_interval_estimates(
         {"p": (auc["iif"], auc["ppo"])},
         lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=st.REPS,
         random_state=np.random.RandomState(0))
-    p, lo, hi = _est(_row(text, "frozenlake", "iif")[6])
+    p, lo, hi = _est(_row(text, "frozenlake", "iif")[7])
     assert (p, lo, hi) == pytest.approx((poi_p["p"][0], poi_ci["p"][0][0], poi_ci["p"][1][0]),
                                         abs=0.006)
     # IIF learns 1.5x as fast here: the verdicts say so.
-    assert "IIF reaches PPO's peak in fewer rounds: **yes**" in text
+    assert "**Verdict.** IIF reaches PPO's peak in fewer rounds: **yes**" in text
     assert "over the whole run (AUC): **yes**" in text
     assert "evaluation: exact" in text and "none counted in RT" in text
 
@@ -107,7 +107,7 @@ def test_identical_algorithms_are_not_resolved(tmp_path):
     _write(tmp_path, {"ppo": same, "iif": same[::-1].copy()})  # same runs, other seed order
     text = report.write_report(tmp_path).read_text()
     assert "final return beats PPO's at 95% confidence: **not resolved**" in text
-    p = _est(_row(text, "frozenlake", "iif")[5])
+    p = _est(_row(text, "frozenlake", "iif")[6])
     assert p[0] == pytest.approx(0.5) and p[1] < 0.5 < p[2]
 
 
@@ -147,3 +147,17 @@ def test_aggregate_over_environments(tmp_path):
     text = report.write_report(tmp_path).read_text()
     assert "## All environments (normalised scores)" in text
     assert (tmp_path / "profile_final.png").stat().st_size > 1000
+
+
+def test_variant_cells_are_compared_with_their_own_ppo(tmp_path):
+    """``iif-restart`` is judged against ``ppo-restart``, ``ppo-restart`` against ``ppo``."""
+    rng = np.random.default_rng(4)
+    _write(tmp_path, {"ppo": _curves(0.05, 6, rng), "iif": _curves(0.05, 6, rng),
+                      "ppo-restart": _curves(0.05, 6, rng),
+                      "iif-restart": _curves(0.05, 6, rng), "iif-p0.25": _curves(0.05, 6, rng)})
+    text = report.write_report(tmp_path).read_text()
+    assert _row(text, "frozenlake", "iif-restart")[1] == "ppo-restart"
+    assert _row(text, "frozenlake", "ppo-restart")[1] == "ppo"
+    assert _row(text, "frozenlake", "iif-p0.25")[1] == "ppo"
+    assert _row(text, "frozenlake", "ppo")[1] == "-"
+    assert "**Verdict (iif-restart).** `iif-restart` reaches `ppo-restart`'s peak" in text

@@ -173,3 +173,39 @@ def test_sweeps_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
     assert hasattr(load_sweep("benchmark"), "tuners")
     with pytest.raises(FileNotFoundError, match=r"tune_experiments/nope\.py"):
         load_sweep("nope")
+
+
+def test_protocol_sweep_cells_carry_restart_init_and_labels():
+    """The protocol grid: three cells beside the evidence grid's continuous RLlib-init one."""
+    from pathlib import Path
+
+    from iif_ray.benchmarks.sweeps import SweepOptions, grid_space, load_sweep
+    from iif_ray.rllib import IIFPPO
+    from iif_ray.rllib.env_runner import RoundRestartEnvRunner
+    from iif_ray.rllib.settings import LABEL_KEY
+
+    sweep = load_sweep(str(Path(__file__).parents[2] / "tune_experiments" / "protocol.py"))
+    opts = SweepOptions(algos=["ppo", "iif"], seeds=2)
+    seen = {}
+    for suffix in sweep.CELLS:
+        params, _ = grid_space("lunarlander", sweep.cell_options(opts, suffix))
+        variants = params["learner_config_dict"]["grid_search"]
+        assert [d[LABEL_KEY] for d in variants] == [f"ppo{suffix}", f"iif{suffix}"]
+        config = IIFPPO.get_default_config().update_from_dict(
+            {**params, "seed": 0, "learner_config_dict": variants[1]})
+        config.validate()
+        seen[suffix] = (config.restart_per_round, config.env_runner_cls is RoundRestartEnvRunner,
+                        "head_output_gains" in config.model_config)
+    assert seen == {"-restart": (True, True, False), "-sb3init": (False, False, True),
+                    "-restart-sb3init": (True, True, True)}
+
+
+def test_drop_fraction_variants_for_the_sensitivity_grid():
+    from iif_ray.presets import algo_settings
+
+    assert algo_settings("iif-p0.25") == {"mode": "filter", "selection": "neg-bottom",
+                                          "drop_fraction": 0.25}
+    assert algo_settings("iif-negative") == {"mode": "filter", "selection": "negative"}
+    for bad in ("iif-p1.5", "iif-pX", "iif-p0"):
+        with pytest.raises(ValueError, match="iif-p<fraction> needs a fraction in"):
+            algo_settings(bad)
