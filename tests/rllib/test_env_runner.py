@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from ray.rllib.callbacks.callbacks import RLlibCallback
+from ray.rllib.utils.annotations import override
 
 from iif_ray.envs import make_env
 from iif_ray.presets import get_preset
@@ -15,6 +16,7 @@ EVENTS: list = []  # the local EnvRunner runs in this process (num_env_runners=0
 
 
 class RecordStarts(RLlibCallback):
+    @override(RLlibCallback)
     def on_episode_start(self, *, episode, **kwargs) -> None:
         EVENTS.append(("start", np.asarray(episode.get_observations(0))))
 
