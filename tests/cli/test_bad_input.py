@@ -67,7 +67,8 @@ CASES: list[tuple[list[str], str]] = [
     # demo
     (["demo", "--seeds", "0"], "seeds must be >= 1, got '0'"),
     (["demo", "--preset", "pong"], "unknown preset 'pong'"),
-    (["demo", "--timesteps", "10"], "--timesteps 10 is less than one round"),
+    (["demo", "--rounds", "0"], "rounds must be >= 1, got '0'"),
+    (["demo", "--rounds", "100000"], "--rounds 100000 is more than 10x the preset's"),
     # sweep
     (["sweep", "nope"], "sweep 'nope' not found"),
     (["sweep", "benchmark", "--envs", "pong"], "unknown preset 'pong'"),
