@@ -9,7 +9,7 @@ STAMP := $(VENV)/.iif-ray-installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench install clean
+.PHONY: demo test lint bench evidence install clean
 
 install: $(STAMP)
 
@@ -35,6 +35,28 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/iif-ray bench scoring
+
+# The evidence runs (results/evidence/COMMANDS.md), one after another; every step resumes, so
+# rerunning after an interruption continues where it stopped. Raw results are copied into
+# results/evidence/ and the report regenerated after each step.
+EVIDENCE_OUT ?= runs/evidence
+EVIDENCE_RESULTS ?= results/evidence
+define evidence_publish
+	$(BIN)/iif-ray evaluate $(EVIDENCE_OUT)
+	mkdir -p $(EVIDENCE_RESULTS)
+	cp $(EVIDENCE_OUT)/rounds.csv $(EVIDENCE_OUT)/evals.csv $(EVIDENCE_RESULTS)/
+	$(BIN)/iif-ray report $(EVIDENCE_RESULTS)
+endef
+evidence: $(STAMP)
+	$(BIN)/iif-ray sweep evidence --seeds 10 --max-concurrent 2 --checkpoint-every 5 --out $(EVIDENCE_OUT)
+	$(evidence_publish)
+	$(BIN)/iif-ray sweep protocol --seeds 10 --max-concurrent 2 --checkpoint-every 5 --out $(EVIDENCE_OUT)
+	$(evidence_publish)
+	$(BIN)/iif-ray sweep evidence --envs lunarlander --algos iif-p0.0625,iif-p0.25,iif-p0.5,iif-negative \
+		--seeds 5 --max-concurrent 2 --checkpoint-every 5 --out $(EVIDENCE_OUT)
+	$(BIN)/iif-ray sweep evidence --envs acrobot --algos iif-p0.0625,iif-p0.125,iif-p0.25,iif-negative \
+		--seeds 5 --max-concurrent 2 --checkpoint-every 5 --out $(EVIDENCE_OUT)
+	$(evidence_publish)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
