@@ -111,13 +111,18 @@ def position_ids(attention_mask: Tensor) -> Tensor:
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
 
+def logp_from_logits(logits: Tensor, input_ids: Tensor) -> Tensor:
+    """``[B, T]``: log pi(token_t | tokens_<t) from logits ``[B, T, V]``; position 0 is 0."""
+    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
+    taken = torch.gather(logp, -1, input_ids[:, 1:, None]).squeeze(-1)
+    return torch.cat([torch.zeros_like(taken[:, :1]), taken], dim=1)
+
+
 def token_logp(model: Callable[..., Any], batch: SequenceBatch) -> Tensor:
     """``[B, T]``: log pi(token_t | tokens_<t); position 0 (nothing before it) is 0."""
     logits = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                    position_ids=position_ids(batch.attention_mask)).logits
-    logp = torch.log_softmax(logits[:, :-1].float(), dim=-1)
-    taken = torch.gather(logp, -1, batch.input_ids[:, 1:, None]).squeeze(-1)
-    return torch.cat([torch.zeros_like(taken[:, :1]), taken], dim=1)
+    return logp_from_logits(logits, batch.input_ids)
 
 
 def sequence_losses(logp: Tensor, batch: SequenceBatch, spec: PolicyLoss) -> Tensor:

@@ -1,0 +1,197 @@
+"""The LM learner: a LoRA policy with a value head, PPO or GRPO updates on the kept rows only.
+
+Framework-free (torch, transformers, peft); the Ray runtime wraps it in an actor. What the
+update does with a filtered batch follows what veRL's users learned:
+
+* rows are *removed*, not masked (veRL PR 5838): the update only ever sees the kept rows, so
+  dropping records saves the time of their forward and backward passes;
+* loss denominators are those of the kept rows (veRL PR 7580): every minibatch's loss is
+  aggregated over its own tokens (:class:`~iif_ray.attribution.sequence.PolicyLoss`);
+* the kept batch is cut to a multiple of the minibatch size (veRL PR 5228) by
+  :func:`trim_to_minibatches`, at random, before the update.
+
+Influence scores use the very loss the update uses (same :class:`PolicyLoss`, same
+parameters), at the pre-update weights.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from iif_ray.attribution.sequence import (
+    PolicyLoss,
+    SequenceBatch,
+    logp_from_logits,
+    parameter_set,
+    position_ids,
+    sequence_losses,
+    sequence_scores,
+    target_gradient,
+)
+
+
+@dataclass(frozen=True)
+class UpdateSettings:
+    """The PPO/GRPO update (the paper's RLHF run: 4 epochs, minibatch 1)."""
+
+    estimator: str = "ppo"  # "ppo" (value head, GAE, KL in the reward) or "grpo"
+    epochs: int = 4
+    minibatch_size: int = 32  # sequences
+    lr: float = 1e-3
+    clip: float = 0.2
+    vf_coef: float = 0.1
+    vf_clip: float = 0.2
+    max_grad_norm: float = 1.0
+    kl_coef: float = 0.0  # GRPO: KL(pi || ref) in the loss
+    aggregation: str | None = None  # default: token-mean (ppo), seq-mean-token-mean (grpo)
+
+    def __post_init__(self) -> None:
+        if self.estimator not in ("ppo", "grpo"):
+            raise ValueError(f"unknown estimator {self.estimator!r}; accepted: ppo, grpo")
+        for name in ("epochs", "minibatch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+
+    def policy_loss(self) -> PolicyLoss:
+        agg = self.aggregation or ("token-mean" if self.estimator == "ppo"
+                                   else "seq-mean-token-mean")
+        return PolicyLoss(clip=self.clip, aggregation=agg, kl_coef=self.kl_coef)
+
+
+@dataclass
+class ValueTargets:
+    """Per-token value estimates at collection time and GAE returns, ``[B, T]`` (PPO)."""
+
+    values: Tensor
+    returns: Tensor
+
+    def select(self, rows: Tensor) -> ValueTargets:
+        return ValueTargets(self.values[rows], self.returns[rows])
+
+
+class LMPolicy(nn.Module):
+    """A (peft) causal LM plus a value head on its last hidden state.
+
+    ``values[:, t]`` estimates the return from the state that predicts token ``t``, aligned
+    with ``logp[:, t]``; the reference policy is the same model with its adapters disabled.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        hidden = model.config.hidden_size
+        self.value_head = nn.Linear(hidden, 1)
+        nn.init.zeros_(self.value_head.weight)
+        nn.init.zeros_(self.value_head.bias)
+
+    def logp_and_values(self, batch: SequenceBatch) -> tuple[Tensor, Tensor]:
+        out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                         position_ids=position_ids(batch.attention_mask),
+                         output_hidden_states=True)
+        logp = logp_from_logits(out.logits, batch.input_ids)
+        v = self.value_head(out.hidden_states[-1].float()).squeeze(-1)
+        values = torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
+        return logp, values
+
+    @torch.no_grad()
+    def reference_logp(self, batch: SequenceBatch) -> Tensor:
+        with self.model.disable_adapter():
+            out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                             position_ids=position_ids(batch.attention_mask))
+        return logp_from_logits(out.logits, batch.input_ids)
+
+    def scoring_parameters(self) -> dict[str, Tensor]:
+        return parameter_set(self.model, "lora")
+
+
+def trim_to_minibatches(kept: Tensor, minibatch_size: int, generator: torch.Generator
+                        ) -> Tensor:
+    """The kept row indices cut, at random, to a multiple of ``minibatch_size`` (sorted)."""
+    n = (len(kept) // minibatch_size) * minibatch_size
+    if n == len(kept):
+        return kept
+    order = torch.randperm(len(kept), generator=generator)[:n]
+    return kept[order].sort().values
+
+
+@dataclass
+class LMLearner:
+    """Owns the policy and its optimiser; scores and updates at the pre-update weights."""
+
+    policy: LMPolicy
+    settings: UpdateSettings = field(default_factory=UpdateSettings)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(trainable, lr=self.settings.lr)
+        self.generator = torch.Generator().manual_seed(self.seed)
+
+    @torch.no_grad()
+    def prepare(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
+        """(old logp, reference logp, values) of the round's batch at the current weights."""
+        logp, values = self.policy.logp_and_values(batch)
+        return logp, self.policy.reference_logp(batch), values
+
+    def scores(self, batch: SequenceBatch, validation: SequenceBatch, weights: Tensor,
+               method: str = "ghost") -> Tensor:
+        """Influence of every row on the target ``sum c_jt log pi`` (validation responses)."""
+        params = self.policy.scoring_parameters()
+        target = target_gradient(self.policy.model, params, validation, weights)
+        spec = self.settings.policy_loss().for_batch(batch)
+        return sequence_scores(self.policy.model, params, batch, spec, target, method)
+
+    def update(self, batch: SequenceBatch, kept: Tensor,
+               value_targets: ValueTargets | None = None) -> dict[str, Any]:
+        """PPO/GRPO epochs over the kept rows only; returns the update's metrics.
+
+        Raises:
+            ValueError: the kept rows are not a multiple of the minibatch size, or PPO
+                without value targets.
+        """
+        s = self.settings
+        if len(kept) % s.minibatch_size:
+            raise ValueError(f"{len(kept)} kept rows are not a multiple of minibatch_size "
+                             f"{s.minibatch_size}; trim them with trim_to_minibatches")
+        if s.estimator == "ppo" and value_targets is None:
+            raise ValueError("the ppo estimator needs value targets (values and returns)")
+        t0 = time.perf_counter()
+        loss_spec = s.policy_loss()
+        sums = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0}
+        steps = 0
+        for _ in range(s.epochs):
+            order = kept[torch.randperm(len(kept), generator=self.generator)]
+            for start in range(0, len(order), s.minibatch_size):
+                rows = order[start:start + s.minibatch_size]
+                sub = batch.select(rows)
+                logp, values = self.policy.logp_and_values(sub)
+                # Denominators of this minibatch's own (kept) tokens and sequences.
+                pg = sequence_losses(logp, sub, loss_spec.for_batch(sub)).sum()
+                loss = pg
+                mask = sub.response_mask.float()
+                if value_targets is not None and s.estimator == "ppo":
+                    vt = value_targets.select(rows)
+                    clipped = vt.values + (values - vt.values).clamp(-s.vf_clip, s.vf_clip)
+                    err = torch.maximum((values - vt.returns) ** 2, (clipped - vt.returns) ** 2)
+                    vf = 0.5 * (err * mask).sum() / mask.sum().clamp(min=1)
+                    loss = loss + s.vf_coef * vf
+                    sums["value_loss"] += float(vf)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad],
+                                         s.max_grad_norm)
+                self.optimizer.step()
+                with torch.no_grad():
+                    ratio = torch.exp(logp - sub.old_logp)
+                    sums["clip_frac"] += float((((ratio - 1).abs() > s.clip).float() * mask).sum()
+                                               / mask.sum().clamp(min=1))
+                sums["policy_loss"] += float(pg)
+                steps += 1
+        out = {k: v / max(steps, 1) for k, v in sums.items()}
+        out.update(rows=len(kept), steps=steps, update_s=time.perf_counter() - t0)
+        return out

@@ -1,0 +1,190 @@
+"""LM learner: advantages against direct loops; dropped rows never reach the update, whose
+loss denominators are the kept rows'."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from iif_ray.attribution.sequence import SequenceBatch, target_weights
+from iif_ray.lm.advantages import (
+    AdaptiveKL,
+    gae,
+    grpo_advantages,
+    kl_penalised_rewards,
+    whiten,
+)
+from iif_ray.lm.learner import (
+    LMLearner,
+    LMPolicy,
+    UpdateSettings,
+    ValueTargets,
+    trim_to_minibatches,
+)
+from iif_ray.lm.models import tiny_llama, with_lora
+
+VOCAB = 40
+
+
+def _policy(seed=0) -> LMPolicy:
+    model = with_lora(tiny_llama(VOCAB, hidden=32, intermediate=64, layers=2, seed=seed),
+                      rank=4, target_modules=["q_proj", "v_proj"])
+    return LMPolicy(model)
+
+
+def _batch(n=8, width=10, seed=0) -> SequenceBatch:
+    g = torch.Generator().manual_seed(seed)
+    ids = torch.randint(3, VOCAB, (n, width), generator=g)
+    attn = torch.ones(n, width, dtype=torch.long)
+    resp = torch.zeros(n, width)
+    for i in range(n):
+        pad = i % 3
+        attn[i, :pad] = 0
+        ids[i, :pad] = 0
+        end = width - (i % 2)
+        resp[i, pad + 3:end] = 1
+        attn[i, end:] = 0
+        ids[i, end:] = 0
+    return SequenceBatch(ids, attn, resp)
+
+
+def test_gae_matches_a_direct_loop():
+    g = torch.Generator().manual_seed(1)
+    rewards, values = torch.randn(4, 7, generator=g), torch.randn(4, 7, generator=g)
+    mask = torch.zeros(4, 7)
+    for i, (a, b) in enumerate([(2, 7), (0, 5), (3, 4), (1, 6)]):
+        mask[i, a:b] = 1
+    adv, ret = gae(rewards, values, mask, gamma=0.9, lam=0.8)
+    for i in range(4):
+        idx = mask[i].nonzero().ravel().tolist()
+        running = 0.0
+        for k in reversed(range(len(idx))):
+            t = idx[k]
+            nxt = values[i, idx[k + 1]] if k + 1 < len(idx) else 0.0
+            delta = rewards[i, t] + 0.9 * nxt - values[i, t]
+            running = float(delta) + 0.9 * 0.8 * running
+            assert adv[i, t].item() == pytest.approx(running, abs=1e-5)
+            assert ret[i, t].item() == pytest.approx(running + float(values[i, t]), abs=1e-5)
+    assert (adv[mask == 0] == 0).all()
+
+
+def test_kl_rewards_grpo_whiten_and_controller():
+    mask = torch.tensor([[0, 1, 1, 0], [0, 0, 1, 1.0]])
+    logp, ref = torch.full((2, 4), -1.0), torch.full((2, 4), -1.5)
+    r = kl_penalised_rewards(torch.tensor([2.0, -1.0]), logp, ref, mask, beta=0.2)
+    torch.testing.assert_close(r, torch.tensor([[0, -0.1, 1.9, 0], [0, 0, -0.1, -1.1]]))
+    adv = grpo_advantages(torch.tensor([1.0, 3.0, 5.0, 5.0]), torch.ones(4, 2), group_size=2)
+    s = 2 ** 0.5
+    torch.testing.assert_close(adv[:, 0], torch.tensor([-1 / s, 1 / s, 0, 0]), atol=1e-5,
+                               rtol=0)
+    with pytest.raises(ValueError, match="group_size must divide"):
+        grpo_advantages(torch.ones(5), torch.ones(5, 2), group_size=2)
+    w = whiten(torch.tensor([[1.0, 2.0, 99.0], [3.0, 4.0, 99.0]]), torch.tensor([[1, 1, 0],
+                                                                               [1, 1, 0.0]]))
+    assert w[:, :2].mean().abs() < 1e-6 and (w[:, 2] == 0).all()
+    kl = AdaptiveKL(beta=0.1, target=6.0, horizon=100)
+    assert kl.update(12.0, n_steps=10) == pytest.approx(0.1 * 1.02)  # too far: beta up
+    assert kl.update(0.0, n_steps=10) < 0.1 * 1.02  # too close: beta down
+
+
+def _prepared(policy, batch, estimator):
+    learner = LMLearner(policy, UpdateSettings(estimator=estimator, minibatch_size=2, epochs=2))
+    old, ref, values = learner.prepare(batch)
+    scores = torch.linspace(-1, 1, batch.input_ids.shape[0])
+    if estimator == "ppo":
+        adv, ret = gae(kl_penalised_rewards(scores, old, ref, batch.response_mask, 0.1), values,
+                       batch.response_mask)
+        targets = ValueTargets(values, ret)
+        adv = whiten(adv, batch.response_mask)
+    else:
+        adv, targets = grpo_advantages(scores, batch.response_mask, group_size=2), None
+    full = SequenceBatch(batch.input_ids, batch.attention_mask, batch.response_mask,
+                         old_logp=old, advantages=adv, ref_logp=ref)
+    return full, targets
+
+
+@pytest.mark.parametrize("estimator", ["ppo", "grpo"])
+def test_dropped_rows_never_reach_the_update(estimator):
+    """Updating on the full batch with kept rows K equals updating on a batch that holds only
+    K: same parameters to the bit, even when the dropped rows hold NaN. So the dropped rows
+    reach neither the gradient nor any loss denominator."""
+    batch = _batch()
+    base = _policy()
+    full, targets = _prepared(base, batch, estimator)
+    kept = torch.tensor([0, 2, 3, 6])
+
+    poisoned = SequenceBatch(full.input_ids, full.attention_mask, full.response_mask,
+                             old_logp=full.old_logp, ref_logp=full.ref_logp,
+                             advantages=full.advantages.clone())
+    dropped = torch.tensor([1, 4, 5, 7])
+    poisoned.advantages[dropped] = float("nan")
+    a = LMLearner(copy.deepcopy(base), UpdateSettings(estimator=estimator, minibatch_size=2,
+                                                      epochs=2), seed=3)
+    metrics = a.update(poisoned, kept, targets)
+    b = LMLearner(copy.deepcopy(base), UpdateSettings(estimator=estimator, minibatch_size=2,
+                                                      epochs=2), seed=3)
+    b.update(full.select(kept), torch.arange(4),
+             targets.select(kept) if targets is not None else None)
+    for (name, pa), (_, pb) in zip(a.policy.named_parameters(), b.policy.named_parameters(),
+                                   strict=True):
+        assert torch.equal(pa, pb), name
+    assert metrics["rows"] == 4 and metrics["steps"] == 4
+    assert all(torch.isfinite(p).all() for p in a.policy.parameters())
+    moved = [n for (n, p), q in zip(a.policy.named_parameters(), base.parameters(), strict=True)
+             if not torch.equal(p, q)]
+    assert moved and all("lora_" in n or "value_head" in n for n in moved)
+
+
+def test_minibatch_denominators_are_the_kept_tokens():
+    """One step on one minibatch moves the policy exactly as the hand-written token-mean loss
+    over that minibatch's own response tokens does."""
+    batch = _batch()
+    base = _policy()
+    full, _ = _prepared(base, batch, "grpo")
+    kept = torch.tensor([1, 4])
+    settings = UpdateSettings(estimator="grpo", aggregation="token-mean", epochs=1,
+                              minibatch_size=2, lr=0.05, max_grad_norm=1e9)
+    learner = LMLearner(copy.deepcopy(base), settings, seed=0)
+    learner.update(full, kept)
+    manual = copy.deepcopy(base)
+    sub = full.select(kept)
+    logp, _ = manual.logp_and_values(sub)
+    m = sub.response_mask
+    ratio = torch.exp(logp - sub.old_logp)
+    per_tok = -torch.minimum(ratio * sub.advantages, ratio.clamp(0.8, 1.2) * sub.advantages)
+    loss = (per_tok * m).sum() / m.sum()  # the kept minibatch's own token count
+    opt = torch.optim.Adam([p for p in manual.parameters() if p.requires_grad], lr=0.05)
+    loss.backward()
+    opt.step()
+    for (n, p), q in zip(learner.policy.named_parameters(), manual.parameters(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-6, rtol=1e-5, msg=n)
+
+
+def test_trim_and_reference_and_scores():
+    g = torch.Generator().manual_seed(0)
+    kept = torch.tensor([0, 2, 3, 5, 6, 7, 9])
+    t = trim_to_minibatches(kept, 3, g)
+    assert len(t) == 6 and set(t.tolist()) <= set(kept.tolist()) and torch.equal(t, t.sort()[0])
+    assert torch.equal(trim_to_minibatches(kept[:6], 3, g), kept[:6])
+    policy = _policy()
+    batch = _batch()
+    learner = LMLearner(policy, UpdateSettings(estimator="grpo", minibatch_size=2))
+    old, ref, _ = learner.prepare(batch)
+    torch.testing.assert_close(old, ref)  # peft starts LoRA at B = 0: the reference policy
+    full, _ = _prepared(policy, batch, "grpo")
+    # Make the adapters non-trivial, then the three scoring methods agree.
+    with torch.no_grad():
+        for n, p in policy.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    val = _batch(n=4, seed=5)
+    weights = target_weights("seq-return", val, torch.tensor([1.0, -1.0, 0.5, 2.0]))
+    ghost = learner.scores(full, val, weights, "ghost")
+    oracle = learner.scores(full, val, weights, "bruteforce")
+    assert ((ghost - oracle).abs().max() / oracle.abs().max()) < 1e-4
+    with pytest.raises(ValueError, match="not a multiple of minibatch_size"):
+        learner.update(full, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match="unknown estimator 'a2c'"):
+        UpdateSettings(estimator="a2c")
