@@ -20,11 +20,12 @@ from iif_ray.cli.report import ReportCommand
 from iif_ray.cli.submit import SubmitCommand
 from iif_ray.cli.sweep import SweepCommand
 from iif_ray.cli.train import TrainCommand
+from iif_ray.cli.train_lm import TrainLMCommand
 from iif_ray.ray_session import check_reachable
 
-COMMANDS: tuple[Command, ...] = (TrainCommand(), DemoCommand(), BenchCommand(), SweepCommand(),
-                                 EvaluateCommand(), ReportCommand(), DiagnoseCommand(),
-                                 SubmitCommand())
+COMMANDS: tuple[Command, ...] = (TrainCommand(), TrainLMCommand(), DemoCommand(),
+                                 BenchCommand(), SweepCommand(), EvaluateCommand(),
+                                 ReportCommand(), DiagnoseCommand(), SubmitCommand())
 
 
 def build_parser() -> argparse.ArgumentParser:

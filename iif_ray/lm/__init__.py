@@ -4,3 +4,5 @@ RLlib has no language-model path, so this one runs on Ray Core directly (as veRL
 do). :mod:`.models` builds or loads policies and tokenizers (local paths only); the influence
 scores themselves live in :mod:`iif_ray.attribution.sequence`.
 """
+
+LM_ALGOS = ("ppo", "iif", "random")  # the random control drops as many rows as IIF would

@@ -76,6 +76,17 @@ CASES: list[tuple[list[str], str]] = [
     (["sweep", "benchmark", "--budget-scale", "20"], "budget_scale must be in (0, 10], got 20"),
     (["sweep", "benchmark", "--seeds", "0"], "seeds must be >= 1, got '0'"),
     (["sweep", "benchmark", "--checkpoint-every", "0"], "checkpoint-every must be >= 1"),
+    # train-lm
+    (["train-lm", "--out", "{tmp}/run", "--model", "{tmp}/nowhere"],
+     "--model '{tmp}/nowhere' is not a local model directory"),
+    (["train-lm", "--out", "{tmp}/run", "--estimator", "grpo", "--group-size", "1"],
+     "--estimator grpo needs --group-size >= 2"),
+    (["train-lm", "--out", "{tmp}/run", "--minibatch-size", "999"],
+     "--minibatch-size 999 is larger than a round's 256 sequences"),
+    (["train-lm", "--out", "{tmp}/run", "--rounds", "0"], "rounds must be >= 1, got '0'"),
+    (["train-lm", "--out", "{tmp}/run", "--drop-fraction", "1.5"],
+     "drop fraction must be in [0, 1), got '1.5'"),
+    (["train-lm", "--out", "{tmp}/run", "--algo", "dpo"], "invalid choice: 'dpo'"),
     # evaluate
     (["evaluate", "{tmp}/nowhere"], "no policy snapshots under '{tmp}/nowhere/policies'"),
     (["evaluate", "{tmp}/empty", "--envs", "pong"], "--envs: unknown preset 'pong'; accepted:"),

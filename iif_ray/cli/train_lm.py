@@ -1,0 +1,84 @@
+"""``iif-ray train-lm``: IIF (or PPO, or the random control) for a language-model policy.
+
+The default task is detox-mini (``iif_ray.lm.detox``); ``--model`` points at any local
+Hugging Face causal-LM directory instead of the project's pre-trained tiny model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from iif_ray.cli.base import Command
+from iif_ray.cli.common import UsageError, console, drop_fraction, int_at_least, prepare_out
+from iif_ray.lm import LM_ALGOS
+
+
+class TrainLMCommand(Command):
+    name = "train-lm"
+    help = "IIF, PPO or the random control for a language-model policy (detox-mini)"
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--model", help="local Hugging Face causal-LM directory (default: "
+                                            "the detox-mini model, pre-trained once)")
+        parser.add_argument("--model-cache", default="runs/lm-models",
+                            help="where the detox-mini model is pre-trained and kept")
+        parser.add_argument("--algo", choices=LM_ALGOS, default="iif")
+        parser.add_argument("--estimator", choices=("ppo", "grpo"), default="ppo")
+        parser.add_argument("--rounds", type=int_at_least(1, "rounds"), default=100)
+        parser.add_argument("--prompts-per-round", type=int_at_least(1, "prompts-per-round"),
+                            default=64)
+        parser.add_argument("--group-size", type=int_at_least(1, "group-size"), default=4,
+                            help="responses per prompt")
+        parser.add_argument("--epochs", type=int_at_least(1, "epochs"), default=4)
+        parser.add_argument("--minibatch-size", type=int_at_least(1, "minibatch-size"),
+                            default=32, help="sequences per gradient step")
+        parser.add_argument("--drop-fraction", type=drop_fraction, default=0.5)
+        parser.add_argument("--scoring-method", choices=("ghost", "jvp"), default="ghost")
+        parser.add_argument("--lora-rank", type=int_at_least(1, "lora-rank"), default=8)
+        parser.add_argument("--eval-every", type=int_at_least(1, "eval-every"), default=5)
+        parser.add_argument("--seed", type=int_at_least(0, "seed"), default=0)
+        parser.add_argument("--out", required=True, help="run directory to create")
+        parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
+        parser.add_argument("--address", help="Ray address: omit for an embedded local Ray")
+
+    def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
+        batch = args.prompts_per_round * args.group_size
+        if args.minibatch_size > batch:
+            raise UsageError(f"--minibatch-size {args.minibatch_size} is larger than a round's "
+                             f"{batch} sequences (--prompts-per-round x --group-size); "
+                             f"accepted: 1 to {batch}")
+        if args.estimator == "grpo" and args.group_size < 2:
+            raise UsageError("--estimator grpo needs --group-size >= 2 (its advantages are "
+                             f"relative to the group), got {args.group_size}")
+        if args.model and here and not (Path(args.model) / "config.json").is_file():
+            raise UsageError(f"--model {args.model!r} is not a local model directory (no "
+                             "config.json); accepted: a directory written by save_pretrained")
+
+    def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        from iif_ray.lm.learner import UpdateSettings
+        from iif_ray.lm.runtime import LMRunSpec, fit
+        from iif_ray.ray_session import ray_session
+
+        self.validate(args)
+        out = prepare_out(args.out, args.overwrite)
+        model = args.model
+        if model is None:
+            from iif_ray.lm.pretrain import detox_model
+
+            model = str(detox_model(args.model_cache, echo=console.print))
+        spec = LMRunSpec(
+            model=model, out_dir=str(out), algo=args.algo, rounds=args.rounds,
+            prompts_per_round=args.prompts_per_round, group_size=args.group_size,
+            drop_fraction=args.drop_fraction, scoring_method=args.scoring_method,
+            lora_rank=args.lora_rank, eval_every=args.eval_every, seed=args.seed,
+            update=UpdateSettings(estimator=args.estimator, epochs=args.epochs,
+                                  minibatch_size=args.minibatch_size))
+        with ray_session(args.address):
+            summary = fit(spec, echo=console.print)
+        (out / "lm_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        last = summary["rounds"][-1]
+        console.print(f"{args.algo}: reward {last['reward_mean']:.4f} in round {last['round']}; "
+                      f"per-round figures in {out}/lm_progress.csv")
+        return 0

@@ -1,0 +1,79 @@
+"""Sampling responses and turning them into sequence records.
+
+A record is prompt + response in one row: prompts left-padded to a common width (generation
+appends on the right), responses right-padded after their end-of-sequence token.
+``response_mask`` marks the generated tokens up to and including the first EOS; the attention
+mask covers the real prompt tokens and those.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from iif_ray.attribution.sequence import SequenceBatch
+
+
+@dataclass(frozen=True)
+class SamplingSettings:
+    max_new_tokens: int = 12
+    temperature: float = 1.0
+    top_k: int = 0  # 0: the full distribution (the policy's own probabilities)
+
+
+def records_from_generation(output_ids: torch.Tensor, prompt_mask: torch.Tensor,
+                            eos_id: int, pad_id: int) -> SequenceBatch:
+    """Records from ``generate``'s output ``[B, P + N]`` and the prompts' mask ``[B, P]``."""
+    width = prompt_mask.shape[1]
+    new = output_ids[:, width:]
+    is_eos = new == eos_id
+    # Tokens up to and including the first EOS are the response; later ones are padding.
+    before_eos = (is_eos.long().cumsum(dim=1) - is_eos.long()) == 0
+    response = before_eos.long()
+    ids = output_ids.clone()
+    ids[:, width:] = torch.where(response.bool(), new, torch.full_like(new, pad_id))
+    attention = torch.cat([prompt_mask.long(), response], dim=1)
+    response_mask = torch.cat([torch.zeros_like(prompt_mask, dtype=torch.float32),
+                               response.float()], dim=1)
+    return SequenceBatch(ids, attention, response_mask)
+
+
+@torch.no_grad()
+def sample_records(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
+                   settings: SamplingSettings, seed: int) -> SequenceBatch:
+    """Sample one response per prompt (repeat prompts for groups) with ``model.generate``."""
+    enc = tokenizer(list(prompts), padding=True, return_tensors="pt",
+                    add_special_tokens=False)
+    bos = torch.full((len(prompts), 1), tokenizer.bos_token_id)
+    input_ids = torch.cat([bos, enc["input_ids"]], dim=1)
+    prompt_mask = torch.cat([torch.ones_like(bos), enc["attention_mask"]], dim=1)
+    # Left padding: move each row's BOS next to its first real token.
+    input_ids, prompt_mask = _left_align(input_ids, prompt_mask, tokenizer.pad_token_id)
+    torch.manual_seed(seed)
+    out = model.generate(input_ids=input_ids, attention_mask=prompt_mask, do_sample=True,
+                         max_new_tokens=settings.max_new_tokens,
+                         temperature=settings.temperature, top_k=settings.top_k or None,
+                         top_p=1.0, pad_token_id=tokenizer.pad_token_id,
+                         eos_token_id=tokenizer.eos_token_id)
+    return records_from_generation(out, prompt_mask, tokenizer.eos_token_id,
+                                   tokenizer.pad_token_id)
+
+
+def _left_align(ids: torch.Tensor, mask: torch.Tensor, pad_id: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+    order = torch.argsort(mask, dim=1, stable=True)  # pads (0) first, then real tokens
+    ids = torch.gather(ids, 1, order)
+    mask = torch.gather(mask, 1, order)
+    return torch.where(mask.bool(), ids, torch.full_like(ids, pad_id)), mask
+
+
+def response_texts(tokenizer: Any, batch: SequenceBatch) -> list[str]:
+    """The generated part of every record, decoded (special tokens dropped)."""
+    out = []
+    for ids, m in zip(batch.input_ids, batch.response_mask, strict=True):
+        out.append(tokenizer.decode(ids[m.bool()].tolist(), skip_special_tokens=True))
+    return out
