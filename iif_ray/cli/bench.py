@@ -32,11 +32,31 @@ class BenchCommand(Command):
         sb3.add_argument("--rounds", type=int_at_least(2, "rounds"), default=5)
         sb3.add_argument("--num-envs", default="1,8", help="sampling layouts to compare")
         sb3.add_argument("--address")
+        lm = bench_sub.add_parser("lm", help="LM path: scoring vs update seconds per round")
+        lm.add_argument("--model", help="local causal-LM directory (default: an untrained "
+                                        "detox-mini-sized model; timing does not need training)")
+        lm.add_argument("--sequences", type=int_at_least(2, "sequences"), default=256)
+        lm.add_argument("--minibatches", default="1,32",
+                        help="minibatch sizes to time (1: the paper's RLHF setting)")
+        lm.add_argument("--epochs", type=int_at_least(1, "epochs"), default=4)
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.benchmarks.speed import POOL_WORKLOADS, bench_pool, bench_scoring, bench_speed
         from iif_ray.ray_session import ray_session
 
+        if args.bench == "lm":
+            from iif_ray.benchmarks.lm_speed import bench_lm
+
+            try:
+                sizes = [int(x) for x in args.minibatches.split(",") if x]
+            except ValueError:
+                sizes = []
+            if not sizes or min(sizes) < 1 or max(sizes) > args.sequences:
+                raise UsageError(f"--minibatches {args.minibatches!r}: accepted: comma-"
+                                 f"separated integers from 1 to --sequences {args.sequences}")
+            bench_lm(args.model, sequences=args.sequences, minibatches=sizes,
+                     epochs=args.epochs, echo=console.print)
+            return 0
         if args.bench == "sb3":
             layouts = tuple(int(x) for x in args.num_envs.split(",") if x)
             with ray_session(args.address):

@@ -180,7 +180,7 @@ class LMLearner:
                     err = torch.maximum((values - vt.returns) ** 2, (clipped - vt.returns) ** 2)
                     vf = 0.5 * (err * mask).sum() / mask.sum().clamp(min=1)
                     loss = loss + s.vf_coef * vf
-                    sums["value_loss"] += float(vf)
+                    sums["value_loss"] += vf.item()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad],
@@ -190,7 +190,7 @@ class LMLearner:
                     ratio = torch.exp(logp - sub.old_logp)
                     sums["clip_frac"] += float((((ratio - 1).abs() > s.clip).float() * mask).sum()
                                                / mask.sum().clamp(min=1))
-                sums["policy_loss"] += float(pg)
+                sums["policy_loss"] += pg.item()
                 steps += 1
         out = {k: v / max(steps, 1) for k, v in sums.items()}
         out.update(rows=len(kept), steps=steps, update_s=time.perf_counter() - t0)

@@ -62,7 +62,8 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings = PretrainSettings(
         loss.backward()
         opt.step()
         sched.step()
-        loss_ema = float(loss) if loss_ema is None else 0.95 * loss_ema + 0.05 * float(loss)
+        value = loss.item()
+        loss_ema = value if loss_ema is None else 0.95 * loss_ema + 0.05 * value
         if step % max(1, settings.steps // 10) == 0 or step == settings.steps:
             echo(f"pretrain step {step}/{settings.steps}: loss {loss_ema:.3f} "
                  f"({time.perf_counter() - t0:.0f} s)")
