@@ -16,6 +16,7 @@ from iif_ray.cli.common import Parser, UsageError, quiet_libraries
 from iif_ray.cli.demo import DemoCommand
 from iif_ray.cli.diagnose import DiagnoseCommand
 from iif_ray.cli.evaluate import EvaluateCommand
+from iif_ray.cli.lm_checks import LMChecksCommand
 from iif_ray.cli.report import ReportCommand
 from iif_ray.cli.submit import SubmitCommand
 from iif_ray.cli.sweep import SweepCommand
@@ -25,7 +26,8 @@ from iif_ray.ray_session import check_reachable
 
 COMMANDS: tuple[Command, ...] = (TrainCommand(), TrainLMCommand(), DemoCommand(),
                                  BenchCommand(), SweepCommand(), EvaluateCommand(),
-                                 ReportCommand(), DiagnoseCommand(), SubmitCommand())
+                                 ReportCommand(), DiagnoseCommand(), SubmitCommand(),
+                                 LMChecksCommand())
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -87,6 +87,11 @@ CASES: list[tuple[list[str], str]] = [
     (["train-lm", "--out", "{tmp}/run", "--drop-fraction", "1.5"],
      "drop fraction must be in [0, 1), got '1.5'"),
     (["train-lm", "--out", "{tmp}/run", "--algo", "dpo"], "invalid choice: 'dpo'"),
+    # lm-checks
+    (["lm-checks", "--out", "{tmp}/nodir/x.json"], "does not exist"),
+    (["lm-checks", "--out", "{tmp}/x.json", "--model", "{tmp}/nowhere"],
+     "is not a local model directory"),
+    (["lm-checks", "--out", "{tmp}/x.json", "--seeds", "0"], "seeds must be >= 1, got '0'"),
     # evaluate
     (["evaluate", "{tmp}/nowhere"], "no policy snapshots under '{tmp}/nowhere/policies'"),
     (["evaluate", "{tmp}/empty", "--envs", "pong"], "--envs: unknown preset 'pong'; accepted:"),
