@@ -22,6 +22,10 @@ class TrainLMCommand(Command):
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", help="local Hugging Face causal-LM directory (default: "
                                             "the detox-mini model, pre-trained once)")
+        parser.add_argument("--reward", help="local text-classifier directory for the reward "
+                                             "(default: detox-mini's classifier)")
+        parser.add_argument("--reward-label", help="the classifier label whose probability "
+                                                   "is the reward (default: label 0)")
         parser.add_argument("--model-cache", default="runs/lm-models",
                             help="where the detox-mini model is pre-trained and kept")
         parser.add_argument("--algo", choices=LM_ALGOS, default="iif")
@@ -52,9 +56,11 @@ class TrainLMCommand(Command):
         if args.estimator == "grpo" and args.group_size < 2:
             raise UsageError("--estimator grpo needs --group-size >= 2 (its advantages are "
                              f"relative to the group), got {args.group_size}")
-        if args.model and here and not (Path(args.model) / "config.json").is_file():
-            raise UsageError(f"--model {args.model!r} is not a local model directory (no "
-                             "config.json); accepted: a directory written by save_pretrained")
+        for flag, path in (("--model", args.model), ("--reward", args.reward)):
+            if path and here and not (Path(path) / "config.json").is_file():
+                raise UsageError(f"{flag} {path!r} is not a local model directory (no "
+                                 "config.json); accepted: a directory written by "
+                                 "save_pretrained")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.lm.learner import UpdateSettings
@@ -73,6 +79,7 @@ class TrainLMCommand(Command):
             prompts_per_round=args.prompts_per_round, group_size=args.group_size,
             drop_fraction=args.drop_fraction, scoring_method=args.scoring_method,
             lora_rank=args.lora_rank, eval_every=args.eval_every, seed=args.seed,
+            reward=args.reward, reward_label=args.reward_label,
             update=UpdateSettings(estimator=args.estimator, epochs=args.epochs,
                                   minibatch_size=args.minibatch_size))
         with ray_session(args.address):

@@ -71,6 +71,8 @@ class LMRunSpec:
     eval_every: int = 5
     eval_prompts: int = 128
     seed: int = 0
+    reward: str | None = None  # a local classifier directory; None: detox-mini's classifier
+    reward_label: str | None = None
 
     def __post_init__(self) -> None:
         if self.algo not in LM_ALGOS:
@@ -107,13 +109,22 @@ class RolloutWorker:
 
 
 class RewardWorker:
-    """Actor body: detox-mini's reward (a trained classifier) and held-out detector."""
+    """Actor body: the reward (detox-mini's classifier, or ``spec.reward``'s local one) and
+    the held-out detector (VADER, whatever the reward)."""
+
+    def __init__(self, spec: LMRunSpec) -> None:
+        torch.set_num_threads(1)
+        self._reward = detox.reward
+        if spec.reward:
+            from iif_ray.lm.rewards import ClassifierReward
+
+            self._reward = ClassifierReward(spec.reward, spec.reward_label)
 
     def score(self, texts: list[str]) -> np.ndarray:
-        return detox.reward(texts)
+        return np.asarray(self._reward(texts), dtype=np.float32)
 
     def evaluate(self, texts: list[str]) -> dict[str, float]:
-        return {**detox.toxicity(texts), "reward": float(np.mean(detox.reward(texts)))}
+        return {**detox.toxicity(texts), "reward": float(np.mean(self.score(texts)))}
 
 
 class LearnerWorker:
@@ -190,7 +201,7 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     lang = detox.Language.build(0)
     rollout = ray.remote(num_cpus=1)(RolloutWorker).remote(spec)
-    rewarder = ray.remote(num_cpus=0)(RewardWorker).remote()
+    rewarder = ray.remote(num_cpus=0)(RewardWorker).remote(spec)
     learner = ray.remote(num_cpus=1)(LearnerWorker).remote(spec)
     kl_ctl = AdaptiveKL(beta=spec.kl_beta, target=spec.kl_target)
     rng = np.random.default_rng(spec.seed)
@@ -205,7 +216,7 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print) -> dict[str, Any]:
             grouped = [p for p in prompts for _ in range(spec.group_size)]
             batch, texts = ray.get(rollout.generate.remote(grouped, seed=2 * k))
             t_gen = time.perf_counter()
-            rewards = torch.as_tensor(ray.get(rewarder.score.remote(texts)), dtype=torch.float32)
+            rewards = torch.as_tensor(ray.get(rewarder.score.remote(texts)))
             t_rew = time.perf_counter()
             prepared = ray.get(learner.prepare.remote(batch))
             full, targets, kl = advantages(spec, batch, rewards, prepared, kl_ctl.beta)

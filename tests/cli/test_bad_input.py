@@ -79,6 +79,8 @@ CASES: list[tuple[list[str], str]] = [
     # train-lm
     (["train-lm", "--out", "{tmp}/run", "--model", "{tmp}/nowhere"],
      "--model '{tmp}/nowhere' is not a local model directory"),
+    (["train-lm", "--out", "{tmp}/run", "--reward", "{tmp}/nowhere"],
+     "--reward '{tmp}/nowhere' is not a local model directory"),
     (["train-lm", "--out", "{tmp}/run", "--estimator", "grpo", "--group-size", "1"],
      "--estimator grpo needs --group-size >= 2"),
     (["train-lm", "--out", "{tmp}/run", "--minibatch-size", "999"],

@@ -50,9 +50,10 @@ def test_spec_refuses_bad_values():
 
 
 @pytest.mark.ray
-def test_train_lm_command_with_a_local_model(ray_local, tiny_model_dir, tmp_path):
-    """``iif-ray train-lm --model PATH``: the user-facing path, on a model written with
-    ``save_pretrained`` (nothing downloads)."""
+def test_train_lm_command_with_a_local_model(ray_local, tiny_model_dir, classifier_dir,
+                                            tmp_path):
+    """``iif-ray train-lm --model PATH --reward PATH``: the user-facing path, on a policy and a
+    reward classifier written with ``save_pretrained`` (nothing downloads)."""
     import json
 
     from iif_ray.cli import main
@@ -61,8 +62,12 @@ def test_train_lm_command_with_a_local_model(ray_local, tiny_model_dir, tmp_path
     assert main(["train-lm", "--model", str(tiny_model_dir), "--rounds", "1",
                  "--prompts-per-round", "4", "--group-size", "2", "--minibatch-size", "4",
                  "--epochs", "1", "--lora-rank", "2", "--out", str(out),
+                 "--reward", str(classifier_dir[0]), "--reward-label", "nothate",
                  "--address", ray_local.get_runtime_context().gcs_address]) == 0
     progress = pd.read_csv(out / PROGRESS_CSV)
     assert progress["round"].tolist() == [1] and progress.rows_updated.item() in (4, 8)
     summary = json.loads((out / "lm_summary.json").read_text())
     assert summary["spec"]["model"] == str(tiny_model_dir) and summary["spec"]["algo"] == "iif"
+    assert summary["spec"]["reward"] == str(classifier_dir[0])
+    # The tiny classifier is untrained: rewards near 0.5, not detox-mini's (about 0.98).
+    assert 0.2 < progress.reward_mean.item() < 0.8
