@@ -181,6 +181,28 @@ def markdown_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def _curve(axes, xs, mean, half, algo: str, n: int) -> None:
+    """One algorithm's curve against env steps and against wall-clock, with its band."""
+    for ax, x in zip(axes, xs, strict=True):
+        ax.plot(x, mean, label=f"{algo} (n={n})", color=COLORS.get(algo))
+        ax.fill_between(x, mean - half, mean + half, alpha=0.2, color=COLORS.get(algo))
+
+
+def _finish_curves(fig, axes, ylabel: str, title: str, path: Path) -> None:
+    import matplotlib.pyplot as plt
+
+    axes[0].set_xlabel("env steps")
+    axes[1].set_xlabel("training wall-clock, s (evaluation excluded)")
+    for ax in axes:
+        ax.set_ylabel(ylabel)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
 def plot_env(df: pd.DataFrame, env: str, path: Path) -> None:
     import matplotlib
 
@@ -200,19 +222,9 @@ def plot_env(df: pd.DataFrame, env: str, path: Path) -> None:
                 len(curves))
         else:
             half = np.zeros_like(mean)
-        for ax, x in ((axes[0], steps), (axes[1], clock)):
-            ax.plot(x, mean, label=f"{algo} (n={len(curves)})", color=COLORS.get(algo))
-            ax.fill_between(x, mean - half, mean + half, alpha=0.2, color=COLORS.get(algo))
-    axes[0].set_xlabel("env steps")
-    axes[1].set_xlabel("training wall-clock, s (evaluation excluded)")
-    for ax in axes:
-        ax.set_ylabel(f"eval return (stochastic, trailing mean of {SMOOTH})")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"{env}: mean and 95% interval over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _curve(axes, (steps, clock), mean, half, algo, len(curves))
+    _finish_curves(fig, axes, f"eval return (stochastic, trailing mean of {SMOOTH})",
+                   f"{env}: mean and 95% interval over seeds", path)
 
 
 def sb3_section(df: pd.DataFrame) -> str:
@@ -441,20 +453,9 @@ def plot_evidence(df: pd.DataFrame, env: str, path: Path) -> None:
         x_clock = by_round["clock_s"].mean().to_numpy()
         mean = by_round["eval_return"].mean().to_numpy()
         se = by_round["eval_return"].sem().fillna(0).to_numpy()
-        n = sub.seed.nunique()
-        for ax, x in ((axes[0], x_steps), (axes[1], x_clock)):
-            ax.plot(x, mean, label=f"{algo} (n={n})", color=COLORS.get(algo))
-            ax.fill_between(x, mean - se, mean + se, alpha=0.2, color=COLORS.get(algo))
-    axes[0].set_xlabel("env steps")
-    axes[1].set_xlabel("training wall-clock, s (evaluation excluded)")
-    for ax in axes:
-        ax.set_ylabel("expected return (exact or paired MC)")
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(f"{env}: mean ± standard error over seeds")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        _curve(axes, (x_steps, x_clock), mean, se, algo, sub.seed.nunique())
+    _finish_curves(fig, axes, "expected return (exact or paired MC)",
+                   f"{env}: mean ± standard error over seeds", path)
 
 
 def aggregate_evidence(found: list[EnvEvidence], directory: Path) -> list[str]:

@@ -6,7 +6,8 @@ import pytest
 import torch
 from transformers import LlamaConfig, LlamaForSequenceClassification
 
-from iif_ray.lm.models import word_tokenizer
+from iif_ray.lm.detox import Language
+from iif_ray.lm.models import tiny_llama, word_tokenizer
 
 
 @pytest.fixture(scope="session")
@@ -24,3 +25,14 @@ def classifier_dir(tmp_path_factory):
     return path, model, tok
 
 
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory):
+    """An untrained tiny policy on detox-mini's vocabulary, saved like a downloaded model."""
+    lang = Language.build(0)
+    tok = word_tokenizer(lang.clean + lang.insults)
+    path = tmp_path_factory.mktemp("model")
+    tiny_llama(len(tok), hidden=32, intermediate=64, layers=2).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path

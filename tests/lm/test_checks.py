@@ -2,31 +2,17 @@
 
 from __future__ import annotations
 
-import pytest
-
 from iif_ray.lm.checks import run_checks
-from iif_ray.lm.detox import Language
 from iif_ray.lm.learner import UpdateSettings
-from iif_ray.lm.models import tiny_llama, word_tokenizer
 
 
-@pytest.fixture(scope="module")
-def model_dir(tmp_path_factory):
-    lang = Language.build(0)
-    tok = word_tokenizer(lang.clean + lang.insults)
-    path = tmp_path_factory.mktemp("model")
-    tiny_llama(len(tok), hidden=32, intermediate=64, layers=2).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
-
-
-def test_checks_report_auroc_and_three_paired_arms(model_dir, monkeypatch):
+def test_checks_report_auroc_and_three_paired_arms(tiny_model_dir, monkeypatch):
     import iif_ray.lm.checks as checks
 
     monkeypatch.setattr(checks, "UpdateSettings",
                         lambda: UpdateSettings(epochs=1, minibatch_size=4))
     lines: list[str] = []
-    out = run_checks(str(model_dir), seeds=1, echo=lines.append, sequences=20)
+    out = run_checks(str(tiny_model_dir), seeds=1, echo=lines.append, sequences=20)
     flip = out["flip"][0]
     assert 0 <= flip["auroc"] <= 1 and 0 <= flip["flipped_negative"] <= 1
     arms = out["intervention"][0]

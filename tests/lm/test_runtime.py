@@ -5,21 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from iif_ray.lm.detox import Language
 from iif_ray.lm.learner import UpdateSettings
-from iif_ray.lm.models import tiny_llama, word_tokenizer
 from iif_ray.lm.runtime import PROGRESS_CSV, LMRunSpec, fit
-
-
-@pytest.fixture(scope="module")
-def tiny_model_dir(tmp_path_factory):
-    """An untrained tiny policy on detox-mini's vocabulary, saved like a downloaded model."""
-    lang = Language.build(0)
-    tok = word_tokenizer(lang.clean + lang.insults)
-    path = tmp_path_factory.mktemp("model")
-    tiny_llama(len(tok), hidden=32, intermediate=64, layers=2).save_pretrained(path)
-    tok.save_pretrained(path)
-    return path
 
 
 @pytest.mark.ray
