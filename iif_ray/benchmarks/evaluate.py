@@ -34,6 +34,7 @@ from iif_ray.benchmarks.snapshots import (
     read_snapshot,
     read_spec,
     round_file,
+    snapshot_digest,
 )
 from iif_ray.envs import make_env
 from iif_ray.evaluation import (
@@ -106,7 +107,9 @@ def evaluate_run(run: SnapshotRun, rounds: list[int], proto: EvalProtocol) -> pd
 
     rows = []
     for r in rounds:
-        policy.net.load_state_dict(read_snapshot(round_file(run.path, r)))
+        path = round_file(run.path, r)
+        digest = snapshot_digest(path)
+        policy.net.load_state_dict(read_snapshot(path))
         t0 = time.perf_counter()
         if mdp is not None:
             value, se, episodes = expected_return(mdp, sampler.probabilities), 0.0, 0
@@ -114,7 +117,8 @@ def evaluate_run(run: SnapshotRun, rounds: list[int], proto: EvalProtocol) -> pd
             value, se, episodes = _adaptive_mc(new_env, sampler, proto)
         rows.append({"env": run.env, "algo": run.algo, "seed": run.seed, "round": r,
                      "eval_return": value, "eval_se": se, "eval_episodes": episodes,
-                     "eval_method": proto.method, "eval_s": time.perf_counter() - t0})
+                     "eval_method": proto.method, "eval_s": time.perf_counter() - t0,
+                     "snapshot": digest})
     return pd.DataFrame(rows, columns=list(EVAL_COLUMNS))
 
 
@@ -162,12 +166,13 @@ def pending_work(opts: EvaluateOptions) -> list[tuple[SnapshotRun, list[int], Ev
                                 "directory of a sweep that saves them (iif-ray sweep evidence)")
     done = read_evals(Path(opts.out) / EVALS_CSV)
     have = set(zip(done["env"], done["algo"], done["seed"].astype(int), done["round"].astype(int),
-                   strict=True))
+                   done["snapshot"].astype(str), strict=True))
     work = []
     for run in runs:
         proto = protocol_for(run.env, every=opts.every, min_episodes=opts.min_episodes)
         todo = [r for r in proto.rounds(run.rounds())
-                if (run.env, run.algo, run.seed, r) not in have]
+                if (run.env, run.algo, run.seed, r,
+                    snapshot_digest(round_file(run.path, r))) not in have]
         if todo:
             work.append((run, todo, proto))
     return work

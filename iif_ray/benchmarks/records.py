@@ -31,7 +31,9 @@ ROUNDS_CSV = "rounds.csv"
 
 # Evaluations made after training from policy snapshots (``iif-ray evaluate``), keyed like the
 # rounds; where a run has them, they replace the in-trial ``eval_return``.
-EVAL_FIELDS = ("eval_return", "eval_se", "eval_episodes", "eval_method", "eval_s")
+# ``snapshot``: a digest of the evaluated weights file; a snapshot rewritten since (a trial
+# resumed from an earlier checkpoint retrains those rounds) is evaluated again.
+EVAL_FIELDS = ("eval_return", "eval_se", "eval_episodes", "eval_method", "eval_s", "snapshot")
 EVAL_COLUMNS = RUN_KEYS + EVAL_FIELDS
 EVALS_CSV = "evals.csv"
 

@@ -18,6 +18,7 @@ snapshots (the latest wins, as in ``rounds.csv``); round 0 is written only once.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pickle
 import re
@@ -77,6 +78,11 @@ def write_spec(run_dir: str | Path, spec: Any) -> Path:
 
 def read_spec(run_dir: str | Path) -> Any:
     return pickle.loads((Path(run_dir) / SPEC_FILE).read_bytes())  # our own file, never user input
+
+
+def snapshot_digest(path: str | Path) -> str:
+    """A short digest of a snapshot file: it changes when the round is trained again."""
+    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
 
 
 def read_snapshot(path: str | Path) -> dict[str, torch.Tensor]:

@@ -32,7 +32,8 @@ def _write(directory, curves: dict[str, np.ndarray], env="frozenlake", train_s=1
             for r, v in enumerate(values):
                 evals.append({"env": env, "algo": algo, "seed": seed, "round": r,
                               "eval_return": v, "eval_se": 0.0, "eval_episodes": 0,
-                              "eval_method": "exact", "eval_s": 0.01})
+                              "eval_method": "exact", "eval_s": 0.01,
+                              "snapshot": f"{algo}{seed}{r}"})
                 if r:
                     rec = dict.fromkeys(ROUND_COLUMNS, 0.0)
                     rec.update(env=env, algo=algo, seed=seed, round=r, env_steps=2048 * r,
