@@ -37,8 +37,19 @@ def bench_lm(model_dir: str | None = None, *, sequences: int = 256,
              minibatches: Sequence[int] = (1, 32), epochs: int = 4,
              methods: Sequence[str] = ("ghost", "jvp"), reps: int = 2,
              echo: Callable[[str], None] = print) -> dict[str, float]:
-    """Print and return ``{f"{method}/mb{m}": scoring_s / update_s}``."""
+    """Print and return ``{f"{method}/mb{m}": scoring_s / update_s}``.
+
+    Runs in one thread, like a learner actor; the caller's thread count is restored after.
+    """
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _bench(model_dir, sequences, minibatches, epochs, methods, reps, echo)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _bench(model_dir, sequences, minibatches, epochs, methods, reps, echo) -> dict[str, float]:
     model, tok = _model(model_dir)
     policy = LMPolicy(with_lora(model, rank=8, target_modules=["q_proj", "v_proj"]))
     with torch.no_grad():  # a trained-looking adapter, so scores are not all zero

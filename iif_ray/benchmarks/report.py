@@ -402,7 +402,9 @@ def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
             if paper else "",
         ])
         if ref is not None and a.startswith("iif"):
-            verdicts += _verdicts(a, ref, se_peak, poi_f, poi_a)
+            ref_final = np.mean([run_scores(runs[ref][s])[0] for s in seeds[ref]])
+            verdicts += _verdicts(a, ref, se_peak, poi_f, poi_a,
+                                  (float(np.mean(raw_final)), float(ref_final)))
     sub = df[(df.env == env) & (df["round"] >= 1)]
     width = (rr[1] - rr[0]) if rr else math.nan
     methods = ", ".join(sorted(set(sub.eval_method)))
@@ -416,7 +418,7 @@ def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
 
 
 def _verdicts(algo: str, ref: str, se_peak: st.Estimate, poi_final: st.Estimate,
-              poi_auc: st.Estimate) -> list[str]:
+              poi_auc: st.Estimate, finals: tuple[float, float]) -> list[str]:
     """The sentences the intervals support, for ``algo`` against ``ref``."""
     plain = algo == "iif" and ref == "ppo"
     a, r = ("IIF", "PPO") if plain else (f"`{algo}`", f"`{ref}`")
@@ -427,7 +429,8 @@ def _verdicts(algo: str, ref: str, se_peak: st.Estimate, poi_final: st.Estimate,
         f"**Verdict{'' if plain else f' ({algo})'}.** {a} reaches {r}'s peak in fewer rounds: "
         f"{reach[se_peak.side(0.0)]} (SE_peak {se_peak.fmt(100, 1)} %). "
         f"{a}'s final return beats {r}'s at 95% confidence: {beat[poi_final.side(0.5)]} "
-        f"(P({a} > {r}) = {poi_final.fmt()}); over the whole run (AUC): "
+        f"(P({a} > {r}) = {poi_final.fmt()}; mean final return {finals[0]:.4g} against "
+        f"{finals[1]:.4g}); over the whole run (AUC): "
         f"{beat[poi_auc.side(0.5)]} (P = {poi_auc.fmt()}).",
     ]
 
@@ -540,7 +543,7 @@ def write_report(directory: str | Path) -> Path:
     parts = [
         "# IIF vs PPO: sample efficiency and wall-clock",
         "",
-        "Regenerate with `iif-ray report " + directory.name + "` from the committed "
+        "Regenerate with `iif-ray report " + str(directory) + "` from the committed "
         "`*rounds*.csv` (and `evals.csv`) files. Metric definitions: "
         "`iif_ray/benchmarks/report.py`. In tables of in-training evaluations (no "
         "`evals.csv` rows), intervals are 95% Student-t over seeds (paired by seed index) "

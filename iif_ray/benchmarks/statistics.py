@@ -55,11 +55,19 @@ def _state() -> np.random.RandomState:
 def _interval(score_dict: dict, func) -> dict[str, Estimate]:
     from rliable import library as rly
 
-    with warnings.catch_warnings():  # arch's notice about its future default generator
-        warnings.simplefilter("ignore", FutureWarning)
-        points, cis = rly.get_interval_estimates(score_dict, func, reps=REPS,
-                                                 confidence_interval_size=CI,
-                                                 random_state=_state())
+    # Some of rliable's resampling draws from numpy's global generator whatever the
+    # random_state: seed it too (and give the caller's state back) so reports regenerate
+    # to the same digits.
+    saved = np.random.get_state()
+    np.random.seed(SEED)
+    try:
+        with warnings.catch_warnings():  # arch's notice about its future default generator
+            warnings.simplefilter("ignore", FutureWarning)
+            points, cis = rly.get_interval_estimates(score_dict, func, reps=REPS,
+                                                     confidence_interval_size=CI,
+                                                     random_state=_state())
+    finally:
+        np.random.set_state(saved)
     return {k: Estimate(float(points[k][0]), float(cis[k][0][0]), float(cis[k][1][0]))
             for k in score_dict}
 

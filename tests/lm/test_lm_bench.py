@@ -15,3 +15,12 @@ def test_bench_lm_prints_ratios_side_by_side():
     text = "\n".join(lines)
     assert re.search(r"update \(minibatch 1\): [\d.]+ s per round \(8 steps\)", text)
     assert "scoring/update lm ghost minibatch 4:" in text
+
+
+def test_bench_lm_gives_the_thread_count_back():
+    import torch
+
+    before = torch.get_num_threads()
+    bench_lm(sequences=4, minibatches=(4,), epochs=1, methods=("ghost",), reps=1,
+             echo=lambda _: None)
+    assert torch.get_num_threads() == before
