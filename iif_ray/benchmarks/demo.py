@@ -16,14 +16,8 @@ from rich.table import Table
 
 from iif_ray.benchmarks import statistics as st
 from iif_ray.benchmarks.evaluate import EvaluateOptions, evaluate_sweep
-from iif_ray.benchmarks.records import (
-    EVALS_CSV,
-    ROUNDS_CSV,
-    merge_rounds,
-    read_evals,
-    rounds_from_results,
-)
-from iif_ray.benchmarks.sweeps import SweepOptions, benchmark_tuner
+from iif_ray.benchmarks.records import EVALS_CSV, read_evals
+from iif_ray.benchmarks.sweeps import SweepOptions, benchmark_tuner, fit_and_export
 from iif_ray.presets import get_preset
 
 # A percentile bootstrap over fewer runs has too few distinct resamples and is far too narrow.
@@ -48,11 +42,8 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> tuple[Ta
                          checkpoint_every=max(1, opts.rounds))
     echo(f"training ppo and iif on {preset.env_id}, seeds 0-{opts.seeds - 1}, "
          f"{opts.rounds} rounds of {preset.steps_per_round} steps each")
-    results = benchmark_tuner(preset.name, sweep, name=f"demo-{preset.name}").fit()
-    merge_rounds(Path(opts.out) / ROUNDS_CSV, rounds_from_results(preset.name, results))
-    errors = list(results.errors)
-    if errors:
-        raise RuntimeError(f"{len(errors)} demo trial(s) failed; first: {errors[0]}")
+    fit_and_export([(preset.name, benchmark_tuner(preset.name, sweep,
+                                                  name=f"demo-{preset.name}"))], opts.out)
     evaluate_sweep(EvaluateOptions(out=opts.out), echo=echo)
     evals = read_evals(Path(opts.out) / EVALS_CSV)
     return demo_table(evals, preset.name), demo_reading(evals, preset.name)

@@ -17,7 +17,6 @@ computed again: an interrupted evaluation resumes where it stopped.
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
@@ -31,7 +30,7 @@ from iif_ray.benchmarks.snapshots import (
     SNAPSHOT_ROOT,
     SnapshotRun,
     find_runs,
-    read_snapshot,
+    load_snapshot,
     read_spec,
     round_file,
     snapshot_digest,
@@ -43,6 +42,7 @@ from iif_ray.evaluation import (
     expected_return,
     finite_mdp,
     rollout_returns,
+    standard_error,
     supports_exact,
 )
 from iif_ray.presets import get_preset
@@ -107,9 +107,8 @@ def evaluate_run(run: SnapshotRun, rounds: list[int], proto: EvalProtocol) -> pd
 
     rows = []
     for r in rounds:
-        path = round_file(run.path, r)
-        digest = snapshot_digest(path)
-        policy.net.load_state_dict(read_snapshot(path))
+        weights, digest = load_snapshot(round_file(run.path, r))  # one read: digest = weights
+        policy.net.load_state_dict(weights)
         t0 = time.perf_counter()
         if mdp is not None:
             value, se, episodes = expected_return(mdp, sampler.probabilities), 0.0, 0
@@ -131,16 +130,12 @@ def _adaptive_mc(new_env: Callable, sampler: PolicySampler,
     """
     n = proto.min_episodes
     returns = rollout_returns(new_env, sampler, episode_seeds(n)).returns
-    while n < proto.max_episodes:
-        se = float(returns.std(ddof=1) / math.sqrt(len(returns))) if len(returns) > 1 else 0.0
-        if se <= proto.target_se:
-            break
+    while n < proto.max_episodes and standard_error(returns) > proto.target_se:
         more = min(proto.block, proto.max_episodes - n)
         seeds = episode_seeds(n + more)[n:]
         returns = np.concatenate([returns, rollout_returns(new_env, sampler, seeds).returns])
         n += more
-    se = float(returns.std(ddof=1) / math.sqrt(len(returns))) if len(returns) > 1 else 0.0
-    return float(returns.mean()), se, len(returns)
+    return float(returns.mean()), standard_error(returns), len(returns)
 
 
 @dataclass(frozen=True)
@@ -178,8 +173,12 @@ def pending_work(opts: EvaluateOptions) -> list[tuple[SnapshotRun, list[int], Ev
     return work
 
 
-def evaluate_sweep(opts: EvaluateOptions, echo: Callable[[str], None] = print) -> Path:
+def evaluate_sweep(opts: EvaluateOptions, echo: Callable[[str], None] = print,
+                   work: list | None = None) -> Path:
     """Evaluate every pending snapshot as Ray tasks, merging each run's rows as it finishes.
+
+    Args:
+        work: :func:`pending_work`'s answer when the caller already has it.
 
     Returns:
         The path of ``evals.csv``.
@@ -187,7 +186,7 @@ def evaluate_sweep(opts: EvaluateOptions, echo: Callable[[str], None] = print) -
     import ray
 
     path = Path(opts.out) / EVALS_CSV
-    work = pending_work(opts)
+    work = pending_work(opts) if work is None else work
     points = sum(len(rounds) for _, rounds, _ in work)
     echo(f"evaluating {points} snapshot(s) of {len(work)} run(s) into {path}")
     task = ray.remote(num_cpus=1)(evaluate_run)

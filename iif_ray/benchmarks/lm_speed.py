@@ -17,12 +17,12 @@ from dataclasses import replace
 
 import torch
 
-from iif_ray.attribution.sequence import target_weights
+from iif_ray.benchmarks.threads import torch_threads
 from iif_ray.lm.detox import Language
 from iif_ray.lm.generation import SamplingSettings, sample_records
 from iif_ray.lm.learner import LMLearner, LMPolicy, UpdateSettings
 from iif_ray.lm.models import load_policy, tiny_llama, with_lora, word_tokenizer
-from iif_ray.lm.runtime import LMRunSpec, advantages, last_token_advantage
+from iif_ray.lm.runtime import LMRunSpec, advantages, validation_weights
 
 
 def _model(model_dir: str | None):
@@ -41,12 +41,8 @@ def bench_lm(model_dir: str | None = None, *, sequences: int = 256,
 
     Runs in one thread, like a learner actor; the caller's thread count is restored after.
     """
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         return _bench(model_dir, sequences, minibatches, epochs, methods, reps, echo)
-    finally:
-        torch.set_num_threads(threads)
 
 
 def _bench(model_dir, sequences, minibatches, epochs, methods, reps, echo) -> dict[str, float]:
@@ -65,8 +61,7 @@ def _bench(model_dir, sequences, minibatches, epochs, methods, reps, echo) -> di
     learner = LMLearner(policy, UpdateSettings())
     rewards = torch.rand(sequences)
     full, targets, _ = advantages(spec, batch, rewards, learner.prepare(batch), 0.05)
-    vfull, _, _ = advantages(spec, val, torch.rand(64), learner.prepare(val), 0.05)
-    weights = target_weights("seq-return", val, last_token_advantage(vfull))
+    weights = validation_weights(spec, val, torch.rand(64), learner.prepare(val), 0.05)
     tokens = int(batch.response_mask.sum())
     echo(f"LM bench: {sequences} sequences ({tokens} response tokens, width "
          f"{batch.input_ids.shape[1]}), {sum(p.numel() for p in policy.parameters()):,} "

@@ -333,11 +333,6 @@ def run_scores(run: pd.DataFrame) -> tuple[float, float]:
     return float(final["eval_return"].mean()), float(trained["eval_return"].mean())
 
 
-def _runs_by_seed(df: pd.DataFrame, env: str, algo: str) -> dict[int, pd.DataFrame]:
-    sub = df[(df.env == env) & (df.algo == algo)]
-    return {int(s): g.sort_values("round") for s, g in sub.groupby("seed")}
-
-
 @dataclass
 class EnvEvidence:
     """Everything the report says about one environment's evaluated runs."""
@@ -367,7 +362,7 @@ def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
     tol = _tolerance(env)
     present = set(df[df.env == env].algo)
     algos = [a for a in ALGO_ORDER if a in present] + sorted(present - set(ALGO_ORDER))
-    runs = {a: _runs_by_seed(df, env, a) for a in algos}
+    runs = {a: _runs(df, env, a) for a in algos}
     scores, seeds = {}, {}
     for a in algos:
         seeds[a] = sorted(runs[a])

@@ -19,6 +19,7 @@ snapshots (the latest wins, as in ``rounds.csv``); round 0 is written only once.
 from __future__ import annotations
 
 import hashlib
+import io
 import os
 import pickle
 import re
@@ -80,13 +81,24 @@ def read_spec(run_dir: str | Path) -> Any:
     return pickle.loads((Path(run_dir) / SPEC_FILE).read_bytes())  # our own file, never user input
 
 
+def _digest(data: bytes) -> str:
+    return hashlib.sha1(data).hexdigest()[:16]
+
+
 def snapshot_digest(path: str | Path) -> str:
     """A short digest of a snapshot file: it changes when the round is trained again."""
-    return hashlib.sha1(Path(path).read_bytes()).hexdigest()[:16]
+    return _digest(Path(path).read_bytes())
+
+
+def load_snapshot(path: str | Path) -> tuple[dict[str, torch.Tensor], str]:
+    """The weights and the digest of the very bytes they were read from (one read)."""
+    data = Path(path).read_bytes()
+    weights = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+    return weights, _digest(data)
 
 
 def read_snapshot(path: str | Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=True)
+    return load_snapshot(path)[0]
 
 
 @dataclass(frozen=True)

@@ -22,6 +22,7 @@ from functools import partial
 import torch
 
 from iif_ray.benchmarks.sb3 import make_sb3, require_sb3, sb3_round
+from iif_ray.benchmarks.threads import torch_threads
 from iif_ray.presets import PRESETS, get_preset
 from iif_ray.rllib import build_config
 from iif_ray.rllib.module_bridge import functional_policy, policy_from_spec
@@ -176,7 +177,12 @@ def bench_speed(presets: list[str], rounds: int = 4, num_envs_options: tuple[int
     way (``num_envs`` environments, ``2048 / num_envs`` steps each per round).
     """
     require_sb3()
-    torch.set_num_threads(1)
+    with torch_threads(1):  # SB3's setting; the caller's count comes back after
+        return _speed_rounds(presets, rounds, num_envs_options, echo)
+
+
+def _speed_rounds(presets: list[str], rounds: int, num_envs_options: tuple[int, ...],
+                  echo) -> dict[str, float]:
     ratios: dict[str, float] = {}
     for name in presets:
         preset = get_preset(name)

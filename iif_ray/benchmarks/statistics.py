@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import math
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,26 +50,28 @@ class Estimate:
 NAN = Estimate(math.nan, math.nan, math.nan)
 
 
-def _state() -> np.random.RandomState:
-    return np.random.RandomState(SEED)
-
-
-def _interval(score_dict: dict, func) -> dict[str, Estimate]:
-    from rliable import library as rly
-
-    # Some of rliable's resampling draws from numpy's global generator whatever the
-    # random_state: seed it too (and give the caller's state back) so reports regenerate
-    # to the same digits.
+@contextmanager
+def _seeded() -> Iterator[np.random.RandomState]:
+    """A fixed random state for rliable, and numpy's global generator seeded too (some of
+    rliable's resampling draws from it whatever the random_state), given back afterwards:
+    reports regenerate to the same digits."""
     saved = np.random.get_state()
     np.random.seed(SEED)
     try:
         with warnings.catch_warnings():  # arch's notice about its future default generator
             warnings.simplefilter("ignore", FutureWarning)
-            points, cis = rly.get_interval_estimates(score_dict, func, reps=REPS,
-                                                     confidence_interval_size=CI,
-                                                     random_state=_state())
+            yield np.random.RandomState(SEED)
     finally:
         np.random.set_state(saved)
+
+
+def _interval(score_dict: dict, func) -> dict[str, Estimate]:
+    from rliable import library as rly
+
+    with _seeded() as state:
+        points, cis = rly.get_interval_estimates(score_dict, func, reps=REPS,
+                                                 confidence_interval_size=CI,
+                                                 random_state=state)
     return {k: Estimate(float(points[k][0]), float(cis[k][0][0]), float(cis[k][1][0]))
             for k in score_dict}
 
@@ -107,14 +111,8 @@ def performance_profiles(scores: dict[str, np.ndarray], taus: np.ndarray
     """Fraction of runs with normalised score > tau, with bootstrap bands (rliable)."""
     from rliable import library as rly
 
-    # rliable's profile bootstrap draws from numpy's global generator: seed it for
-    # reproducible bands, and restore the caller's state afterwards.
-    saved = np.random.get_state()
-    np.random.seed(SEED)
-    try:
+    with _seeded():
         return rly.create_performance_profile(scores, taus, reps=REPS // 5)
-    finally:
-        np.random.set_state(saved)
 
 
 def normalise(values: np.ndarray, return_range: tuple[float, float] | None) -> np.ndarray:

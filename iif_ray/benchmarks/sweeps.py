@@ -11,7 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -234,11 +234,21 @@ def run_sweep(module: Any, opts: SweepOptions) -> Path:
     Raises:
         SweepError: some trials failed or reported nothing (finished rows are kept).
     """
-    out = Path(opts.out).resolve()
+    return fit_and_export(_as_pairs(module.tuners(opts)), opts.out)
+
+
+def fit_and_export(pairs: Iterable[tuple[str, Any]], out: str | Path) -> Path:
+    """Fit ``(env, tuner)`` pairs one after another, merging each one's rows into
+    ``<out>/rounds.csv`` as it finishes.
+
+    Raises:
+        SweepError: some trials failed or reported nothing (finished rows are kept).
+    """
+    out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     rounds_path = out / ROUNDS_CSV
     problems: list[str] = []
-    for env, tuner in _as_pairs(module.tuners(opts)):
+    for env, tuner in pairs:
         results = tuner.fit()
         rows = rounds_from_results(env, results)
         merge_rounds(rounds_path, rows)

@@ -44,6 +44,6 @@ class EvaluateCommand(Command):
             console.print(f"every snapshot under {args.directory} is already evaluated")
             return 0
         with ray_session(args.address):
-            path = evaluate_sweep(opts, echo=console.print)
+            path = evaluate_sweep(opts, echo=console.print, work=work)
         console.print(f"evaluations in {path}; next: iif-ray report {args.directory}")
         return 0

@@ -11,8 +11,13 @@
 """
 
 from iif_ray.evaluation.exact import FiniteMDP, expected_return, finite_mdp, supports_exact
-from iif_ray.evaluation.montecarlo import EpisodeReturns, episode_seeds, rollout_returns
+from iif_ray.evaluation.montecarlo import (
+    EpisodeReturns,
+    episode_seeds,
+    rollout_returns,
+    standard_error,
+)
 from iif_ray.evaluation.sampler import PolicySampler
 
 __all__ = ["EpisodeReturns", "FiniteMDP", "PolicySampler", "episode_seeds", "expected_return",
-           "finite_mdp", "rollout_returns", "supports_exact"]
+           "finite_mdp", "rollout_returns", "standard_error", "supports_exact"]

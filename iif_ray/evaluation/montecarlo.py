@@ -52,9 +52,13 @@ class EpisodeReturns:
 
     @property
     def se(self) -> float:
-        """Standard error of the mean (0 for a single episode)."""
-        n = len(self.returns)
-        return float(self.returns.std(ddof=1) / math.sqrt(n)) if n > 1 else 0.0
+        return standard_error(self.returns)
+
+
+def standard_error(values: np.ndarray) -> float:
+    """Standard error of the mean (0 for a single value)."""
+    n = len(values)
+    return float(np.std(values, ddof=1) / math.sqrt(n)) if n > 1 else 0.0
 
 
 def rollout_returns(make_env: Callable[[], gym.Env], sampler: PolicySampler,

@@ -22,12 +22,12 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from iif_ray.attribution.sequence import SequenceBatch, target_weights
+from iif_ray.attribution.sequence import SequenceBatch
 from iif_ray.lm import detox
 from iif_ray.lm.generation import SamplingSettings, response_texts, sample_records
 from iif_ray.lm.learner import LMLearner, LMPolicy, UpdateSettings, trim_to_minibatches
 from iif_ray.lm.models import load_policy, with_lora
-from iif_ray.lm.runtime import LMRunSpec, advantages, last_token_advantage
+from iif_ray.lm.runtime import LMRunSpec, advantages, validation_weights
 
 
 @dataclass
@@ -60,8 +60,7 @@ def prepare_round(model_dir: str, seed: int, *, sequences: int = 256, validation
                                                             seed=200 + seed), sampling, seed + 1)
     vrewards = torch.as_tensor(detox.reward(response_texts(tok, vbatch)), dtype=torch.float32)
     spec = LMRunSpec(model=model_dir, out_dir="-", group_size=1, update=update)
-    vfull, _, _ = advantages(spec, vbatch, vrewards, learner.prepare(vbatch), 0.05)
-    weights = target_weights("seq-return", vbatch, last_token_advantage(vfull))
+    weights = validation_weights(spec, vbatch, vrewards, learner.prepare(vbatch), 0.05)
     return Round(learner, tok, batch, rewards, vbatch, weights, spec)
 
 

@@ -169,6 +169,18 @@ def advantages(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Tensor,
     return full, targets, kl
 
 
+def validation_weights(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Tensor,
+                       prepared: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+    """The target's per-token weights on fresh validation responses (one per prompt):
+    ``seq-return`` weighs each by its last-token advantage (PPO's GAE, as the paper's
+    f^seq does), any other target by its raw reward."""
+    if spec.target != "seq-return":
+        return target_weights("reward", batch, rewards)
+    single = replace(spec, group_size=1, update=replace(spec.update, estimator="ppo"))
+    full, _, _ = advantages(single, batch, rewards, prepared, beta)
+    return target_weights("seq-return", batch, last_token_advantage(full))
+
+
 def last_token_advantage(batch: SequenceBatch) -> torch.Tensor:
     """Each row's advantage at its last response token (the paper's f^seq weight)."""
     mask = batch.response_mask
@@ -222,19 +234,14 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print) -> dict[str, Any]:
             full, targets, kl = advantages(spec, batch, rewards, prepared, kl_ctl.beta)
             t_prep = time.perf_counter()
             kept = torch.arange(len(rewards))
-            frac, scoring_s = 0.0, 0.0
+            scoring_s = 0.0
             if spec.algo != "ppo":
                 val_prompts = lang.prompts(spec.validation_prompts, split="train",
                                            seed=10_000 + 1000 * spec.seed + k)
                 vbatch, vtexts = ray.get(rollout.generate.remote(val_prompts, seed=2 * k + 1))
                 vrewards = torch.as_tensor(ray.get(rewarder.score.remote(vtexts)))
                 vprep = ray.get(learner.prepare.remote(vbatch))
-                vfull, _, _ = advantages(replace(spec, group_size=1, update=replace(
-                    spec.update, estimator="ppo")), vbatch, vrewards, vprep, kl_ctl.beta)
-                values = (last_token_advantage(vfull) if spec.target == "seq-return"
-                          else vrewards)
-                weights = target_weights("reward" if spec.target != "seq-return"
-                                         else "seq-return", vbatch, values)
+                weights = validation_weights(spec, vbatch, vrewards, vprep, kl_ctl.beta)
                 ts = time.perf_counter()
                 scores = ray.get(learner.scores.remote(full, vbatch, weights,
                                                        spec.scoring_method)).numpy()
