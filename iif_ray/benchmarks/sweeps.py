@@ -172,8 +172,11 @@ def resumable_tuner(trainable: Any, *, param_space: dict[str, Any], run_config: 
         echo(f"{run_config.name}: starting fresh in {path}")
         return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                           run_config=run_config)
+    # The stored grid is the experiment's truth: passing ``param_space`` again would only make
+    # Tune refuse a resume whenever a newer iif-ray adds a config attribute (its key check),
+    # while the values, which decide the trials, would still come from the stored grid.
     tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True,
-                               restart_errored=False, param_space=param_space)
+                               restart_errored=False)
     echo(f"{run_config.name}: {describe_resume(tuner.get_results())}")
     return tuner
 

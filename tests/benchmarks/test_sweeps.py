@@ -209,3 +209,31 @@ def test_drop_fraction_variants_for_the_sensitivity_grid():
     for bad in ("iif-p1.5", "iif-pX", "iif-p0"):
         with pytest.raises(ValueError, match="iif-p<fraction> needs a fraction in"):
             algo_settings(bad)
+
+
+def _count_to_three(config: dict) -> None:
+    from ray import tune
+
+    for step in range(3):
+        tune.report({"step": step, "a": config["a"]})
+
+
+@pytest.mark.ray
+def test_a_sweep_resumes_after_the_config_grows_a_key(ray_local, tmp_path):
+    """An experiment started by an older iif-ray resumes under a newer one whose configs carry
+    one more attribute: Tune's key check on a re-passed ``param_space`` would refuse it."""
+    from ray import tune
+
+    from iif_ray.benchmarks.sweeps import resumable_tuner
+
+    run_config = tune.RunConfig(name="grows", storage_path=str(tmp_path), verbose=0)
+    lines: list[str] = []
+    first = resumable_tuner(_count_to_three, param_space={"a": tune.grid_search([1, 2])},
+                            run_config=run_config, echo=lines.append)
+    assert first.fit().num_errors == 0
+    again = resumable_tuner(_count_to_three,
+                            param_space={"a": tune.grid_search([1, 2]), "new_key": 0},
+                            run_config=run_config, echo=lines.append)
+    results = again.fit()
+    assert "starting fresh" in lines[0] and "resuming 2 trial(s): 2 finished" in lines[1]
+    assert sorted(r.metrics["a"] for r in results) == [1, 2]
