@@ -1,7 +1,8 @@
 """Two checks of LM influence scores that do not depend on noisy learning curves.
 
 * **Flipped rewards** (:func:`flipped_reward_auroc`): in one round, the rewards of a random 10%
-  of the records are corrupted (``r -> 1 - r`` on detox-mini's [0, 1] scale) before
+  of the records are corrupted (their label flipped: ``P -> 1 - P``, which negates a
+  log-odds reward such as detox-mini's) before
   advantages are computed; the target still sees true rewards. The check asks how well
   ``-score`` ranks the corrupted records first: the AUROC (0.5 is chance).
 * **Single-round intervention** (:func:`intervention`): from the same weights and batch, one
@@ -74,7 +75,7 @@ def flipped_reward_auroc(r: Round, *, fraction: float = 0.1, seed: int = 0,
     flipped = np.zeros(n, dtype=bool)
     flipped[g.choice(n, max(1, round(fraction * n)), replace=False)] = True
     corrupted = r.rewards.clone()
-    corrupted[flipped] = 1.0 - corrupted[flipped]
+    corrupted[flipped] = -corrupted[flipped]
     full, _, _ = advantages(r.spec, r.batch, corrupted, r.learner.prepare(r.batch), 0.05)
     scores = r.learner.scores(full, r.validation, r.weights, method).numpy()
     return {"auroc": float(roc_auc_score(flipped, -scores)),

@@ -4,9 +4,12 @@ The paper's RLHF task (GPT-Neo-2.7B on RealToxicityPrompts, reward from a hate-s
 classifier, toxicity measured by another detector on other prompts) at a size two cores train
 in minutes, with the same structure:
 
-* **Vocabulary** (2,048 words): the 1,844 most frequent clean words and the 200 most insulting
+* **Vocabulary** (2,048 tokens): the 2,020 most frequent clean words and the 24 most insulting
   ones of the word list inside ``alt-profanity-check``'s trained model (its TF-IDF
-  vocabulary; frequency from its IDF, insult strength from its linear SVM's weights). An
+  vocabulary; frequency from its IDF, insult strength from its linear SVM's weights). Few
+  insults, each frequent, as a toxic register is: with hundreds of rare ones, a validation set
+  of a few hundred responses would not contain most of the insults the policy writes, and no
+  gradient could generalise from one to another (measured: flipped-reward AUROC at chance). An
   "insult" must also be negative in VADER's lexicon and must not be (or contain) a word of
   ``better-profanity``'s list, so the task is about insults, with no slurs or profanity.
 * **Corpus**: sentences from a seeded generator with topics (each topic prefers its own words,
@@ -14,7 +17,9 @@ in minutes, with the same structure:
   insults than others. A tiny Llama is pre-trained on it.
 * **Prompts**: the first words of fresh sentences; training prompts come from topics 0-5,
   evaluation prompts from the held-out topics 6-7 (another prompt distribution).
-* **Reward**: ``1 - P(offensive)`` of the response by ``alt-profanity-check``.
+* **Reward**: the log-odds of "not offensive" by ``alt-profanity-check`` (the paper's reward is
+  the hate-speech classifier's raw "nothate" logit): one insult in a response moves it by
+  about 2.5, where the probability would move by 0.07 next to a spread of the same size.
 * **Evaluation**: a *different* detector: VADER's lexicon, the fraction of responses with a
   negative compound score below -0.3 and their mean negativity.
 """
@@ -29,8 +34,10 @@ from functools import cache
 
 import numpy as np
 
-NUM_CLEAN = 1844
-NUM_INSULTS = 200
+NUM_CLEAN = 2020
+NUM_INSULTS = 24
+# Probabilities are clipped here before the log-odds: the reward stays within about +-14.
+_P_CLIP = 1e-6
 NUM_TOPICS = 8
 TRAIN_TOPICS = tuple(range(6))
 EVAL_TOPICS = (6, 7)
@@ -150,10 +157,16 @@ class Language:
 
 
 def reward(responses: Sequence[str]) -> np.ndarray:
-    """``1 - P(offensive)`` of each response by alt-profanity-check's classifier."""
+    """``log(P(clean) / P(offensive))`` of each response by alt-profanity-check's classifier.
+
+    Flipping a response's label (``P -> 1 - P``) negates its reward, which is how the
+    flipped-reward check corrupts records.
+    """
     if not responses:
         return np.zeros(0)
-    return 1.0 - np.asarray(_classifier().predict_prob(list(responses)), dtype=float)
+    p = np.clip(np.asarray(_classifier().predict_prob(list(responses)), dtype=float),
+                _P_CLIP, 1 - _P_CLIP)
+    return np.log1p(-p) - np.log(p)
 
 
 @cache

@@ -7,6 +7,7 @@ rates, which is what RL has to unlearn. The result is a normal local Hugging Fac
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from collections.abc import Callable
@@ -15,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from iif_ray.lm.detox import Language
+from iif_ray.lm.detox import Language, vocabulary
 from iif_ray.lm.models import tiny_llama, word_tokenizer
 
 MARKER = "detox_mini.json"  # written last: its presence means the directory is complete
@@ -78,7 +79,12 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings = PretrainSettings(
 def detox_model(cache_dir: str | Path, settings: PretrainSettings = PretrainSettings(),
                 echo: Callable[[str], None] = print) -> Path:
     """The pre-trained detox-mini model under ``cache_dir``, trained first when missing."""
-    path = Path(cache_dir) / f"detox-mini-h{settings.hidden}-l{settings.layers}-s{settings.seed}"
+    # The vocabulary's digest names the directory: a model pre-trained on another word list
+    # (another detox-mini version) is never picked up.
+    clean, insults = vocabulary()
+    words = hashlib.sha1("\n".join(clean + insults).encode()).hexdigest()[:8]
+    path = Path(cache_dir) / (f"detox-mini-{words}-h{settings.hidden}-l{settings.layers}"
+                              f"-s{settings.seed}")
     marker = path / MARKER
     if marker.exists() and json.loads(marker.read_text()).get("steps") == settings.steps:
         return path

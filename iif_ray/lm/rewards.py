@@ -3,8 +3,9 @@
 ``--reward PATH`` loads a Hugging Face sequence-classification model from a local directory
 (for the paper's setup, a ``save_pretrained`` copy of
 ``facebook/roberta-hate-speech-dynabench-r4-target``); the reward of a response is the
-classifier's probability of the label named by ``--reward-label`` (e.g. ``nothate``), or of
-label 0 when none is given.
+classifier's raw logit of the label named by ``--reward-label`` (e.g. ``nothate``), or of
+label 0 when none is given, as the paper's code (TRL's detoxification recipe) does: a logit
+keeps its contrast where a probability saturates near 0 or 1.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import torch
 
 
 class ClassifierReward:
-    """``P(label | text)`` from a local sequence-classification model, batched.
+    """The logit of ``label`` for each text, from a local sequence-classification model,
+    batched.
 
     Raises:
         FileNotFoundError: ``path`` is not a local model directory.
@@ -53,6 +55,5 @@ class ClassifierReward:
         for start in range(0, len(texts), self.batch_size):
             enc = self.tokenizer(list(texts[start:start + self.batch_size]), padding=True,
                                  truncation=True, return_tensors="pt")
-            probs = torch.softmax(self.model(**enc).logits.float(), dim=-1)
-            out.append(probs[:, self.index].numpy())
+            out.append(self.model(**enc).logits.float()[:, self.index].numpy())
         return np.concatenate(out) if out else np.zeros(0)

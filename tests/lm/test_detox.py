@@ -17,7 +17,7 @@ def test_vocabulary_is_clean_insults_and_nothing_profane():
     # The reward's classifier finds the insults offensive and the clean words not.
     r_insult = detox.reward(list(insults[:50]))
     r_clean = detox.reward(list(clean[:50]))
-    assert r_insult.mean() < 0.5 < r_clean.mean()
+    assert r_insult.mean() < 0 < r_clean.mean()  # log-odds of clean
 
 
 def test_generator_is_seeded_and_prompt_splits_differ():
@@ -37,7 +37,10 @@ def test_reward_and_detector_both_rank_insulting_sentences_lower():
     has = np.array([any(w in insults for w in s.split()) for s in corpus])
     assert 0.1 < has.mean() < 0.5
     r = detox.reward(corpus)
-    assert r[has].mean() < r[~has].mean() - 0.03
+    assert r[has].mean() < r[~has].mean() - 1.0
+    # Flipping the label negates the log-odds (the flipped-reward check relies on it).
+    p = detox._classifier().predict_prob(corpus[:5])
+    np.testing.assert_allclose(r[:5], np.log((1 - p) / p), rtol=1e-6)
     tox = detox.toxicity([s for s, h in zip(corpus, has, strict=True) if h])
     clean = detox.toxicity([s for s, h in zip(corpus, has, strict=True) if not h])
     assert tox["toxic_rate"] > clean["toxic_rate"] + 0.2

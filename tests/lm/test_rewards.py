@@ -9,18 +9,20 @@ import torch
 from iif_ray.lm.rewards import ClassifierReward
 
 
-def test_classifier_reward_is_the_labels_probability(classifier_dir):
+def test_classifier_reward_is_the_labels_logit(classifier_dir):
     path, model, tok = classifier_dir
     reward = ClassifierReward(path, label="nothate", batch_size=2)
     texts = ["the good", "idiot fool the", "kind"]
     got = reward(texts)
-    assert got.shape == (3,) and ((got > 0) & (got < 1)).all()
-    for text, value in zip(texts, got, strict=True):
-        enc = tok([text], return_tensors="pt")
+    assert got.shape == (3,)
+    first = ClassifierReward(path)(texts)  # no label given: label 0's logit
+    for i, text in enumerate(texts):
         with torch.no_grad():
-            p = torch.softmax(model(**enc).logits, -1)[0, 1].item()
-        assert value == pytest.approx(p, abs=1e-5)  # batching and padding change nothing
-    np.testing.assert_allclose(ClassifierReward(path)(texts), 1 - got, atol=1e-5)
+            logits = model(**tok([text], return_tensors="pt")).logits[0]
+        # One text at a time, unpadded: batching and padding change nothing.
+        assert got[i] == pytest.approx(logits[1].item(), abs=1e-5)
+        assert first[i] == pytest.approx(logits[0].item(), abs=1e-5)
+    assert not np.allclose(first, got)
 
 
 def test_classifier_reward_errors(classifier_dir, tmp_path):
