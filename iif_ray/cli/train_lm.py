@@ -7,7 +7,6 @@ Hugging Face causal-LM directory instead of the project's pre-trained tiny model
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 from iif_ray.cli.base import Command
@@ -42,12 +41,32 @@ class TrainLMCommand(Command):
         parser.add_argument("--scoring-method", choices=("ghost", "jvp"), default="ghost")
         parser.add_argument("--lora-rank", type=int_at_least(1, "lora-rank"), default=8)
         parser.add_argument("--eval-every", type=int_at_least(1, "eval-every"), default=5)
+        parser.add_argument("--checkpoint-every", type=int_at_least(1, "checkpoint-every"),
+                            default=5, help="rounds between checkpoints (and the last round)")
+        parser.add_argument("--num-scorers", type=int_at_least(0, "num-scorers"), default=0,
+                            help="scorer actors (0: the learner scores the records itself)")
         parser.add_argument("--seed", type=int_at_least(0, "seed"), default=0)
-        parser.add_argument("--out", required=True, help="run directory to create")
+        parser.add_argument("--out", help="run directory to create")
+        parser.add_argument("--resume", metavar="DIR",
+                            help="continue the LM run in DIR from its last checkpoint (its "
+                                 "lm_run.json gives every setting; others are ignored)")
         parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
         parser.add_argument("--address", help="Ray address: omit for an embedded local Ray")
 
     def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
+        if (args.out is None) == (args.resume is None):
+            raise UsageError("give --out DIR for a new run or --resume DIR to continue one "
+                             "(exactly one of them)")
+        if args.resume and here:
+            from iif_ray.lm.runtime import RUN_SPEC, SUMMARY
+
+            if not (Path(args.resume) / RUN_SPEC).is_file():
+                raise UsageError(f"--resume {args.resume!r} holds no LM run (no {RUN_SPEC}); "
+                                 "accepted: a directory an earlier train-lm wrote")
+            if (Path(args.resume) / SUMMARY).exists():
+                raise UsageError(f"--resume {args.resume!r} already completed ({SUMMARY} "
+                                 "exists); accepted: an interrupted run")
+            return
         batch = args.prompts_per_round * args.group_size
         if args.minibatch_size > batch:
             raise UsageError(f"--minibatch-size {args.minibatch_size} is larger than a round's "
@@ -64,10 +83,15 @@ class TrainLMCommand(Command):
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.lm.learner import UpdateSettings
-        from iif_ray.lm.runtime import LMRunSpec, fit
+        from iif_ray.lm.runtime import LMRunSpec, fit, read_spec
         from iif_ray.ray_session import ray_session
 
         self.validate(args)
+        if args.resume:
+            spec = read_spec(args.resume)
+            with ray_session(args.address):
+                summary = fit(spec, echo=console.print, resume=True)
+            return self._report(spec.algo, Path(args.resume), summary)
         out = prepare_out(args.out, args.overwrite)
         model = args.model
         if model is None:
@@ -79,13 +103,19 @@ class TrainLMCommand(Command):
             prompts_per_round=args.prompts_per_round, group_size=args.group_size,
             drop_fraction=args.drop_fraction, scoring_method=args.scoring_method,
             lora_rank=args.lora_rank, eval_every=args.eval_every, seed=args.seed,
+            checkpoint_every=args.checkpoint_every, num_scorers=args.num_scorers,
             reward=args.reward, reward_label=args.reward_label,
             update=UpdateSettings(estimator=args.estimator, epochs=args.epochs,
                                   minibatch_size=args.minibatch_size))
         with ray_session(args.address):
             summary = fit(spec, echo=console.print)
-        (out / "lm_summary.json").write_text(json.dumps(summary, indent=1, default=str))
+        return self._report(args.algo, out, summary)
+
+    @staticmethod
+    def _report(algo: str, out: Path, summary: dict) -> int:
+        from iif_ray.lm.runtime import PROGRESS_CSV
+
         last = summary["rounds"][-1]
-        console.print(f"{args.algo}: reward {last['reward_mean']:.4f} in round {last['round']}; "
-                      f"per-round figures in {out}/lm_progress.csv")
+        console.print(f"{algo}: reward {last['reward_mean']:.3f} in round {last['round']}; "
+                      f"per-round figures in {out / PROGRESS_CSV}")
         return 0

@@ -109,6 +109,14 @@ class LMPolicy(nn.Module):
         return parameter_set(self.model, "lora")
 
 
+def score_rows(policy: LMPolicy, batch: SequenceBatch, spec: PolicyLoss,
+               target: dict[str, Tensor], method: str = "ghost") -> Tensor:
+    """Scores of ``batch``'s rows against ``target``, with the loss denominators ``spec``
+    already fixed (to the whole round's batch when ``batch`` is one shard of it)."""
+    return sequence_scores(policy.model, policy.scoring_parameters(), batch, spec, target,
+                           method)
+
+
 def trim_to_minibatches(kept: Tensor, minibatch_size: int, generator: torch.Generator
                         ) -> Tensor:
     """The kept row indices cut, at random, to a multiple of ``minibatch_size`` (sorted)."""
@@ -132,19 +140,45 @@ class LMLearner:
         self.optimizer = torch.optim.Adam(trainable, lr=self.settings.lr)
         self.generator = torch.Generator().manual_seed(self.seed)
 
+    def state(self) -> dict[str, Any]:
+        """Everything an update depends on: trainable weights (adapters, value head), the
+        optimiser's moments and the minibatch shuffler, so a resumed run updates exactly as
+        an uninterrupted one would."""
+        return {"weights": {n: p.detach().clone() for n, p in self.policy.named_parameters()
+                            if p.requires_grad},
+                "optimizer": self.optimizer.state_dict(),
+                "generator": self.generator.get_state()}
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state`'s output (strict: every trainable weight must be there)."""
+        params = dict(self.policy.named_parameters())
+        missing = [n for n, p in params.items() if p.requires_grad and n not in state["weights"]]
+        if missing:
+            raise ValueError(f"checkpoint lacks trainable weights {missing[:3]}: it was saved "
+                             "by a differently configured policy (LoRA rank or targets)")
+        with torch.no_grad():
+            for n, value in state["weights"].items():
+                params[n].copy_(value)
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.generator.set_state(state["generator"])
+
     @torch.no_grad()
     def prepare(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
         """(old logp, reference logp, values) of the round's batch at the current weights."""
         logp, values = self.policy.logp_and_values(batch)
         return logp, self.policy.reference_logp(batch), values
 
+    def target(self, validation: SequenceBatch, weights: Tensor) -> dict[str, Tensor]:
+        """``grad f`` of the target ``sum c_jt log pi`` (validation responses) at the current
+        weights, over the scoring parameters."""
+        return target_gradient(self.policy.model, self.policy.scoring_parameters(), validation,
+                               weights)
+
     def scores(self, batch: SequenceBatch, validation: SequenceBatch, weights: Tensor,
                method: str = "ghost") -> Tensor:
         """Influence of every row on the target ``sum c_jt log pi`` (validation responses)."""
-        params = self.policy.scoring_parameters()
-        target = target_gradient(self.policy.model, params, validation, weights)
         spec = self.settings.policy_loss().for_batch(batch)
-        return sequence_scores(self.policy.model, params, batch, spec, target, method)
+        return score_rows(self.policy, batch, spec, self.target(validation, weights), method)
 
     def update(self, batch: SequenceBatch, kept: Tensor,
                value_targets: ValueTargets | None = None) -> dict[str, Any]:

@@ -10,15 +10,32 @@ One driver, three kinds of actors::
     driver            --select: drop rows (IIF, or the random control), trim to minibatches
     learner actor     --update---->  PPO / GRPO over the kept rows only
 
-The rollout actors get the learner's adapter weights at the start of every round. Every round
-appends one line to ``lm_progress.csv`` (rewards, KL, fraction dropped, seconds per stage);
-evaluation rounds add the held-out detector's reading.
+The rollout actors get the learner's adapter weights at the start of every round. With
+``num_scorers > 0`` the scores come from a pool of scorer actors instead of the learner: the
+learner computes the target gradient once, each scorer scores a contiguous shard of the rows
+(loss denominators fixed to the whole batch first, so shards add up to the same scores).
+
+The run directory (this module owns its LM files)::
+
+    lm_run.json         the run spec, written first (``iif-ray train-lm --resume`` reads it)
+    lm_progress.csv     one row per round: rewards, KL, fraction dropped, seconds per stage;
+                        evaluation rounds add the held-out detector's reading
+    lm_checkpoint.pt    learner state (adapters, value head, optimiser, shuffler), the KL
+                        controller and the driver's generators, every ``checkpoint_every``
+                        rounds and at the end; replaced atomically
+    lm_summary.json     written last, atomically: its presence means the run completed
+
+Every seed a round uses derives from (run seed, round), so a run resumed from its checkpoint
+trains the rounds after it exactly as an uninterrupted run does; progress rows of rounds
+after the checkpoint are dropped first, so none is lost or duplicated.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import math
+import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -38,11 +55,15 @@ from iif_ray.lm.learner import (
     LMPolicy,
     UpdateSettings,
     ValueTargets,
+    score_rows,
     trim_to_minibatches,
 )
 from iif_ray.lm.models import load_policy, with_lora
 
+RUN_SPEC = "lm_run.json"
 PROGRESS_CSV = "lm_progress.csv"
+CHECKPOINT = "lm_checkpoint.pt"
+SUMMARY = "lm_summary.json"
 PROGRESS_FIELDS = ("round", "reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated",
                    "generate_s", "reward_s", "prepare_s", "scoring_s", "update_s", "round_s",
                    "eval_toxic_rate", "eval_negativity", "eval_reward")
@@ -70,6 +91,13 @@ class LMRunSpec:
     kl_target: float = 1.0
     eval_every: int = 5
     eval_prompts: int = 128
+    checkpoint_every: int = 5
+    num_scorers: int = 0  # 0: the learner scores; n: a pool of n scorer actors
+    cpus_per_scorer: float = 1.0
+    # CPUs the rollout and learner actors reserve. They never compute at the same time (the
+    # driver waits on each), so a Tune trial can give the rollout actor less.
+    rollout_cpus: float = 1.0
+    learner_cpus: float = 1.0
     seed: int = 0
     reward: str | None = None  # a local classifier directory; None: detox-mini's classifier
     reward_label: str | None = None
@@ -83,6 +111,18 @@ class LMRunSpec:
             raise ValueError(f"drop_fraction must be in [0, 1), got {self.drop_fraction}")
         if self.update.estimator == "grpo" and self.group_size < 2:
             raise ValueError("grpo needs group_size >= 2 (advantages are group-relative)")
+        if self.checkpoint_every < 1 or self.num_scorers < 0:
+            raise ValueError("checkpoint_every must be >= 1 and num_scorers >= 0")
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "update": asdict(self.update), "sampling": asdict(self.sampling),
+                "lora_targets": list(self.lora_targets)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> LMRunSpec:
+        return cls(**{**d, "update": UpdateSettings(**d["update"]),
+                      "sampling": SamplingSettings(**d["sampling"]),
+                      "lora_targets": tuple(d["lora_targets"])})
 
 
 def _policy_model(spec: LMRunSpec) -> tuple[Any, Any]:
@@ -127,6 +167,22 @@ class RewardWorker:
         return {**detox.toxicity(texts), "reward": float(np.mean(self.score(texts)))}
 
 
+class ScorerWorker:
+    """Actor body: a replica of the LoRA policy that scores shards of a round's rows."""
+
+    def __init__(self, spec: LMRunSpec) -> None:
+        torch.set_num_threads(1)
+        self.policy = LMPolicy(_policy_model(spec)[0])
+
+    def ready(self) -> bool:
+        return True
+
+    def score(self, weights: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
+              shard: SequenceBatch, loss: Any, method: str) -> torch.Tensor:
+        self.policy.model.load_state_dict(weights, strict=False)
+        return score_rows(self.policy, shard, loss, target, method)
+
+
 class LearnerWorker:
     """Actor body: the LoRA policy with its value head, scoring and updates."""
 
@@ -146,6 +202,16 @@ class LearnerWorker:
     def scores(self, batch: SequenceBatch, validation: SequenceBatch, weights: torch.Tensor,
                method: str) -> torch.Tensor:
         return self.learner.scores(batch, validation, weights, method)
+
+    def target(self, validation: SequenceBatch, weights: torch.Tensor
+               ) -> dict[str, torch.Tensor]:
+        return self.learner.target(validation, weights)
+
+    def state(self) -> dict[str, Any]:
+        return self.learner.state()
+
+    def load_state(self, state: dict[str, Any]) -> None:
+        self.learner.load_state(state)
 
     def update(self, batch: SequenceBatch, kept: torch.Tensor,
                targets: ValueTargets | None) -> dict[str, Any]:
@@ -173,12 +239,20 @@ def validation_weights(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Ten
                        prepared: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
     """The target's per-token weights on fresh validation responses (one per prompt):
     ``seq-return`` weighs each by its last-token advantage (PPO's GAE, as the paper's
-    f^seq does), any other target by its raw reward."""
+    f^seq does), any other target by its raw reward.
+
+    Each response's weight is centred on the validation mean (a baseline). On-policy
+    log-likelihood gradients average to zero, so a constant part of the weights adds only
+    noise to the target's gradient, never direction; without the baseline that noise is
+    most of the target whenever the value head does not yet predict the reward's level (the
+    first rounds: it starts at zero, and detox-mini's rewards are all near +5).
+    """
     if spec.target != "seq-return":
-        return target_weights("reward", batch, rewards)
+        return target_weights("reward", batch, rewards - rewards.mean())
     single = replace(spec, group_size=1, update=replace(spec.update, estimator="ppo"))
     full, _, _ = advantages(single, batch, rewards, prepared, beta)
-    return target_weights("seq-return", batch, last_token_advantage(full))
+    last = last_token_advantage(full)
+    return target_weights("seq-return", batch, last - last.mean())
 
 
 def last_token_advantage(batch: SequenceBatch) -> torch.Tensor:
@@ -189,13 +263,24 @@ def last_token_advantage(batch: SequenceBatch) -> torch.Tensor:
 
 
 class ProgressWriter:
-    """``lm_progress.csv``: one row per round, flushed as it is written."""
+    """``lm_progress.csv``: one row per round, flushed as it is written.
 
-    def __init__(self, out_dir: Path) -> None:
+    ``keep_until``: resume after that round: rows of later rounds (trained after the
+    checkpoint, about to be trained again) are dropped, earlier ones kept; ``None`` starts
+    a new file.
+    """
+
+    def __init__(self, out_dir: Path, keep_until: int | None = None) -> None:
         self.path = out_dir / PROGRESS_CSV
+        kept: list[dict[str, str]] = []
+        if keep_until is not None and self.path.exists():
+            with self.path.open(newline="") as f:
+                kept = [r for r in csv.DictReader(f) if int(r["round"]) <= keep_until]
         self._file = self.path.open("w", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_FIELDS)
         self._writer.writeheader()
+        self._writer.writerows(kept)
+        self._file.flush()
 
     def write(self, row: dict[str, float]) -> None:
         self._writer.writerow({k: row.get(k, math.nan) for k in PROGRESS_FIELDS})
@@ -205,28 +290,116 @@ class ProgressWriter:
         self._file.close()
 
 
-def fit(spec: LMRunSpec, echo: Callable[[str], None] = print) -> dict[str, Any]:
-    """Train ``spec.rounds`` rounds on the connected Ray; returns the run's summary."""
+def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    write(tmp)
+    os.replace(tmp, path)
+
+
+def read_spec(out_dir: str | Path) -> LMRunSpec:
+    """The spec a run directory was started with.
+
+    Raises:
+        FileNotFoundError: ``out_dir`` holds no LM run.
+    """
+    path = Path(out_dir) / RUN_SPEC
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(out_dir)!r} holds no LM run (no {RUN_SPEC})")
+    return LMRunSpec.from_dict(json.loads(path.read_text()))
+
+
+class ActorScorers:
+    """The attribution pool for sequence records: ``n`` scorer actors, one contiguous shard
+    each. A scorer that fails fails the round (``ray.get`` raises): a round never trains
+    silently unfiltered."""
+
+    def __init__(self, spec: LMRunSpec, n: int, *, num_cpus: float = 1.0,
+                 start_timeout_s: float = 120.0) -> None:
+        import ray
+        from ray.exceptions import GetTimeoutError
+
+        self._ray = ray
+        self.actors = [ray.remote(num_cpus=num_cpus)(ScorerWorker).remote(spec)
+                       for _ in range(n)]
+        try:
+            ray.get([a.ready.remote() for a in self.actors], timeout=start_timeout_s)
+        except GetTimeoutError:
+            for actor in self.actors:
+                ray.kill(actor)
+            raise RuntimeError(
+                f"{n} scorer actor(s) of {num_cpus} CPU did not start within "
+                f"{start_timeout_s:.0f} s: the cluster has no room for them beside the "
+                "rollout and learner actors; lower --num-scorers or --cpus-per-scorer, or "
+                "use --num-scorers 0 to score in the learner") from None
+
+    def score(self, weights: Any, target: Any, batch: SequenceBatch, loss: Any,
+              method: str) -> torch.Tensor:
+        bounds = np.linspace(0, len(batch.input_ids), len(self.actors) + 1).astype(int)
+        refs = [actor.score.remote(weights, target, batch.select(list(range(a, b))), loss,
+                                   method)
+                for actor, a, b in zip(self.actors, bounds[:-1], bounds[1:], strict=True)
+                if b > a]
+        return torch.cat(self._ray.get(refs))
+
+
+def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
+        on_round: Callable[[dict[str, float]], None] | None = None,
+        resume: bool = False) -> dict[str, Any]:
+    """Train ``spec.rounds`` rounds on the connected Ray; returns the run's summary.
+
+    Args:
+        spec: the run.
+        echo: one progress line per round.
+        on_round: called with every round's progress row, in round order; a resumed run
+            first passes the rows its checkpoint holds (a Tune trial reports them again).
+        resume: continue the run in ``spec.out_dir`` from its last checkpoint (from round 1
+            when it has none).
+    """
     import ray
 
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    if not resume:
+        _replace_atomically(out / RUN_SPEC,
+                            lambda p: p.write_text(json.dumps(spec.to_dict(), indent=1)))
     lang = detox.Language.build(0)
-    rollout = ray.remote(num_cpus=1)(RolloutWorker).remote(spec)
+    rollout = ray.remote(num_cpus=spec.rollout_cpus)(RolloutWorker).remote(spec)
     rewarder = ray.remote(num_cpus=0)(RewardWorker).remote(spec)
-    learner = ray.remote(num_cpus=1)(LearnerWorker).remote(spec)
+    learner = ray.remote(num_cpus=spec.learner_cpus)(LearnerWorker).remote(spec)
+    pool = (ActorScorers(spec, spec.num_scorers, num_cpus=spec.cpus_per_scorer)
+            if spec.num_scorers else None)
     kl_ctl = AdaptiveKL(beta=spec.kl_beta, target=spec.kl_target)
     rng = np.random.default_rng(spec.seed)
     g = torch.Generator().manual_seed(spec.seed)
-    progress = ProgressWriter(out)
-    rows: list[dict[str, float]] = []
+    done, rows = 0, []
+    checkpoint = out / CHECKPOINT
+    if resume and checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=False)
+        ray.get(learner.load_state.remote(state["learner"]))
+        kl_ctl.beta = state["kl_beta"]
+        rng.bit_generator.state = state["numpy_rng"]
+        g.set_state(state["torch_generator"])
+        done, rows = state["round"], state["rows"]
+        echo(f"resuming {out} after round {done} (its checkpoint)")
+    for row in rows:
+        if on_round:
+            on_round(row)
+    progress = ProgressWriter(out, keep_until=done if resume else None)
+
+    def save_checkpoint(k: int) -> None:
+        state = {"round": k, "rows": rows, "learner": ray.get(learner.state.remote()),
+                 "kl_beta": kl_ctl.beta, "numpy_rng": rng.bit_generator.state,
+                 "torch_generator": g.get_state()}
+        _replace_atomically(checkpoint, lambda p: torch.save(state, p))
+
     try:
-        for k in range(1, spec.rounds + 1):
+        for k in range(done + 1, spec.rounds + 1):
             t0 = time.perf_counter()
             ray.get(rollout.set_weights.remote(learner.adapter_weights.remote()))
             prompts = lang.prompts(spec.prompts_per_round, split="train", seed=1000 * spec.seed + k)
             grouped = [p for p in prompts for _ in range(spec.group_size)]
-            batch, texts = ray.get(rollout.generate.remote(grouped, seed=2 * k))
+            batch, texts = ray.get(rollout.generate.remote(
+                grouped, seed=_sampling_seed(spec, 2 * k)))
             t_gen = time.perf_counter()
             rewards = torch.as_tensor(ray.get(rewarder.score.remote(texts)))
             t_rew = time.perf_counter()
@@ -238,16 +411,23 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print) -> dict[str, Any]:
             if spec.algo != "ppo":
                 val_prompts = lang.prompts(spec.validation_prompts, split="train",
                                            seed=10_000 + 1000 * spec.seed + k)
-                vbatch, vtexts = ray.get(rollout.generate.remote(val_prompts, seed=2 * k + 1))
+                vbatch, vtexts = ray.get(rollout.generate.remote(
+                    val_prompts, seed=_sampling_seed(spec, 2 * k + 1)))
                 vrewards = torch.as_tensor(ray.get(rewarder.score.remote(vtexts)))
                 vprep = ray.get(learner.prepare.remote(vbatch))
                 weights = validation_weights(spec, vbatch, vrewards, vprep, kl_ctl.beta)
                 ts = time.perf_counter()
-                scores = ray.get(learner.scores.remote(full, vbatch, weights,
-                                                       spec.scoring_method)).numpy()
+                if pool is None:
+                    scores = ray.get(learner.scores.remote(full, vbatch, weights,
+                                                           spec.scoring_method))
+                else:
+                    loss = spec.update.policy_loss().for_batch(full)
+                    scores = pool.score(learner.adapter_weights.remote(),
+                                        learner.target.remote(vbatch, weights), full, loss,
+                                        spec.scoring_method)
                 scoring_s = time.perf_counter() - ts
                 rule = "neg-bottom" if spec.algo == "iif" else "random"
-                sel = select(scores, rule, spec.drop_fraction, rng=rng, iteration=k)
+                sel = select(scores.numpy(), rule, spec.drop_fraction, rng=rng, iteration=k)
                 kept = torch.as_tensor(np.flatnonzero(sel.keep))
             kept = trim_to_minibatches(kept, spec.update.minibatch_size, g)
             frac = 1 - len(kept) / len(rewards)
@@ -267,14 +447,25 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print) -> dict[str, Any]:
                            eval_reward=ev["reward"])
             progress.write(row)
             rows.append(row)
-            echo(f"round {k}/{spec.rounds}: reward {row['reward_mean']:.4f}, KL {kl:.3f}, "
+            if on_round:
+                on_round(row)
+            if k % spec.checkpoint_every == 0 or k == spec.rounds:
+                save_checkpoint(k)
+            echo(f"round {k}/{spec.rounds}: reward {row['reward_mean']:.3f}, KL {kl:.3f}, "
                  f"dropped {frac:.2f}, scoring {scoring_s:.2f} s, update "
                  f"{row['update_s']:.2f} s" + (f", held-out toxic rate "
                                               f"{row['eval_toxic_rate']:.3f}"
                                               if "eval_toxic_rate" in row else ""))
     finally:
         progress.close()
-        for actor in (rollout, rewarder, learner):
+        for actor in (rollout, rewarder, learner, *(pool.actors if pool else ())):
             ray.kill(actor)
-    return {"spec": {**asdict(spec), "update": asdict(spec.update),
-                     "sampling": asdict(spec.sampling)}, "rounds": rows}
+    summary = {"spec": spec.to_dict(), "rounds": rows}
+    _replace_atomically(out / SUMMARY,
+                        lambda p: p.write_text(json.dumps(summary, indent=1, default=str)))
+    return summary
+
+
+def _sampling_seed(spec: LMRunSpec, stream: int) -> int:
+    """Each (run seed, stream) its own generation seed: seeds differ in sampling noise too."""
+    return 1_000_003 * spec.seed + stream

@@ -1,0 +1,104 @@
+"""LM runs as Tune trials: detox-mini (or any local model) x {ppo, iif, random} x seed.
+
+A trial is one :func:`iif_ray.lm.runtime.fit` run in a run directory of its own
+(``<out>/lm/<algo>-seed<k>``), reporting every round as a round record (the same schema as
+the classic trials, so ``rounds.csv``, ``iif-ray report`` and its statistics work unchanged):
+
+==================  ====================================================
+round record        LM figure
+==================  ====================================================
+env_steps           sequences trained on so far (round x batch)
+train_return        mean reward of the round's responses
+eval_return         held-out reward (evaluation rounds only, else NaN)
+sampling_s          generation + reward seconds
+scoring_s/update_s  scoring (validation responses included) / update
+==================  ====================================================
+
+A trial restarted by Tune (a resumed sweep, or a retry after a failure) resumes its run from
+the run's own checkpoint and first reports the rounds that checkpoint holds again, so Tune's
+round counter and the run's rounds stay the same numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from iif_ray.benchmarks.records import RECORD_KEY, round_record
+from iif_ray.lm.runtime import RUN_SPEC, LMRunSpec, fit
+
+# The key trial_label reads the algorithm from, shared with the classic trials' configs.
+from iif_ray.rllib.settings import LABEL_KEY
+
+LM_ENV = "detox-mini"
+
+
+def record_from_row(row: dict[str, float], sequences_per_round: int) -> dict[str, float]:
+    """The round record of one ``lm_progress.csv`` row."""
+    scoring = row.get("scoring_s", 0.0)
+    update = row.get("update_s", 0.0)
+    return round_record(
+        env_steps=row["round"] * sequences_per_round,
+        eval_return=row.get("eval_reward", math.nan),
+        eval_episodes=0.0,
+        train_return=row["reward_mean"],
+        frac_dropped=row["frac_dropped"],
+        sampling_s=row.get("generate_s", 0.0) + row.get("reward_s", 0.0),
+        scoring_s=scoring,
+        filter_s=scoring,
+        update_s=update,
+        eval_s=0.0,
+        train_s=row["round_s"],
+    )
+
+
+def lm_trial_config(spec: LMRunSpec, algo: str, seed: int) -> dict[str, Any]:
+    """The Tune config of one trial (the grid's cell), JSON-friendly."""
+    return {"spec": spec.to_dict(), "seed": seed, "learner_config_dict": {LABEL_KEY: algo}}
+
+
+def lm_trainable(config: dict[str, Any]) -> None:
+    """Tune function trainable: one LM run, resumed when its directory holds one."""
+    from ray import tune
+
+    algo = config["learner_config_dict"][LABEL_KEY]
+    base = LMRunSpec.from_dict(config["spec"])
+    out = Path(base.out_dir) / f"{algo}-seed{config['seed']}"
+    spec = replace(base, algo=algo, seed=int(config["seed"]), out_dir=str(out))
+    per_round = spec.prompts_per_round * spec.group_size
+
+    def report(row: dict[str, float]) -> None:
+        tune.report({RECORD_KEY: record_from_row(row, per_round),
+                     "reward_mean": row["reward_mean"]})
+
+    fit(spec, echo=lambda _: None, on_round=report, resume=(out / RUN_SPEC).exists())
+
+
+def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
+    """Grid over ``opts.algos`` x ``opts.seed_list`` of LM runs like ``spec`` (run
+    directories under ``spec.out_dir``), resumable like every sweep.
+
+    Each trial reserves the driver's 0.5 CPU plus its rollout and learner actors' CPUs.
+    """
+    from ray import tune
+    from ray.tune.execution.placement_groups import PlacementGroupFactory
+
+    from iif_ray.benchmarks.sweeps import resumable_tuner
+
+    space = {**lm_trial_config(spec, "iif", 0),
+             "seed": tune.grid_search(opts.seed_list),
+             "learner_config_dict": tune.grid_search(
+                 [lm_trial_config(spec, a, 0)["learner_config_dict"] for a in opts.algos])}
+    # One bundle for both actors: with a bundle each, Ray left them pending (fractional
+    # bundles on a 2-CPU node), with no error.
+    resources = PlacementGroupFactory([{"CPU": 0.5},
+                                       {"CPU": spec.rollout_cpus + spec.learner_cpus}])
+    run_config = tune.RunConfig(name=f"{name}-{opts.grid_tag()}",
+                                storage_path=str(Path(opts.out).resolve() / "tune"),
+                                failure_config=tune.FailureConfig(max_failures=3), verbose=1)
+    return resumable_tuner(
+        tune.with_resources(lm_trainable, resources), param_space=space,
+        run_config=run_config,
+        tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent))
