@@ -121,6 +121,8 @@ CASES: list[tuple[list[str], str]] = [
      "unknown preset 'cartpol'"),
     (["submit", "--", "iif-ray", "train", *CP, "--drop-fraction", "2", "--out", "x"],
      "must be in [0, 1), got '2'"),
+    (["submit", "--", "iif-ray", "train-lm", "--out", "x", "--minibatch-size", "999"],
+     "--minibatch-size 999 is larger than a round's 256 sequences"),
     (["submit", "--"], "no command after '--'"),
     (["submit", "--", "iif-ray", "submit", "--", "x"], "cannot submit itself"),
     ([], "the following arguments are required: command"),
