@@ -1,4 +1,7 @@
-"""The per-record influence ledger: its schema, writer and reader, in one place.
+"""The per-record influence ledger: its schemas, writer and reader, in one place.
+
+Two schemas: transitions (classic RL, :data:`LEDGER_SCHEMA`) and prompt -> response sequences
+(language models, :data:`SEQUENCE_LEDGER_SCHEMA`); one file layout for both.
 
 One Parquet file per (round, learner): ``iter-000007-learner0.parquet``. Files are flat (no
 hive directories, so the ``iteration`` column never clashes with a partition key) and written
@@ -41,6 +44,22 @@ LEDGER_SCHEMA: dict[str, type | None] = {
     "kept": bool,
 }
 LEDGER_COLUMNS = tuple(LEDGER_SCHEMA)
+# Language-model runs: a record is one prompt -> response sequence.
+SEQUENCE_LEDGER_SCHEMA: dict[str, type | None] = {
+    "iteration": np.int64,
+    "env_steps": np.int64,  # sequences sampled so far, this round's included
+    "learner": np.int16,
+    "row": np.int64,
+    "group": np.int64,  # the prompt's index in the round: a group's responses share it
+    "prompt": str,
+    "response": str,
+    "response_tokens": np.int32,
+    "reward": np.float32,
+    "advantage": np.float32,  # at the last response token, as the loss uses it
+    "logp": np.float32,  # sum over the response's tokens, at collection
+    "score": np.float32,  # NaN where the round was not scored (plain PPO)
+    "kept": bool,
+}
 OBS_COLUMN = "obs"
 _OBS_SHAPE_KEY = b"obs_shape"
 # iter-000007-learner0.parquet: one file per (round, learner).
@@ -48,6 +67,7 @@ _FILE_NAME = re.compile(r"iter-(\d+)-learner(\d+)\.parquet")
 
 
 def ledger_columns(*, iteration: int, env_steps: int, learner: int,
+                   schema: Mapping[str, type | None] = LEDGER_SCHEMA,
                    **per_record: np.ndarray) -> dict[str, np.ndarray]:
     """One round's ledger columns, typed as the schema says.
 
@@ -55,8 +75,9 @@ def ledger_columns(*, iteration: int, env_steps: int, learner: int,
         iteration: the training round (1-based), the same for every record.
         env_steps: lifetime env steps sampled when the round was trained.
         learner: rank of the learner that scored these records.
-        **per_record: one array per remaining column of :data:`LEDGER_COLUMNS` (``row``, the
-            record's position, is added here).
+        schema: :data:`LEDGER_SCHEMA` (transitions) or :data:`SEQUENCE_LEDGER_SCHEMA`.
+        **per_record: one array per remaining column of the schema (``row``, the record's
+            position, is added here).
 
     Returns:
         ``{column: array}`` in schema order, ready for :meth:`LedgerWriter.write`.
@@ -65,7 +86,7 @@ def ledger_columns(*, iteration: int, env_steps: int, learner: int,
         ValueError: a column is missing or unknown, or the arrays differ in length.
     """
     constants = {"iteration": iteration, "env_steps": env_steps, "learner": learner}
-    wanted = set(LEDGER_COLUMNS) - set(constants) - {"row"}
+    wanted = set(schema) - set(constants) - {"row"}
     if set(per_record) != wanted:
         raise ValueError(f"ledger columns: missing {sorted(wanted - set(per_record))}, "
                          f"unknown {sorted(set(per_record) - wanted)}")
@@ -75,7 +96,7 @@ def ledger_columns(*, iteration: int, env_steps: int, learner: int,
     n = lengths.pop() if lengths else 0
     derived = {**{k: np.full(n, v) for k, v in constants.items()}, "row": np.arange(n)}
     out: dict[str, np.ndarray] = {}
-    for name, dtype in LEDGER_SCHEMA.items():
+    for name, dtype in schema.items():
         values = derived[name] if name in derived else np.asarray(per_record[name])
         out[name] = values.astype(dtype) if dtype is not None else values
     return out
@@ -115,13 +136,14 @@ class LedgerWriter:
         Args:
             iteration: the round, which names the file.
             learner: the learner rank, which names the file.
-            columns: the round's columns, as :func:`ledger_columns` returns them.
+            columns: the round's columns, as :func:`ledger_columns` returns them (in
+                their schema's order).
             obs: ``[n, *obs_shape]`` observations to store beside them, or ``None``.
 
         Returns:
             The path of the file written.
         """
-        arrays = {name: _array(columns[name]) for name in LEDGER_COLUMNS}
+        arrays = {name: _array(values) for name, values in columns.items()}
         meta = {}
         if obs is not None:
             flat = obs.reshape(len(obs), int(np.prod(obs.shape[1:]))).astype(np.float32)

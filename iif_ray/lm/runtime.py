@@ -20,6 +20,9 @@ The run directory (this module owns its LM files)::
     lm_run.json         the run spec, written first (``iif-ray train-lm --resume`` reads it)
     lm_progress.csv     one row per round: rewards, KL, fraction dropped, seconds per stage;
                         evaluation rounds add the held-out detector's reading
+    ledger/             one Parquet file per round: every record's prompt, response, reward,
+                        last-token advantage, score and whether it was kept
+                        (``iif_ray.ledger.SEQUENCE_LEDGER_SCHEMA``)
     lm_checkpoint.pt    learner state (adapters, value head, optimiser, shuffler), the KL
                         controller and the driver's generators, every ``checkpoint_every``
                         rounds and at the end; replaced atomically
@@ -47,6 +50,12 @@ import torch
 
 from iif_ray.attribution.selection import select
 from iif_ray.attribution.sequence import SequenceBatch, target_weights
+from iif_ray.ledger import (
+    SEQUENCE_LEDGER_SCHEMA,
+    LedgerWriter,
+    ledger_columns,
+    remove_rounds_after,
+)
 from iif_ray.lm import LM_ALGOS, detox
 from iif_ray.lm.advantages import AdaptiveKL, gae, grpo_advantages, kl_penalised_rewards, whiten
 from iif_ray.lm.generation import SamplingSettings, response_texts, sample_records
@@ -64,6 +73,7 @@ RUN_SPEC = "lm_run.json"
 PROGRESS_CSV = "lm_progress.csv"
 CHECKPOINT = "lm_checkpoint.pt"
 SUMMARY = "lm_summary.json"
+LEDGER = "ledger"
 PROGRESS_FIELDS = ("round", "reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated",
                    "generate_s", "reward_s", "prepare_s", "scoring_s", "update_s", "round_s",
                    "eval_toxic_rate", "eval_negativity", "eval_reward")
@@ -385,6 +395,8 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
         if on_round:
             on_round(row)
     progress = ProgressWriter(out, keep_until=done if resume else None)
+    ledger = LedgerWriter(str(out / LEDGER))
+    remove_rounds_after(ledger.root, done)
 
     def save_checkpoint(k: int) -> None:
         state = {"round": k, "rows": rows, "learner": ray.get(learner.state.remote()),
@@ -407,6 +419,7 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
             full, targets, kl = advantages(spec, batch, rewards, prepared, kl_ctl.beta)
             t_prep = time.perf_counter()
             kept = torch.arange(len(rewards))
+            scores = torch.full((len(rewards),), math.nan)
             scoring_s = 0.0
             if spec.algo != "ppo":
                 val_prompts = lang.prompts(spec.validation_prompts, split="train",
@@ -432,6 +445,8 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
             kept = trim_to_minibatches(kept, spec.update.minibatch_size, g)
             frac = 1 - len(kept) / len(rewards)
             metrics = ray.get(learner.update.remote(full, kept, targets))
+            write_ledger(ledger, k, grouped, texts, rewards, full, scores, kept,
+                         per_group=spec.group_size)
             kl_ctl.update(kl, n_steps=len(rewards))
             row = {"round": k, "reward_mean": float(rewards.mean()), "kl": kl,
                    "kl_beta": kl_ctl.beta, "frac_dropped": frac, "rows_updated": len(kept),
@@ -464,6 +479,23 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
     _replace_atomically(out / SUMMARY,
                         lambda p: p.write_text(json.dumps(summary, indent=1, default=str)))
     return summary
+
+
+def write_ledger(ledger: LedgerWriter, k: int, prompts: list[str], texts: list[str],
+                 rewards: torch.Tensor, full: SequenceBatch, scores: torch.Tensor,
+                 kept: torch.Tensor, *, per_group: int) -> None:
+    """Round ``k``'s records (every one, dropped ones too) as one ledger file."""
+    n = len(texts)
+    mask = full.response_mask
+    keep = np.zeros(n, dtype=bool)
+    keep[kept.numpy()] = True
+    cols = ledger_columns(
+        iteration=k, env_steps=k * n, learner=0, schema=SEQUENCE_LEDGER_SCHEMA,
+        group=np.arange(n) // per_group, prompt=np.asarray(prompts, dtype=object),
+        response=np.asarray(texts, dtype=object), response_tokens=mask.sum(1).numpy(),
+        reward=rewards.numpy(), advantage=last_token_advantage(full).numpy(),
+        logp=(full.old_logp * mask).sum(1).numpy(), score=scores.numpy(), kept=keep)
+    ledger.write(k, 0, cols)
 
 
 def _sampling_seed(spec: LMRunSpec, stream: int) -> int:

@@ -32,6 +32,16 @@ def test_two_rounds_end_to_end(ray_local, tiny_model_dir, tmp_path, algo, estima
     assert (progress.scoring_s > 0).all() and (progress.update_s > 0).all()
     assert progress.eval_toxic_rate.notna().tolist() == [False, True]
     assert progress.reward_mean.notna().all()  # detox-mini's log-odds: any real number
+    # The ledger: every record of every round, dropped ones included, as the round saw it.
+    from iif_ray.ledger import SEQUENCE_LEDGER_SCHEMA, read_ledger
+
+    ledger = read_ledger(str(tmp_path / algo / "ledger")).to_pandas()
+    assert list(ledger.columns) == list(SEQUENCE_LEDGER_SCHEMA)
+    assert ledger.groupby("iteration").size().tolist() == [16, 16]
+    assert ledger.groupby("iteration").kept.sum().tolist() == progress.rows_updated.tolist()
+    assert ledger.score.notna().all() and (ledger.response_tokens == 12).all()
+    assert (ledger.groupby(["iteration", "group"]).prompt.nunique() == 1).all()
+    assert ledger.reward.mean() == pytest.approx(progress.reward_mean.mean(), rel=1e-5)
     assert len(summary["rounds"]) == 2 and (tmp_path / algo / SUMMARY).exists()
 
 
@@ -104,6 +114,12 @@ def test_a_killed_lm_run_resumes_exactly(ray_local, tiny_model_dir, tmp_path):
     figures = ["reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated", "eval_reward"]
     pd.testing.assert_frame_equal(a[figures], b[figures])
     assert (tmp_path / "killed" / CHECKPOINT).exists()
+    from iif_ray.ledger import read_ledger
+
+    ledgers = [read_ledger(str(tmp_path / d / "ledger")).to_pandas()
+               for d in ("straight", "killed")]
+    assert ledgers[1].groupby("iteration").size().index.tolist() == [1, 2, 3, 4]
+    pd.testing.assert_frame_equal(ledgers[0], ledgers[1])
 
 
 def test_spec_refuses_bad_values():
