@@ -85,7 +85,7 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
     from ray import tune
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-    from iif_ray.benchmarks.sweeps import resumable_tuner
+    from iif_ray.benchmarks.sweeps import resumable_tuner, trial_name
 
     space = {**lm_trial_config(spec, "iif", 0),
              "seed": tune.grid_search(opts.seed_list),
@@ -101,4 +101,6 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
     return resumable_tuner(
         tune.with_resources(lm_trainable, resources), param_space=space,
         run_config=run_config,
-        tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent))
+        tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent,
+                                    trial_dirname_creator=trial_name,
+                                    trial_name_creator=trial_name))

@@ -124,7 +124,9 @@ def load_sweep(path_or_name: str) -> Any:
     return module
 
 
-def _trial_name(trial) -> str:
+def trial_name(trial) -> str:
+    """``<algo>-seed<k>-<id>``: readable trial names and directories for any grid whose
+    configs carry the algorithm label and the seed (classic and LM trials do)."""
     cfg = trial.config
     algo = cfg.get("learner_config_dict", {}).get(LABEL_KEY, "trial")
     return f"{algo}-seed{cfg.get('seed')}-{trial.trial_id}"
@@ -224,8 +226,8 @@ def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
     return resumable_tuner(
         IIFPPO, param_space=params, run_config=run_config,
         tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent,
-                                    trial_dirname_creator=_trial_name,
-                                    trial_name_creator=_trial_name))
+                                    trial_dirname_creator=trial_name,
+                                    trial_name_creator=trial_name))
 
 
 def run_sweep(module: Any, opts: SweepOptions) -> Path:

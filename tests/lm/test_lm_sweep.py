@@ -36,3 +36,5 @@ def test_lm_grid_exports_round_records_and_reports(ray_local, tiny_model_dir, tm
     assert progress.reward_mean.tolist() == pytest.approx(iif.train_return.tolist())
     assert main(["report", str(out)]) == 0
     assert LM_ENV in (out / "report.md").read_text()
+    assert sorted(p.name.rsplit("-", 1)[0] for p in (out / "tune").glob("*/*-seed0-*")) == \
+        ["iif-seed0", "ppo-seed0"]
