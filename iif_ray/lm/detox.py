@@ -42,6 +42,9 @@ NUM_TOPICS = 8
 TRAIN_TOPICS = tuple(range(6))
 EVAL_TOPICS = (6, 7)
 PROMPT_WORDS = 4
+# Bump when the generator's output changes: pre-trained models are cached under a key that
+# includes it (and the vocabulary), so a model of another corpus is never reused.
+CORPUS_VERSION = 2
 # Share of insulting sentences per topic: the prompt's topic decides how tempting insults are.
 INSULT_RATE = (0.5, 0.4, 0.3, 0.2, 0.1, 0.05, 0.35, 0.15)
 _WORD = re.compile(r"[a-z]{2,12}")
@@ -119,7 +122,11 @@ class Language:
         return cls(clean, insults, topic_words, successors)
 
     def sentence(self, rng: np.random.Generator, topic: int) -> list[str]:
-        n = int(rng.integers(8, 17))
+        # At least PROMPT_WORDS + 12 words: a policy trained on these sentences rarely ends a
+        # 12-token response early, so responses have (nearly) one length while sampling stays
+        # the policy's own distribution. Lengths matter: the reward's classifier dilutes an
+        # insult over more words, so with free lengths the reward would pay for length.
+        n = int(rng.integers(PROMPT_WORDS + 12, PROMPT_WORDS + 17))
         zipf = 1.0 / np.arange(1, self.topic_words.shape[1] + 1)
         zipf /= zipf.sum()
         words, prev = [], None

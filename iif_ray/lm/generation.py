@@ -21,12 +21,6 @@ from iif_ray.attribution.sequence import SequenceBatch
 @dataclass(frozen=True)
 class SamplingSettings:
     max_new_tokens: int = 12
-    # Responses shorter than this cannot end (EOS is suppressed until then). The paper's code
-    # samples nearly fixed lengths (28-30 new tokens, at least 20); detox-mini fixes them,
-    # because its classifier dilutes one insult over more words: with free lengths the
-    # reward pays for length, and "do not stop early" drowns the toxicity signal in the
-    # influence target (measured: flipped-reward AUROC at chance).
-    min_new_tokens: int = 12
     temperature: float = 1.0
     top_k: int = 0  # 0: the full distribution (the policy's own probabilities)
 
@@ -62,7 +56,6 @@ def sample_records(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
     torch.manual_seed(seed)
     out = model.generate(input_ids=input_ids, attention_mask=prompt_mask, do_sample=True,
                          max_new_tokens=settings.max_new_tokens,
-                         min_new_tokens=min(settings.min_new_tokens, settings.max_new_tokens),
                          temperature=settings.temperature, top_k=settings.top_k or None,
                          top_p=1.0, pad_token_id=tokenizer.pad_token_id,
                          eos_token_id=tokenizer.eos_token_id)

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import torch
 
-from iif_ray.lm.detox import Language, vocabulary
+from iif_ray.lm.detox import CORPUS_VERSION, Language, vocabulary
 from iif_ray.lm.models import tiny_llama, word_tokenizer
 
 MARKER = "detox_mini.json"  # written last: its presence means the directory is complete
@@ -79,10 +79,11 @@ def pretrain(out_dir: str | Path, settings: PretrainSettings = PretrainSettings(
 def detox_model(cache_dir: str | Path, settings: PretrainSettings = PretrainSettings(),
                 echo: Callable[[str], None] = print) -> Path:
     """The pre-trained detox-mini model under ``cache_dir``, trained first when missing."""
-    # The vocabulary's digest names the directory: a model pre-trained on another word list
-    # (another detox-mini version) is never picked up.
+    # The digest of the vocabulary and the corpus version names the directory: a model
+    # pre-trained on another word list or corpus (another detox-mini) is never picked up.
     clean, insults = vocabulary()
-    words = hashlib.sha1("\n".join(clean + insults).encode()).hexdigest()[:8]
+    words = hashlib.sha1("\n".join((f"corpus {CORPUS_VERSION}", *clean, *insults))
+                         .encode()).hexdigest()[:8]
     path = Path(cache_dir) / (f"detox-mini-{words}-h{settings.hidden}-l{settings.layers}"
                               f"-s{settings.seed}")
     marker = path / MARKER

@@ -39,7 +39,7 @@ def test_two_rounds_end_to_end(ray_local, tiny_model_dir, tmp_path, algo, estima
     assert list(ledger.columns) == list(SEQUENCE_LEDGER_SCHEMA)
     assert ledger.groupby("iteration").size().tolist() == [16, 16]
     assert ledger.groupby("iteration").kept.sum().tolist() == progress.rows_updated.tolist()
-    assert ledger.score.notna().all() and (ledger.response_tokens == 12).all()
+    assert ledger.score.notna().all() and ledger.response_tokens.between(1, 12).all()
     assert (ledger.groupby(["iteration", "group"]).prompt.nunique() == 1).all()
     assert ledger.reward.mean() == pytest.approx(progress.reward_mean.mean(), rel=1e-5)
     assert len(summary["rounds"]) == 2 and (tmp_path / algo / SUMMARY).exists()
