@@ -54,11 +54,6 @@ def record_from_row(row: dict[str, float], sequences_per_round: int) -> dict[str
     )
 
 
-def lm_trial_config(spec: LMRunSpec, algo: str, seed: int) -> dict[str, Any]:
-    """The Tune config of one trial (the grid's cell), JSON-friendly."""
-    return {"spec": spec.to_dict(), "seed": seed, "learner_config_dict": {LABEL_KEY: algo}}
-
-
 def lm_trainable(config: dict[str, Any]) -> None:
     """Tune function trainable: one LM run, resumed when its directory holds one."""
     from ray import tune
@@ -87,10 +82,8 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
 
     from iif_ray.benchmarks.sweeps import resumable_tuner, trial_name
 
-    space = {**lm_trial_config(spec, "iif", 0),
-             "seed": tune.grid_search(opts.seed_list),
-             "learner_config_dict": tune.grid_search(
-                 [lm_trial_config(spec, a, 0)["learner_config_dict"] for a in opts.algos])}
+    space = {"spec": spec.to_dict(), "seed": tune.grid_search(opts.seed_list),
+             "learner_config_dict": tune.grid_search([{LABEL_KEY: a} for a in opts.algos])}
     # One bundle for both actors: with a bundle each, Ray left them pending (fractional
     # bundles on a 2-CPU node), with no error.
     resources = PlacementGroupFactory([{"CPU": 0.5},

@@ -407,7 +407,9 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
     try:
         for k in range(done + 1, spec.rounds + 1):
             t0 = time.perf_counter()
-            ray.get(rollout.set_weights.remote(learner.adapter_weights.remote()))
+            # The round's pre-update weights: the rollout samples with them, scorers score at them.
+            weights_ref = learner.adapter_weights.remote()
+            ray.get(rollout.set_weights.remote(weights_ref))
             prompts = lang.prompts(spec.prompts_per_round, split="train", seed=1000 * spec.seed + k)
             grouped = [p for p in prompts for _ in range(spec.group_size)]
             batch, texts = ray.get(rollout.generate.remote(
@@ -435,7 +437,7 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
                                                            spec.scoring_method))
                 else:
                     loss = spec.update.policy_loss().for_batch(full)
-                    scores = pool.score(learner.adapter_weights.remote(),
+                    scores = pool.score(weights_ref,
                                         learner.target.remote(vbatch, weights), full, loss,
                                         spec.scoring_method)
                 scoring_s = time.perf_counter() - ts
