@@ -23,6 +23,7 @@ import shutil
 from pathlib import Path
 from typing import Any, TextIO
 
+from iif_ray.atomic_files import replace_atomically, write_json_atomically
 from iif_ray.ledger import remove_rounds_after
 from iif_ray.rllib.results import DEFAULT_MODULE, iif_metrics
 
@@ -134,14 +135,7 @@ def save_checkpoint(algo: Any, run_dir: str | Path) -> Path:
 
 def write_summary(run_dir: str | Path, summary: dict[str, Any]) -> Path:
     """Write ``summary.json`` atomically: it is what marks a run as complete."""
-    return _write_json(Path(run_dir) / SUMMARY, summary)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> Path:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=str))
-    os.replace(tmp, path)
-    return path
+    return write_json_atomically(Path(run_dir) / SUMMARY, summary)
 
 
 def read_summary(run_dir: str | Path) -> dict[str, Any]:
@@ -163,7 +157,7 @@ def module_checkpoint(run_dir: str | Path, module_id: str = DEFAULT_MODULE) -> P
 
 def write_run_spec(run_dir: str | Path, spec: dict[str, Any]) -> Path:
     """Write ``run.json`` (what was asked for) atomically, before the first round."""
-    return _write_json(Path(run_dir) / RUN_SPEC, spec)
+    return write_json_atomically(Path(run_dir) / RUN_SPEC, spec)
 
 
 def read_run_spec(run_dir: str | Path) -> dict[str, Any]:
@@ -229,12 +223,14 @@ def rewind(run_dir: str | Path, algo: Any) -> list[dict[str, float]]:
         algo.restore_from_path(str(run_dir / CHECKPOINT))
         done = int(algo.iteration)
     rows = [r for r in read_progress(run_dir) if r["iteration"] <= done]
-    tmp = progress_path(run_dir).with_name(f".{PROGRESS}.tmp")
-    with tmp.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=PROGRESS_FIELDS)
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, progress_path(run_dir))
+
+    def write(tmp: Path) -> None:
+        with tmp.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=PROGRESS_FIELDS)
+            writer.writeheader()
+            writer.writerows(rows)
+
+    replace_atomically(progress_path(run_dir), write)
     remove_rounds_after(str(ledger_dir(run_dir)), done)
     (run_dir / SUMMARY).unlink(missing_ok=True)
     return rows

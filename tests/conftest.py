@@ -16,7 +16,9 @@ def ray_local():
 
     if ray.is_initialized():
         ray.shutdown()
-    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=200 * 1024**2,
-             log_to_driver=False)
+    # address="local": a private Ray even while a sweep's Ray runs on this machine (a bare
+    # ray.init would join that one, and a num_cpus with it is an error).
+    ray.init(address="local", num_cpus=2, include_dashboard=False,
+             object_store_memory=200 * 1024**2, log_to_driver=False)
     yield ray
     ray.shutdown()

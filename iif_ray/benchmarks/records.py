@@ -12,13 +12,13 @@ quantity wall-clock comparisons (RT_peak) use.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from iif_ray.atomic_files import replace_atomically
 from iif_ray.rllib.results import iif_metrics
 from iif_ray.rllib.settings import CONFIG_KEY, LABEL_KEY
 
@@ -127,9 +127,7 @@ def merge_rounds(path: Path, new: pd.DataFrame) -> pd.DataFrame:
 
 
 def _replace_file(path: Path, frame: pd.DataFrame) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    frame.to_csv(tmp, index=False, float_format="%.8g")
-    os.replace(tmp, path)  # a kill leaves the old file whole
+    replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.8g"))
 
 
 def read_evals(path: str | Path) -> pd.DataFrame:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 import pickle
 import re
 from collections.abc import Iterator
@@ -29,6 +28,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+
+from iif_ray.atomic_files import replace_atomically
 
 SNAPSHOT_ROOT = "policies"  # under a sweep's --out directory
 SPEC_FILE = "module_spec.pkl"
@@ -48,13 +49,6 @@ def round_file(run_dir: str | Path, round_: int) -> Path:
     return Path(run_dir) / f"round_{int(round_):04d}.pt"
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    write(tmp)
-    os.replace(tmp, path)  # a reader never sees half a file, a kill leaves only a .tmp
-
-
 def write_snapshot(run_dir: str | Path, round_: int, state_dict: dict[str, torch.Tensor],
                    *, overwrite: bool = True) -> Path | None:
     """Save one round's policy weights; ``overwrite=False`` keeps an existing file.
@@ -66,14 +60,14 @@ def write_snapshot(run_dir: str | Path, round_: int, state_dict: dict[str, torch
     if not overwrite and path.exists():
         return None
     cpu = {k: v.detach().to("cpu").clone() for k, v in state_dict.items()}
-    _atomic(path, lambda tmp: torch.save(cpu, tmp))
+    replace_atomically(path, lambda tmp: torch.save(cpu, tmp))
     return path
 
 
 def write_spec(run_dir: str | Path, spec: Any) -> Path:
     """Save the (picklable) ``RLModuleSpec`` the snapshots' network is rebuilt from."""
     path = Path(run_dir) / SPEC_FILE
-    _atomic(path, lambda tmp: tmp.write_bytes(pickle.dumps(spec)))
+    replace_atomically(path, lambda tmp: tmp.write_bytes(pickle.dumps(spec)))
     return path
 
 
