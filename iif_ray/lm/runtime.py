@@ -38,7 +38,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
@@ -48,6 +47,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from iif_ray.atomic_files import replace_atomically, write_json_atomically
 from iif_ray.attribution.selection import select
 from iif_ray.attribution.sequence import SequenceBatch, target_weights
 from iif_ray.ledger import (
@@ -184,8 +184,11 @@ class ScorerWorker:
         torch.set_num_threads(1)
         self.policy = LMPolicy(_policy_model(spec)[0])
 
-    def ready(self) -> bool:
-        return True
+    def info(self) -> dict[str, Any]:
+        """Returns once the replica is built (the pool waits on it); where this scorer runs."""
+        from iif_ray.scoring.pool import actor_placement
+
+        return actor_placement()
 
     def score(self, weights: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
               shard: SequenceBatch, loss: Any, method: str) -> torch.Tensor:
@@ -300,10 +303,15 @@ class ProgressWriter:
         self._file.close()
 
 
-def _replace_atomically(path: Path, write: Callable[[Path], None]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    write(tmp)
-    os.replace(tmp, path)
+def read_progress(out_dir: str | Path) -> list[dict[str, float]]:
+    """The rows of a run's ``lm_progress.csv``, as numbers (``nan`` where a round has no
+    evaluation), in round order."""
+    with (Path(out_dir) / PROGRESS_CSV).open(newline="") as f:
+        rows = [{k: float(v) if v not in ("", None) else math.nan for k, v in r.items()}
+                for r in csv.DictReader(f)]
+    for r in rows:
+        r["round"] = int(r["round"])
+    return sorted(rows, key=lambda r: r["round"])
 
 
 def read_spec(out_dir: str | Path) -> LMRunSpec:
@@ -319,37 +327,41 @@ def read_spec(out_dir: str | Path) -> LMRunSpec:
 
 
 class ActorScorers:
-    """The attribution pool for sequence records: ``n`` scorer actors, one contiguous shard
-    each. A scorer that fails fails the round (``ray.get`` raises): a round never trains
-    silently unfiltered."""
+    """The attribution pool for sequence records: scorer actors sharing out a round's rows
+    (the classic path's :class:`~iif_ray.scoring.pool.ShardedActors`, so a scorer that dies
+    or hangs is replaced and its shard re-scored; a shard that keeps failing fails the round,
+    which never trains silently unfiltered)."""
 
     def __init__(self, spec: LMRunSpec, n: int, *, num_cpus: float = 1.0,
-                 start_timeout_s: float = 120.0) -> None:
-        import ray
-        from ray.exceptions import GetTimeoutError
+                 start_timeout_s: float = 120.0, timeout_s: float = 300.0,
+                 max_retries: int = 2) -> None:
+        from iif_ray.scoring.pool import ShardedActors
 
-        self._ray = ray
-        self.actors = [ray.remote(num_cpus=num_cpus)(ScorerWorker).remote(spec)
-                       for _ in range(n)]
-        try:
-            ray.get([a.ready.remote() for a in self.actors], timeout=start_timeout_s)
-        except GetTimeoutError:
-            for actor in self.actors:
-                ray.kill(actor)
-            raise RuntimeError(
-                f"{n} scorer actor(s) of {num_cpus} CPU did not start within "
-                f"{start_timeout_s:.0f} s: the cluster has no room for them beside the "
-                "rollout and learner actors; lower --num-scorers or --cpus-per-scorer, or "
-                "use --num-scorers 0 to score in the learner") from None
+        self._actors = ShardedActors(
+            ScorerWorker, (spec,), n, num_cpus=num_cpus, timeout_s=timeout_s,
+            max_retries=max_retries, start_timeout_s=start_timeout_s,
+            no_room_hint="Beside the rollout and learner actors: lower --num-scorers or "
+                         "--cpus-per-scorer, or use --num-scorers 0 to score in the learner.")
+
+    @property
+    def actors(self) -> list:
+        return self._actors.actors
+
+    @property
+    def total_retries(self) -> int:
+        return self._actors.total_retries
 
     def score(self, weights: Any, target: Any, batch: SequenceBatch, loss: Any,
               method: str) -> torch.Tensor:
-        bounds = np.linspace(0, len(batch.input_ids), len(self.actors) + 1).astype(int)
-        refs = [actor.score.remote(weights, target, batch.select(list(range(a, b))), loss,
-                                   method)
-                for actor, a, b in zip(self.actors, bounds[:-1], bounds[1:], strict=True)
-                if b > a]
-        return torch.cat(self._ray.get(refs))
+        """Scores of ``batch``'s rows in row order (``weights`` and ``target``: object refs)."""
+        def call(actor: Any, start: int, stop: int) -> Any:
+            return actor.score.remote(weights, target, batch.select(list(range(start, stop))),
+                                      loss, method)
+
+        return torch.cat(self._actors.run(len(batch.input_ids), call).results)
+
+    def shutdown(self) -> None:
+        self._actors.shutdown()
 
 
 def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
@@ -370,8 +382,7 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
-        _replace_atomically(out / RUN_SPEC,
-                            lambda p: p.write_text(json.dumps(spec.to_dict(), indent=1)))
+        write_json_atomically(out / RUN_SPEC, spec.to_dict())
     lang = detox.Language.build(0)
     rollout = ray.remote(num_cpus=spec.rollout_cpus)(RolloutWorker).remote(spec)
     rewarder = ray.remote(num_cpus=0)(RewardWorker).remote(spec)
@@ -402,7 +413,7 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
         state = {"round": k, "rows": rows, "learner": ray.get(learner.state.remote()),
                  "kl_beta": kl_ctl.beta, "numpy_rng": rng.bit_generator.state,
                  "torch_generator": g.get_state()}
-        _replace_atomically(checkpoint, lambda p: torch.save(state, p))
+        replace_atomically(checkpoint, lambda p: torch.save(state, p))
 
     try:
         for k in range(done + 1, spec.rounds + 1):
@@ -478,8 +489,7 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
         for actor in (rollout, rewarder, learner, *(pool.actors if pool else ())):
             ray.kill(actor)
     summary = {"spec": spec.to_dict(), "rounds": rows}
-    _replace_atomically(out / SUMMARY,
-                        lambda p: p.write_text(json.dumps(summary, indent=1, default=str)))
+    write_json_atomically(out / SUMMARY, summary)
     return summary
 
 

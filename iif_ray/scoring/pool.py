@@ -1,5 +1,9 @@
 """The attribution actor pool: score a round's records on Ray actors, in parallel.
 
+:class:`ShardedActors` is the payload-agnostic part (actors, contiguous shards, start-up
+bound, timeouts, replacement); :class:`AttributionPool` scores classic RL records on it, and
+the LM path's sequence scorers (``iif_ray.lm.runtime.ActorScorers``) use it too.
+
 Protocol per round:
 
 1. the policy weights and the target direction go to the object store once (``ray.put``);
@@ -66,9 +70,7 @@ class ScorerWorker:
         """Where this scorer runs; also builds its replicas so round 1 pays no start-up."""
         for module_id in self._builders:
             self._policy(module_id)
-        ctx = ray.get_runtime_context()
-        return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "device": str(self._device),
-                "placement_group": ctx.get_placement_group_id()}
+        return actor_placement(str(self._device))
 
     def _policy(self, module_id: str) -> FunctionalPolicy:
         if module_id not in self._policies:
@@ -94,17 +96,161 @@ class ScorerWorker:
         return scores.float().cpu().numpy(), time.perf_counter() - t0
 
 
+def actor_placement(device: str = "cpu") -> dict[str, Any]:
+    """Where the calling actor runs: what a pool's ``info()`` reports (and logs) per actor."""
+    ctx = ray.get_runtime_context()
+    return {"node_id": ctx.get_node_id(), "pid": os.getpid(), "device": device,
+            "placement_group": ctx.get_placement_group_id()}
+
+
 @dataclass
 class _Shard:
     index: int
     start: int
     stop: int
-    ref: ray.ObjectRef
     attempts: int = 0
 
 
+@dataclass
+class ShardedRun:
+    """What :meth:`ShardedActors.run` returns: results in shard order, and how it went."""
+
+    results: list[Any]
+    bounds: list[tuple[int, int]]
+    retries: int
+
+
+ShardCall = Callable[[Any, int, int], "ray.ObjectRef"]
+
+
+class ShardedActors:
+    """``n`` actors of one body that share out contiguous shards of a batch, with retries.
+
+    Payload-agnostic: the caller says how to ask an actor for records ``start..stop`` (a
+    function returning an ``ObjectRef``) and what to do with the answers. Both attribution
+    paths build on it, the classic records' :class:`AttributionPool` and the LM path's
+    sequence scorers, so sharding, start-up bounds, timeouts and replacement live once.
+
+    Retrying is only sound because a shard's answer is a pure function of what the call sends
+    (weights, target, shard): a replaced actor recomputes exactly what the lost one would have.
+    An actor body must define ``info()``, which returns once the actor is ready (and says where
+    it runs); the pool waits for it at most ``start_timeout_s``.
+
+    Args:
+        worker_cls: the actor body.
+        worker_args: its constructor's arguments.
+        num_actors: actors in the pool (>= 1).
+        num_cpus / num_gpus: each actor's Ray resources.
+        timeout_s: a shard without an answer for this long is re-run on a new actor.
+        max_retries: re-runs per shard before the batch fails.
+        start_timeout_s: how long to wait for actors to start.
+        no_room_hint: appended to the "did not start" error: what the user can change.
+    """
+
+    def __init__(self, worker_cls: type, worker_args: tuple, num_actors: int, *,
+                 num_cpus: float = 1.0, num_gpus: float = 0.0, timeout_s: float = 120.0,
+                 max_retries: int = 2, start_timeout_s: float = 120.0,
+                 no_room_hint: str = "") -> None:
+        if num_actors < 1:
+            raise ValueError(f"num_scorers must be >= 1 for a pool, got {num_actors}")
+        self._actor_cls = ray.remote(worker_cls).options(
+            num_cpus=num_cpus, num_gpus=num_gpus, max_restarts=0)
+        self._args = worker_args
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.start_timeout_s = start_timeout_s
+        self._no_room_hint = no_room_hint
+        self.actors = [self._actor_cls.remote(*worker_args) for _ in range(num_actors)]
+        self.actor_info = self._wait_started(self.actors)
+        self.total_retries = 0
+
+    def _wait_started(self, actors: list) -> list[dict]:
+        refs = [a.info.remote() for a in actors]
+        try:
+            return ray.get(refs, timeout=self.start_timeout_s)
+        except RayActorError as e:
+            for a in actors:
+                ray.kill(a)
+            raise ScoringFailedError(f"scorer actor(s) failed to start: {e}") from e
+        except GetTimeoutError:
+            for a in actors:
+                ray.kill(a)
+            raise ScoringFailedError(
+                f"{len(actors)} scorer actor(s) did not start within {self.start_timeout_s:.0f} s: "
+                f"the cluster (or, under Tune, the trial's placement group) has no room for them. "
+                f"{self._no_room_hint}".rstrip()) from None
+
+    def _replace(self, i: int) -> None:
+        with contextlib.suppress(Exception):  # it may already be dead
+            ray.kill(self.actors[i])
+        self.actors[i] = self._actor_cls.remote(*self._args)
+        self.actor_info[i] = self._wait_started([self.actors[i]])[0]
+
+    def run(self, n: int, call: ShardCall) -> ShardedRun:
+        """Run ``call(actor, start, stop)`` over contiguous shards of ``n`` records.
+
+        Raises:
+            ScoringFailedError: a shard failed after ``max_retries`` re-runs, or the actor's
+                code raised (deterministic, so a retry could not help).
+        """
+        bounds = np.linspace(0, n, min(len(self.actors), max(n, 1)) + 1).astype(int)
+        shards = [_Shard(i, int(a), int(b)) for i, (a, b) in enumerate(itertools.pairwise(bounds))]
+        pending: dict[ray.ObjectRef, tuple[_Shard, float]] = {}
+
+        def submit(shard: _Shard) -> None:
+            shard.attempts += 1
+            ref = call(self.actors[shard.index], shard.start, shard.stop)
+            pending[ref] = (shard, time.perf_counter())
+
+        def where(shard: _Shard) -> str:
+            return f"shard {shard.index} (records {shard.start}..{shard.stop - 1} of {n})"
+
+        retries = 0
+
+        def retry(shard: _Shard, cause: str) -> None:
+            nonlocal retries
+            if shard.attempts > self.max_retries:
+                raise ScoringFailedError(
+                    f"{where(shard)} failed after {shard.attempts} attempts: {cause}")
+            logger.warning("scorer %d failed on shard %d (%s); replacing it and re-scoring",
+                           shard.index, shard.index, cause)
+            retries += 1
+            self._replace(shard.index)
+            submit(shard)
+
+        for shard in shards:
+            submit(shard)
+        results: list[Any] = [None] * len(shards)
+        while pending:
+            now = time.perf_counter()
+            wait_for = max(0.0, min(s + self.timeout_s - now for _, s in pending.values()))
+            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait_for)
+            for ref in ready:
+                shard, _ = pending.pop(ref)
+                try:
+                    results[shard.index] = ray.get(ref)
+                except RayActorError as e:
+                    retry(shard, f"scorer actor died ({type(e).__name__})")
+                except RayTaskError as e:
+                    raise ScoringFailedError(
+                        f"{where(shard)} raised in the scorer: {e.cause!r}") from e
+            now = time.perf_counter()
+            for ref, (shard, started) in list(pending.items()):
+                if now - started > self.timeout_s:
+                    del pending[ref]
+                    retry(shard, f"no answer within {self.timeout_s:.0f} s")
+        self.total_retries += retries
+        return ShardedRun(results, [(s.start, s.stop) for s in shards], retries)
+
+    def shutdown(self) -> None:
+        for a in self.actors:
+            with contextlib.suppress(Exception):
+                ray.kill(a)
+        self.actors = []
+
+
 class AttributionPool:
-    """``num_scorers`` Ray actors scoring contiguous shards in parallel.
+    """``num_scorers`` Ray actors scoring contiguous shards of RL records in parallel.
 
     Args:
         policy_builders: module id -> picklable zero-argument callable that builds the
@@ -137,47 +283,29 @@ class AttributionPool:
         start_timeout_s: float = 120.0,
         worker_cls: type[ScorerWorker] = ScorerWorker,
     ) -> None:
-        if num_scorers < 1:
-            raise ValueError(f"num_scorers must be >= 1 for a pool, got {num_scorers}")
-        self._builders = dict(policy_builders)
-        self._device = "cuda" if num_gpus_per_scorer > 0 else "cpu"
-        self._actor_cls = ray.remote(worker_cls).options(
-            num_cpus=num_cpus_per_scorer, num_gpus=num_gpus_per_scorer, max_restarts=0,
-        )
-        self.timeout_s = timeout_s
-        self.max_retries = max_retries
+        device = "cuda" if num_gpus_per_scorer > 0 else "cpu"
+        self._actors = ShardedActors(
+            worker_cls, (dict(policy_builders), device), num_scorers,
+            num_cpus=num_cpus_per_scorer, num_gpus=num_gpus_per_scorer, timeout_s=timeout_s,
+            max_retries=max_retries, start_timeout_s=start_timeout_s,
+            no_room_hint="Use IIFPPO as the trainable so the scorers get reserved bundles, "
+                         "lower num_cpus_per_scorer, or set num_scorers=0 to score in the "
+                         "learner process.")
         self.method = method
         self.chunk_size = chunk_size
-        self.start_timeout_s = start_timeout_s
-        self.actors = [self._actor_cls.remote(self._builders, self._device)
-                       for _ in range(num_scorers)]
-        self.actor_info = self._wait_started(self.actors)
-        self.total_retries = 0
         logger.info("attribution pool started: %s", self.actor_info)
 
-    def _wait_started(self, actors: list) -> list[dict]:
-        refs = [a.info.remote() for a in actors]
-        try:
-            return ray.get(refs, timeout=self.start_timeout_s)
-        except RayActorError as e:
-            for a in actors:
-                ray.kill(a)
-            raise ScoringFailedError(f"scorer actor(s) failed to start: {e}") from e
-        except GetTimeoutError:
-            for a in actors:
-                ray.kill(a)
-            raise ScoringFailedError(
-                f"{len(actors)} scorer actor(s) did not start within {self.start_timeout_s:.0f} s: "
-                "the cluster (or, under Tune, the trial's placement group) has no room for them. "
-                "Use IIFPPO as the trainable so the scorers get reserved bundles, lower "
-                "num_cpus_per_scorer, or set num_scorers=0 to score in the learner process."
-            ) from None
+    @property
+    def actors(self) -> list:
+        return self._actors.actors
 
-    def _replace(self, i: int) -> None:
-        with contextlib.suppress(Exception):  # it may already be dead
-            ray.kill(self.actors[i])
-        self.actors[i] = self._actor_cls.remote(self._builders, self._device)
-        self.actor_info[i] = self._wait_started([self.actors[i]])[0]
+    @property
+    def actor_info(self) -> list[dict]:
+        return self._actors.actor_info
+
+    @property
+    def total_retries(self) -> int:
+        return self._actors.total_retries
 
     def score(
         self,
@@ -195,83 +323,32 @@ class AttributionPool:
                 scoring code raised.
         """
         t0 = time.perf_counter()
-        n = len(records)
         weights_ref = ray.put({k: v.detach().cpu().numpy() for k, v in policy.params().items()})
         direction_ref = ray.put({k: v.detach().cpu().numpy() for k, v in direction.items()})
         host = {f: getattr(records, f).detach().cpu().numpy() for f in _RECORD_FIELDS}
-        bounds = np.linspace(0, n, min(len(self.actors), max(n, 1)) + 1).astype(int)
-        shards = [
-            _Shard(i, int(a), int(b), ray.put({f: host[f][a:b] for f in _RECORD_FIELDS}))
-            for i, (a, b) in enumerate(itertools.pairwise(bounds))
-        ]
         put_s = time.perf_counter() - t0
+        shard_refs: dict[tuple[int, int], ray.ObjectRef] = {}
 
-        def submit(shard: _Shard) -> tuple[ray.ObjectRef, float]:
-            shard.attempts += 1
-            ref = self.actors[shard.index].score.remote(
-                module_id, weights_ref, direction_ref, shard.ref, float(entropy_coeff),
-                self.method, self.chunk_size)
-            return ref, time.perf_counter()
+        def call(actor: Any, start: int, stop: int) -> ray.ObjectRef:
+            if (start, stop) not in shard_refs:  # put once, even when re-scored
+                shard_refs[start, stop] = ray.put({f: host[f][start:stop] for f in _RECORD_FIELDS})
+            return actor.score.remote(module_id, weights_ref, direction_ref,
+                                      shard_refs[start, stop], float(entropy_coeff),
+                                      self.method, self.chunk_size)
 
-        pending: dict[ray.ObjectRef, tuple[_Shard, float]] = {}
-        for shard in shards:
-            ref, started = submit(shard)
-            pending[ref] = (shard, started)
-        results: list[np.ndarray | None] = [None] * len(shards)
-        compute_s: list[float] = [0.0] * len(shards)
-        retries = 0
-
-        def retry(shard: _Shard, cause: str) -> None:
-            nonlocal retries
-            if shard.attempts > self.max_retries:
-                raise ScoringFailedError(
-                    f"shard {shard.index} (records {shard.start}..{shard.stop - 1} of {n}) "
-                    f"failed after {shard.attempts} attempts: {cause}")
-            logger.warning("scorer %d failed on shard %d (%s); replacing it and re-scoring",
-                           shard.index, shard.index, cause)
-            retries += 1
-            self._replace(shard.index)
-            ref, started = submit(shard)
-            pending[ref] = (shard, started)
-
-        while pending:
-            now = time.perf_counter()
-            wait_for = max(0.0, min(s + self.timeout_s - now for _, s in pending.values()))
-            ready, _ = ray.wait(list(pending), num_returns=1, timeout=wait_for)
-            for ref in ready:
-                shard, _ = pending.pop(ref)
-                try:
-                    scores, seconds = ray.get(ref)
-                except RayActorError as e:
-                    retry(shard, f"scorer actor died ({type(e).__name__})")
-                    continue
-                except RayTaskError as e:
-                    # The scoring code itself raised: deterministic, so retrying cannot help.
-                    raise ScoringFailedError(
-                        f"shard {shard.index} (records {shard.start}..{shard.stop - 1} of {n}) "
-                        f"raised in the scorer: {e.cause!r}") from e
-                results[shard.index] = scores
-                compute_s[shard.index] = seconds
-            now = time.perf_counter()
-            for ref, (shard, started) in list(pending.items()):
-                if now - started > self.timeout_s:
-                    del pending[ref]
-                    retry(shard, f"no answer within {self.timeout_s:.0f} s")
-
-        self.total_retries += retries
+        run = self._actors.run(len(records), call)
         seconds = time.perf_counter() - t0
-        scores = np.concatenate(results) if results else np.zeros(0, np.float32)
+        compute_s = [c for _, c in run.results]
+        scores = (np.concatenate([s for s, _ in run.results]) if run.results
+                  else np.zeros(0, np.float32))
         return ScoreResult(
             scores=scores.astype(np.float32, copy=False),
             seconds=seconds,
             # Everything not spent computing on the slowest shard: puts, scheduling, gets.
             transfer_s=max(put_s, seconds - max(compute_s, default=0.0)),
-            retries=retries,
-            shard_sizes=[s.stop - s.start for s in shards],
+            retries=run.retries,
+            shard_sizes=[b - a for a, b in run.bounds],
         )
 
     def shutdown(self) -> None:
-        for a in self.actors:
-            with contextlib.suppress(Exception):
-                ray.kill(a)
-        self.actors = []
+        self._actors.shutdown()

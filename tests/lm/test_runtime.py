@@ -47,7 +47,8 @@ def test_two_rounds_end_to_end(ray_local, tiny_model_dir, tmp_path, algo, estima
 
 @pytest.mark.ray
 def test_scorer_actors_give_the_learners_scores(ray_local, tiny_model_dir, tmp_path):
-    """Two scorer actors, each a shard: the same scores as the learner's own, in row order."""
+    """Two scorer actors, each a shard: the same scores as the learner's own, in row order,
+    also when one of them dies between rounds."""
     import ray
     import torch
 
@@ -72,14 +73,18 @@ def test_scorer_actors_give_the_learners_scores(ray_local, tiny_model_dir, tmp_p
     weights = batch.response_mask.float() / 6
     expected = learner.scores(full, batch, weights, "ghost")
     pool = ActorScorers(spec, 2, num_cpus=0)
+    args = (ray.put(learner.adapter_weights()), ray.put(learner.target(batch, weights)), full,
+            spec.update.policy_loss().for_batch(full), "ghost")
     try:
-        got = pool.score(ray.put(learner.adapter_weights()),
-                         ray.put(learner.target(batch, weights)), full,
-                         spec.update.policy_loss().for_batch(full), "ghost")
+        got = pool.score(*args)
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-8)
+        # A scorer that dies is replaced and its shard re-scored: the same scores, one retry.
+        ray.kill(pool.actors[1])
+        again = pool.score(*args)
     finally:
-        for actor in pool.actors:
-            ray.kill(actor)
-    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-8)
+        pool.shutdown()
+    assert pool.total_retries == 1
+    torch.testing.assert_close(again, got, rtol=0, atol=0)
 
 
 class _Killed(RuntimeError):
