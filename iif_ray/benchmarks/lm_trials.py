@@ -22,12 +22,15 @@ round counter and the run's rounds stay the same numbers.
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
 from iif_ray.benchmarks.records import RECORD_KEY, round_record
-from iif_ray.lm.runtime import RUN_SPEC, LMRunSpec, fit
+from iif_ray.lm.runtime import PROGRESS_CSV, RUN_SPEC, LMRunSpec, fit, read_progress
 
 # The key trial_label reads the algorithm from, shared with the classic trials' configs.
 from iif_ray.rllib.settings import LABEL_KEY
@@ -54,13 +57,36 @@ def record_from_row(row: dict[str, float], sequences_per_round: int) -> dict[str
     )
 
 
+def run_name(algo: str, seed: int) -> str:
+    """A trial's run directory under the spec's ``out_dir``: ``<algo>-seed<k>``."""
+    return f"{algo}-seed{seed}"
+
+
+_RUN_NAME = re.compile(r"^(?P<algo>.+)-seed(?P<seed>\d+)$")
+
+
+def progress_table(runs_dir: str | Path) -> pd.DataFrame:
+    """Every run's ``lm_progress.csv`` under ``runs_dir`` (the sweep's ``<out>/lm``) as one
+    tidy table with ``algo`` and ``seed`` columns (from the run directory's name)."""
+    frames = []
+    for path in sorted(Path(runs_dir).glob(f"*/{PROGRESS_CSV}")):
+        m = _RUN_NAME.match(path.parent.name)
+        if not m:
+            continue
+        rows = pd.DataFrame(read_progress(path.parent))
+        if rows.empty:
+            continue
+        frames.append(rows.assign(algo=m["algo"], seed=int(m["seed"])))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+
+
 def lm_trainable(config: dict[str, Any]) -> None:
     """Tune function trainable: one LM run, resumed when its directory holds one."""
     from ray import tune
 
     algo = config["learner_config_dict"][LABEL_KEY]
     base = LMRunSpec.from_dict(config["spec"])
-    out = Path(base.out_dir) / f"{algo}-seed{config['seed']}"
+    out = Path(base.out_dir) / run_name(algo, int(config["seed"]))
     spec = replace(base, algo=algo, seed=int(config["seed"]), out_dir=str(out))
     per_round = spec.prompts_per_round * spec.group_size
 

@@ -539,7 +539,8 @@ def write_report(directory: str | Path) -> Path:
         "# IIF vs PPO: sample efficiency and wall-clock",
         "",
         "Regenerate with `iif-ray report " + str(directory) + "` from the committed "
-        "`*rounds*.csv` (and `evals.csv`) files. Metric definitions: "
+        "`*rounds*.csv` (and `evals.csv`, and an LM sweep's `lm/*/lm_progress.csv`) files. "
+        "Metric definitions: "
         "`iif_ray/benchmarks/report.py`. In tables of in-training evaluations (no "
         "`evals.csv` rows), intervals are 95% Student-t over seeds (paired by seed index) "
         "and the final return is the mean "
@@ -556,6 +557,10 @@ def write_report(directory: str | Path) -> Path:
         parts += [f"## {env}", "", markdown_table(TABLE_HEAD, rows), ""]
         parts += [f"- {n}" for n in notes]
         parts += ["", f"![{env}]({png.name})", ""]
+    # Imported here: the LM section builds on this module's tables and constants.
+    from iif_ray.benchmarks.lm_report import lm_sections
+
+    parts += lm_sections(directory)
     parts.append(sb3_section(df))
     parts.append(bench_section(directory))
     path = directory / "report.md"

@@ -35,6 +35,8 @@ def test_lm_grid_exports_round_records_and_reports(ray_local, tiny_model_dir, tm
     progress = pd.read_csv(out / "lm" / "iif-seed0" / PROGRESS_CSV)
     assert progress.reward_mean.tolist() == pytest.approx(iif.train_return.tolist())
     assert main(["report", str(out)]) == 0
-    assert LM_ENV in (out / "report.md").read_text()
+    text = (out / "report.md").read_text()
+    assert f"## {LM_ENV}\n" in text and f"## {LM_ENV}: held-out evaluation" in text
+    assert (out / f"curves_{LM_ENV}_heldout.png").stat().st_size > 0
     assert sorted(p.name.rsplit("-", 1)[0] for p in (out / "tune").glob("*/*-seed0-*")) == \
         ["iif-seed0", "ppo-seed0"]
