@@ -25,6 +25,11 @@ class TrainLMCommand(Command):
                                              "(default: detox-mini's classifier)")
         parser.add_argument("--reward-label", help="the classifier label whose probability "
                                                    "is the reward (default: label 0)")
+        parser.add_argument("--prompts", help="local prompt file: .jsonl with a 'prompt' "
+                                              "field (a string, or {'text': ...} as "
+                                              "real-toxicity-prompts ships), .parquet with a "
+                                              "'prompt' column, or .txt, one per line "
+                                              "(default: detox-mini's prompts)")
         parser.add_argument("--model-cache", default="runs/lm-models",
                             help="where the detox-mini model is pre-trained and kept")
         parser.add_argument("--algo", choices=LM_ALGOS, default="iif")
@@ -75,6 +80,13 @@ class TrainLMCommand(Command):
         if args.estimator == "grpo" and args.group_size < 2:
             raise UsageError("--estimator grpo needs --group-size >= 2 (its advantages are "
                              f"relative to the group), got {args.group_size}")
+        if args.prompts and here:
+            from iif_ray.lm.prompts import PromptFile, PromptFileError
+
+            try:
+                PromptFile(args.prompts)
+            except PromptFileError as e:
+                raise UsageError(str(e)) from None
         for flag, path in (("--model", args.model), ("--reward", args.reward)):
             if path and here and not (Path(path) / "config.json").is_file():
                 raise UsageError(f"{flag} {path!r} is not a local model directory (no "
@@ -105,6 +117,7 @@ class TrainLMCommand(Command):
             lora_rank=args.lora_rank, eval_every=args.eval_every, seed=args.seed,
             checkpoint_every=args.checkpoint_every, num_scorers=args.num_scorers,
             reward=args.reward, reward_label=args.reward_label,
+            prompts=str(Path(args.prompts).resolve()) if args.prompts else None,
             update=UpdateSettings(estimator=args.estimator, epochs=args.epochs,
                                   minibatch_size=args.minibatch_size))
         with ray_session(args.address):

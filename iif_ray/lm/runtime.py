@@ -68,6 +68,7 @@ from iif_ray.lm.learner import (
     trim_to_minibatches,
 )
 from iif_ray.lm.models import load_policy, with_lora
+from iif_ray.lm.prompts import PromptFile
 
 RUN_SPEC = "lm_run.json"
 PROGRESS_CSV = "lm_progress.csv"
@@ -111,6 +112,8 @@ class LMRunSpec:
     seed: int = 0
     reward: str | None = None  # a local classifier directory; None: detox-mini's classifier
     reward_label: str | None = None
+    # A local prompt file (iif_ray.lm.prompts); None: detox-mini's generated prompts.
+    prompts: str | None = None
 
     def __post_init__(self) -> None:
         if self.algo not in LM_ALGOS:
@@ -383,7 +386,7 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
     out.mkdir(parents=True, exist_ok=True)
     if not resume:
         write_json_atomically(out / RUN_SPEC, spec.to_dict())
-    lang = detox.Language.build(0)
+    lang = PromptFile(spec.prompts) if spec.prompts else detox.Language.build(0)
     rollout = ray.remote(num_cpus=spec.rollout_cpus)(RolloutWorker).remote(spec)
     rewarder = ray.remote(num_cpus=0)(RewardWorker).remote(spec)
     learner = ray.remote(num_cpus=spec.learner_cpus)(LearnerWorker).remote(spec)

@@ -93,6 +93,10 @@ CASES: list[tuple[list[str], str]] = [
     (["train-lm", "--resume", "{tmp}"], "holds no LM run (no lm_run.json)"),
     (["train-lm", "--out", "{tmp}/run", "--num-scorers", "-1"],
      "num-scorers must be >= 0, got '-1'"),
+    (["train-lm", "--out", "{tmp}/run", "--prompts", "{tmp}/nowhere.jsonl"],
+     "--prompts '{tmp}/nowhere.jsonl' is not a file"),
+    (["train-lm", "--out", "{tmp}/run", "--prompts", "{tmp}/prompts.csv"],
+     "accepted: a .jsonl, .parquet, .txt file"),
     # lm-checks
     (["lm-checks", "--out", "{tmp}/nodir/x.json"], "does not exist"),
     (["lm-checks", "--out", "{tmp}/x.json", "--model", "{tmp}/nowhere"],

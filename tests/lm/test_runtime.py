@@ -139,18 +139,28 @@ def test_spec_refuses_bad_values():
 @pytest.mark.ray
 def test_train_lm_command_with_a_local_model(ray_local, tiny_model_dir, classifier_dir,
                                             tmp_path):
-    """``iif-ray train-lm --model PATH --reward PATH``: the user-facing path, on a policy and a
-    reward classifier written with ``save_pretrained`` (nothing downloads)."""
+    """``iif-ray train-lm --model PATH --reward PATH --prompts FILE``: the user-facing path, on
+    a policy and a reward classifier written with ``save_pretrained`` (nothing downloads)."""
     import json
 
     from iif_ray.cli import main
+    from iif_ray.ledger import read_ledger
+    from iif_ray.lm.prompts import PromptFile
 
     out = tmp_path / "run"
+    prompts = tmp_path / "prompts.jsonl"  # real-toxicity-prompts' shape
+    prompts.write_text("\n".join(json.dumps({"prompt": {"text": f"the river {w} and"}})
+                                  for w in ("runs", "bends", "sleeps", "glows", "turns", "waits",
+                                            "rises", "falls", "sings", "hides")))
     assert main(["train-lm", "--model", str(tiny_model_dir), "--rounds", "1",
                  "--prompts-per-round", "4", "--group-size", "2", "--minibatch-size", "4",
                  "--epochs", "1", "--lora-rank", "2", "--out", str(out),
                  "--reward", str(classifier_dir[0]), "--reward-label", "nothate",
+                 "--prompts", str(prompts),
                  "--address", ray_local.get_runtime_context().gcs_address]) == 0
+    # Every trained prompt came from the file's training split.
+    ledger = read_ledger(str(out / "ledger")).to_pandas()
+    assert set(ledger.prompt) <= set(PromptFile(prompts).splits["train"])
     progress = pd.read_csv(out / PROGRESS_CSV)
     assert progress["round"].tolist() == [1] and progress.rows_updated.item() in (4, 8)
     summary = json.loads((out / "lm_summary.json").read_text())
