@@ -64,6 +64,13 @@ class SequenceBatch:
                                ("input_ids", "attention_mask", "response_mask", "old_logp",
                                 "advantages", "ref_logp")))
 
+    def to(self, device: torch.device | str) -> SequenceBatch:
+        """The same records on ``device`` (the learner's or a scorer's GPU, or back to CPU)."""
+        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
+        return SequenceBatch(*(move(getattr(self, f)) for f in
+                               ("input_ids", "attention_mask", "response_mask", "old_logp",
+                                "advantages", "ref_logp")))
+
     def unpadded(self, i: int) -> SequenceBatch:
         """Record ``i`` alone, its padding removed (what a batch of one would hold)."""
         keep = self.attention_mask[i].bool()
@@ -214,7 +221,8 @@ def scores_bruteforce(model: nn.Module, params: Mapping[str, Tensor], batch: Seq
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         dot = sum((g * target[n]).sum() for n, g in zip(params, grads, strict=True)
                   if g is not None)
-        out.append(-dot if torch.is_tensor(dot) else torch.tensor(0.0))
+        out.append(-dot if torch.is_tensor(dot)
+                   else torch.tensor(0.0, device=batch.input_ids.device))
     return torch.stack(out).detach()
 
 
@@ -283,7 +291,8 @@ def scores_ghost(model: nn.Module, params: Mapping[str, Tensor], batch: Sequence
         n = len(outputs[mn])
         delta_by_module[mn] = deltas[k:k + n]
         k += n
-    scores = torch.zeros(batch.input_ids.shape[0], dtype=torch.float64)
+    scores = torch.zeros(batch.input_ids.shape[0], dtype=torch.float64,
+                         device=batch.input_ids.device)
     for name, (mn, _, leaf) in owners.items():
         g = target[name].to(torch.float64)
         for x, d in zip(inputs[mn], delta_by_module[mn], strict=True):

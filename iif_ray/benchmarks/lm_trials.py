@@ -112,8 +112,10 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
              "learner_config_dict": tune.grid_search([{LABEL_KEY: a} for a in opts.algos])}
     # One bundle for both actors: with a bundle each, Ray left them pending (fractional
     # bundles on a 2-CPU node), with no error.
-    resources = PlacementGroupFactory([{"CPU": 0.5},
-                                       {"CPU": spec.rollout_cpus + spec.learner_cpus}])
+    actors = {"CPU": spec.rollout_cpus + spec.learner_cpus}
+    if spec.rollout_gpus + spec.learner_gpus:
+        actors["GPU"] = spec.rollout_gpus + spec.learner_gpus
+    resources = PlacementGroupFactory([{"CPU": 0.5}, actors])
     run_config = tune.RunConfig(name=f"{name}-{opts.grid_tag()}",
                                 storage_path=str(Path(opts.out).resolve() / "tune"),
                                 failure_config=tune.FailureConfig(max_failures=3), verbose=1)

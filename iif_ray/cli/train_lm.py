@@ -10,7 +10,14 @@ import argparse
 from pathlib import Path
 
 from iif_ray.cli.base import Command
-from iif_ray.cli.common import UsageError, console, drop_fraction, int_at_least, prepare_out
+from iif_ray.cli.common import (
+    UsageError,
+    console,
+    drop_fraction,
+    int_at_least,
+    nonneg_float,
+    prepare_out,
+)
 from iif_ray.lm import LM_ALGOS
 
 
@@ -50,6 +57,14 @@ class TrainLMCommand(Command):
                             default=5, help="rounds between checkpoints (and the last round)")
         parser.add_argument("--num-scorers", type=int_at_least(0, "num-scorers"), default=0,
                             help="scorer actors (0: the learner scores the records itself)")
+        parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
+                            help="the base model's weights (bfloat16 halves a GPU's memory for "
+                                 "them; adapters, log-probabilities and scores stay float32)")
+        for actor in ("rollout", "learner", "scorer"):
+            parser.add_argument(f"--num-gpus-per-{actor}",
+                                type=nonneg_float(f"num-gpus-per-{actor}"), default=0.0,
+                                help=f"GPUs the {actor} actor reserves (fractions share one); "
+                                     "an actor with any computes on it")
         parser.add_argument("--seed", type=int_at_least(0, "seed"), default=0)
         parser.add_argument("--out", help="run directory to create")
         parser.add_argument("--resume", metavar="DIR",
@@ -87,6 +102,17 @@ class TrainLMCommand(Command):
                 PromptFile(args.prompts)
             except PromptFileError as e:
                 raise UsageError(str(e)) from None
+        gpus = (args.num_gpus_per_rollout + args.num_gpus_per_learner
+                + args.num_scorers * args.num_gpus_per_scorer)
+        if gpus > 0 and here and args.address is None:
+            import torch
+
+            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if gpus > have:
+                raise UsageError(
+                    f"--num-gpus-per-rollout/-learner/-scorer ask for {gpus:g} GPU(s); this "
+                    f"machine has {have} (accepted: at most {have} in total, or --address "
+                    "for a cluster)")
         for flag, path in (("--model", args.model), ("--reward", args.reward)):
             if path and here and not (Path(path) / "config.json").is_file():
                 raise UsageError(f"{flag} {path!r} is not a local model directory (no "
@@ -118,6 +144,8 @@ class TrainLMCommand(Command):
             checkpoint_every=args.checkpoint_every, num_scorers=args.num_scorers,
             reward=args.reward, reward_label=args.reward_label,
             prompts=str(Path(args.prompts).resolve()) if args.prompts else None,
+            dtype=args.dtype, rollout_gpus=args.num_gpus_per_rollout,
+            learner_gpus=args.num_gpus_per_learner, gpus_per_scorer=args.num_gpus_per_scorer,
             update=UpdateSettings(estimator=args.estimator, epochs=args.epochs,
                                   minibatch_size=args.minibatch_size))
         with ray_session(args.address):

@@ -45,7 +45,8 @@ def records_from_generation(output_ids: torch.Tensor, prompt_mask: torch.Tensor,
 @torch.no_grad()
 def sample_records(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
                    settings: SamplingSettings, seed: int) -> SequenceBatch:
-    """Sample one response per prompt (repeat prompts for groups) with ``model.generate``."""
+    """Sample one response per prompt (repeat prompts for groups) with ``model.generate``,
+    on the model's device; the records come back on that device."""
     enc = tokenizer(list(prompts), padding=True, return_tensors="pt",
                     add_special_tokens=False)
     bos = torch.full((len(prompts), 1), tokenizer.bos_token_id)
@@ -53,7 +54,9 @@ def sample_records(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
     prompt_mask = torch.cat([torch.ones_like(bos), enc["attention_mask"]], dim=1)
     # Left padding: move each row's BOS next to its first real token.
     input_ids, prompt_mask = _left_align(input_ids, prompt_mask, tokenizer.pad_token_id)
-    torch.manual_seed(seed)
+    device = next(model.parameters()).device
+    input_ids, prompt_mask = input_ids.to(device), prompt_mask.to(device)
+    torch.manual_seed(seed)  # every device's generator, a GPU's included
     out = model.generate(input_ids=input_ids, attention_mask=prompt_mask, do_sample=True,
                          max_new_tokens=settings.max_new_tokens,
                          temperature=settings.temperature, top_k=settings.top_k or None,

@@ -73,6 +73,9 @@ class ValueTargets:
     def select(self, rows: Tensor) -> ValueTargets:
         return ValueTargets(self.values[rows], self.returns[rows])
 
+    def to(self, device: torch.device | str) -> ValueTargets:
+        return ValueTargets(self.values.to(device), self.returns.to(device))
+
 
 class LMPolicy(nn.Module):
     """A (peft) causal LM plus a value head on its last hidden state.

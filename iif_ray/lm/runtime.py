@@ -70,6 +70,7 @@ from iif_ray.lm.learner import (
 from iif_ray.lm.models import load_policy, with_lora
 from iif_ray.lm.prompts import PromptFile
 
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 RUN_SPEC = "lm_run.json"
 PROGRESS_CSV = "lm_progress.csv"
 CHECKPOINT = "lm_checkpoint.pt"
@@ -109,6 +110,13 @@ class LMRunSpec:
     # driver waits on each), so a Tune trial can give the rollout actor less.
     rollout_cpus: float = 1.0
     learner_cpus: float = 1.0
+    # GPUs each actor reserves (fractions share one); an actor with any computes on "cuda".
+    rollout_gpus: float = 0.0
+    learner_gpus: float = 0.0
+    gpus_per_scorer: float = 0.0
+    # The base model's weights: "bfloat16" halves their memory on a GPU. The LoRA adapters,
+    # the value head, log-probabilities and scores stay float32 (peft and the code upcast).
+    dtype: str = "float32"
     seed: int = 0
     reward: str | None = None  # a local classifier directory; None: detox-mini's classifier
     reward_label: str | None = None
@@ -126,6 +134,10 @@ class LMRunSpec:
             raise ValueError("grpo needs group_size >= 2 (advantages are group-relative)")
         if self.checkpoint_every < 1 or self.num_scorers < 0:
             raise ValueError("checkpoint_every must be >= 1 and num_scorers >= 0")
+        if self.dtype not in DTYPES:
+            raise ValueError(f"unknown dtype {self.dtype!r}; accepted: {list(DTYPES)}")
+        if min(self.rollout_gpus, self.learner_gpus, self.gpus_per_scorer) < 0:
+            raise ValueError("GPU reservations must be >= 0")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "update": asdict(self.update), "sampling": asdict(self.sampling),
@@ -138,10 +150,28 @@ class LMRunSpec:
                       "lora_targets": tuple(d["lora_targets"])})
 
 
-def _policy_model(spec: LMRunSpec) -> tuple[Any, Any]:
-    model, tokenizer = load_policy(spec.model)
-    return with_lora(model, rank=spec.lora_rank, target_modules=list(spec.lora_targets)), \
-        tokenizer
+def device_for(gpus: float) -> str:
+    """An actor computes on the GPU Ray gave it (``CUDA_VISIBLE_DEVICES`` names only that
+    one, so "cuda" is it), else on CPU."""
+    return "cuda" if gpus > 0 else "cpu"
+
+
+def to_cpu(obj: Any) -> Any:
+    """``obj`` with every tensor in it (dicts, lists, tuples) on CPU: what an actor returns
+    and what a checkpoint stores, so a run saved on a GPU resumes anywhere."""
+    if torch.is_tensor(obj):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: to_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return type(obj)(to_cpu(v) for v in obj)
+    return obj
+
+
+def _policy_model(spec: LMRunSpec, device: str = "cpu") -> tuple[Any, Any]:
+    model, tokenizer = load_policy(spec.model, dtype=DTYPES[spec.dtype])
+    model = with_lora(model, rank=spec.lora_rank, target_modules=list(spec.lora_targets))
+    return model.to(device), tokenizer
 
 
 class RolloutWorker:
@@ -150,14 +180,15 @@ class RolloutWorker:
     def __init__(self, spec: LMRunSpec) -> None:
         torch.set_num_threads(1)
         self.spec = spec
-        self.model, self.tokenizer = _policy_model(spec)
+        self.model, self.tokenizer = _policy_model(spec, device_for(spec.rollout_gpus))
         self.model.eval()
 
     def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(weights, strict=False)
 
     def generate(self, prompts: list[str], seed: int) -> tuple[SequenceBatch, list[str]]:
-        batch = sample_records(self.model, self.tokenizer, prompts, self.spec.sampling, seed)
+        batch = sample_records(self.model, self.tokenizer, prompts, self.spec.sampling,
+                               seed).to("cpu")
         return batch, response_texts(self.tokenizer, batch)
 
 
@@ -185,18 +216,20 @@ class ScorerWorker:
 
     def __init__(self, spec: LMRunSpec) -> None:
         torch.set_num_threads(1)
-        self.policy = LMPolicy(_policy_model(spec)[0])
+        self.device = device_for(spec.gpus_per_scorer)
+        self.policy = LMPolicy(_policy_model(spec, self.device)[0]).to(self.device)
 
     def info(self) -> dict[str, Any]:
         """Returns once the replica is built (the pool waits on it); where this scorer runs."""
         from iif_ray.scoring.pool import actor_placement
 
-        return actor_placement()
+        return actor_placement(self.device)
 
     def score(self, weights: dict[str, torch.Tensor], target: dict[str, torch.Tensor],
               shard: SequenceBatch, loss: Any, method: str) -> torch.Tensor:
         self.policy.model.load_state_dict(weights, strict=False)
-        return score_rows(self.policy, shard, loss, target, method)
+        target = {k: v.to(self.device) for k, v in target.items()}
+        return score_rows(self.policy, shard.to(self.device), loss, target, method).cpu()
 
 
 class LearnerWorker:
@@ -204,34 +237,38 @@ class LearnerWorker:
 
     def __init__(self, spec: LMRunSpec) -> None:
         torch.set_num_threads(1)
-        torch.manual_seed(spec.seed)
-        model, _ = _policy_model(spec)
-        self.learner = LMLearner(LMPolicy(model), spec.update, seed=spec.seed)
+        torch.manual_seed(spec.seed)  # the value head's initialisation, on CPU (any device)
+        self.device = device_for(spec.learner_gpus)
+        model, _ = _policy_model(spec, self.device)
+        self.learner = LMLearner(LMPolicy(model).to(self.device), spec.update, seed=spec.seed)
 
+    # Everything comes in on CPU (the driver's batches) and goes back on CPU.
     def adapter_weights(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.learner.policy.model.named_parameters()
-                if p.requires_grad}
+        return {n: p.detach().cpu().clone()
+                for n, p in self.learner.policy.model.named_parameters() if p.requires_grad}
 
     def prepare(self, batch: SequenceBatch) -> tuple[torch.Tensor, ...]:
-        return self.learner.prepare(batch)
+        return to_cpu(self.learner.prepare(batch.to(self.device)))
 
     def scores(self, batch: SequenceBatch, validation: SequenceBatch, weights: torch.Tensor,
                method: str) -> torch.Tensor:
-        return self.learner.scores(batch, validation, weights, method)
+        return self.learner.scores(batch.to(self.device), validation.to(self.device),
+                                   weights.to(self.device), method).cpu()
 
     def target(self, validation: SequenceBatch, weights: torch.Tensor
                ) -> dict[str, torch.Tensor]:
-        return self.learner.target(validation, weights)
+        return to_cpu(self.learner.target(validation.to(self.device), weights.to(self.device)))
 
     def state(self) -> dict[str, Any]:
-        return self.learner.state()
+        return to_cpu(self.learner.state())
 
     def load_state(self, state: dict[str, Any]) -> None:
-        self.learner.load_state(state)
+        self.learner.load_state(state)  # the optimiser moves its state to the parameters'
 
     def update(self, batch: SequenceBatch, kept: torch.Tensor,
                targets: ValueTargets | None) -> dict[str, Any]:
-        return self.learner.update(batch, kept, targets)
+        return self.learner.update(batch.to(self.device), kept,
+                                   targets.to(self.device) if targets is not None else None)
 
 
 def advantages(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Tensor,
@@ -336,12 +373,12 @@ class ActorScorers:
     which never trains silently unfiltered)."""
 
     def __init__(self, spec: LMRunSpec, n: int, *, num_cpus: float = 1.0,
-                 start_timeout_s: float = 120.0, timeout_s: float = 300.0,
-                 max_retries: int = 2) -> None:
+                 num_gpus: float = 0.0, start_timeout_s: float = 120.0,
+                 timeout_s: float = 300.0, max_retries: int = 2) -> None:
         from iif_ray.scoring.pool import ShardedActors
 
         self._actors = ShardedActors(
-            ScorerWorker, (spec,), n, num_cpus=num_cpus, timeout_s=timeout_s,
+            ScorerWorker, (spec,), n, num_cpus=num_cpus, num_gpus=num_gpus, timeout_s=timeout_s,
             max_retries=max_retries, start_timeout_s=start_timeout_s,
             no_room_hint="Beside the rollout and learner actors: lower --num-scorers or "
                          "--cpus-per-scorer, or use --num-scorers 0 to score in the learner.")
@@ -387,10 +424,13 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
     if not resume:
         write_json_atomically(out / RUN_SPEC, spec.to_dict())
     lang = PromptFile(spec.prompts) if spec.prompts else detox.Language.build(0)
-    rollout = ray.remote(num_cpus=spec.rollout_cpus)(RolloutWorker).remote(spec)
+    rollout = ray.remote(num_cpus=spec.rollout_cpus,
+                         num_gpus=spec.rollout_gpus)(RolloutWorker).remote(spec)
     rewarder = ray.remote(num_cpus=0)(RewardWorker).remote(spec)
-    learner = ray.remote(num_cpus=spec.learner_cpus)(LearnerWorker).remote(spec)
-    pool = (ActorScorers(spec, spec.num_scorers, num_cpus=spec.cpus_per_scorer)
+    learner = ray.remote(num_cpus=spec.learner_cpus,
+                         num_gpus=spec.learner_gpus)(LearnerWorker).remote(spec)
+    pool = (ActorScorers(spec, spec.num_scorers, num_cpus=spec.cpus_per_scorer,
+                         num_gpus=spec.gpus_per_scorer)
             if spec.num_scorers else None)
     kl_ctl = AdaptiveKL(beta=spec.kl_beta, target=spec.kl_target)
     rng = np.random.default_rng(spec.seed)

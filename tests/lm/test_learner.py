@@ -188,3 +188,42 @@ def test_trim_and_reference_and_scores():
         learner.update(full, torch.tensor([0, 1, 2]))
     with pytest.raises(ValueError, match="unknown estimator 'a2c'"):
         UpdateSettings(estimator="a2c")
+
+
+def test_bfloat16_base_weights_score_like_float32():
+    """The GPU setting (base model in bf16, adapters and scores in float32): ghost scores
+    equal the brute-force loop in that precision, and rank records as float32 does."""
+    from scipy.stats import spearmanr
+
+    from iif_ray.attribution.sequence import scores_bruteforce, sequence_scores
+
+    base = tiny_llama(VOCAB, hidden=32, intermediate=64, layers=2, seed=0)
+    torch.manual_seed(0)
+    full32 = with_lora(copy.deepcopy(base), rank=4, target_modules=["q_proj", "v_proj"])
+    with torch.no_grad():  # adapters that matter (B starts at zero)
+        for n, p in full32.named_parameters():
+            if "lora_B" in n:
+                p.normal_(0, 0.1)
+    half = with_lora(copy.deepcopy(base).to(torch.bfloat16), rank=4,
+                     target_modules=["q_proj", "v_proj"])
+    half.load_state_dict({k: v for k, v in full32.state_dict().items() if "lora" in k},
+                         strict=False)
+    assert all(p.dtype == torch.float32 for p in half.parameters() if p.requires_grad)
+    batch = _batch(n=24, seed=3)
+    adv = torch.randn(batch.input_ids.shape, generator=torch.Generator().manual_seed(1))
+    scores = {}
+    for name, model in (("float32", full32), ("bfloat16", half)):
+        learner = LMLearner(LMPolicy(model), UpdateSettings(minibatch_size=4))
+        old, ref, _ = learner.prepare(batch)
+        assert old.dtype == torch.float32
+        rows = SequenceBatch(batch.input_ids, batch.attention_mask, batch.response_mask, old,
+                             adv * batch.response_mask, ref)
+        target = learner.target(batch, batch.response_mask / 24)
+        spec = learner.settings.policy_loss().for_batch(rows)
+        params = learner.policy.scoring_parameters()
+        scores[name] = sequence_scores(model, params, rows, spec, target, "ghost")
+        oracle = scores_bruteforce(model, params, rows, spec, target)
+        torch.testing.assert_close(scores[name], oracle, rtol=1e-4,
+                                   atol=1e-4 * float(oracle.abs().max()))
+    assert spearmanr(scores["float32"], scores["bfloat16"])[0] > 0.99
+    assert (scores["float32"].sign() == scores["bfloat16"].sign()).float().mean() > 0.9

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
+import torch
 
 from iif_ray.lm.learner import UpdateSettings
 from iif_ray.lm.runtime import PROGRESS_CSV, SUMMARY, LMRunSpec, fit
@@ -17,13 +18,16 @@ def _spec(model, out, **kw) -> LMRunSpec:
 
 
 @pytest.mark.ray
-@pytest.mark.parametrize(("algo", "estimator", "scorers"),
-                         [("iif", "ppo", 1), ("random", "grpo", 0)])
-def test_two_rounds_end_to_end(ray_local, tiny_model_dir, tmp_path, algo, estimator, scorers):
-    """One rollout actor, one reward actor, one learner and (IIF) one scorer actor."""
+@pytest.mark.parametrize(("algo", "estimator", "scorers", "dtype"),
+                         [("iif", "ppo", 1, "float32"), ("random", "grpo", 0, "float32"),
+                          ("iif", "ppo", 0, "bfloat16")])
+def test_two_rounds_end_to_end(ray_local, tiny_model_dir, tmp_path, algo, estimator, scorers,
+                               dtype):
+    """One rollout actor, one reward actor, one learner and (IIF) one scorer actor; also
+    with the base model's weights in bfloat16, as on a GPU."""
     # No CPU reserved for the scorer: the suite's Ray has two, the rollout and learner hold them.
     spec = _spec(tiny_model_dir, tmp_path / algo, algo=algo, num_scorers=scorers,
-                 cpus_per_scorer=0, update={"estimator": estimator})
+                 cpus_per_scorer=0, update={"estimator": estimator}, dtype=dtype)
     summary = fit(spec, echo=lambda _: None)
     progress = pd.read_csv(tmp_path / algo / PROGRESS_CSV)
     assert progress["round"].tolist() == [1, 2]
@@ -50,7 +54,6 @@ def test_scorer_actors_give_the_learners_scores(ray_local, tiny_model_dir, tmp_p
     """Two scorer actors, each a shard: the same scores as the learner's own, in row order,
     also when one of them dies between rounds."""
     import ray
-    import torch
 
     from iif_ray.lm import detox
     from iif_ray.lm.generation import SamplingSettings, sample_records
@@ -168,3 +171,37 @@ def test_train_lm_command_with_a_local_model(ray_local, tiny_model_dir, classifi
     assert summary["spec"]["reward"] == str(classifier_dir[0])
     # The tiny classifier is untrained: its logits are small, unlike detox-mini's (about +5).
     assert abs(progress.reward_mean.item()) < 1.5
+
+
+@pytest.mark.ray
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_gpu_learner_gives_the_cpu_learners_figures_and_a_gpu_run_trains(
+        ray_local, tiny_model_dir, tmp_path):
+    """Where a GPU exists: the learner on CUDA prepares and scores a batch as on CPU, and a
+    run with every actor on the GPU (base weights in bfloat16) trains two rounds."""
+    from iif_ray.lm import detox
+    from iif_ray.lm.generation import SamplingSettings, sample_records
+    from iif_ray.lm.models import load_policy
+    from iif_ray.lm.runtime import LearnerWorker
+
+    threads = torch.get_num_threads()
+    try:  # the actor body sets one thread: give this process its count back
+        cpu = LearnerWorker(_spec(tiny_model_dir, tmp_path / "c"))
+        gpu = LearnerWorker(_spec(tiny_model_dir, tmp_path / "g", learner_gpus=1))
+    finally:
+        torch.set_num_threads(threads)
+    _, tokenizer = load_policy(str(tiny_model_dir))
+    batch = sample_records(cpu.learner.policy.model, tokenizer,
+                           detox.Language.build(0).prompts(6, split="train"),
+                           SamplingSettings(), seed=0)
+    for a, b in zip(cpu.prepare(batch), gpu.prepare(batch), strict=True):
+        torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5)
+    weights = batch.response_mask.float() / 6
+    torch.testing.assert_close(gpu.target(batch, weights), cpu.target(batch, weights),
+                               rtol=1e-3, atol=1e-6)
+
+    spec = _spec(tiny_model_dir, tmp_path / "run", num_scorers=1, cpus_per_scorer=0,
+                 rollout_gpus=0.25, learner_gpus=0.5, gpus_per_scorer=0.25, dtype="bfloat16")
+    fit(spec, echo=lambda _: None)
+    progress = pd.read_csv(tmp_path / "run" / PROGRESS_CSV)
+    assert progress["round"].tolist() == [1, 2] and (progress.scoring_s > 0).all()
