@@ -3,7 +3,8 @@
 Reads a run directory (best ``iif-ray train --ledger-obs ...``) and writes
 ``RUN/diagnostics/``: ``index.md`` embedding the PNG plots, and the Parquet tables behind
 every plot. Modules: ``learning`` (return target), ``behaviour`` (action target),
-``intervention`` (retrain one round three ways), ``graph`` (kNN-graph roughness), ``stats``
+``intervention`` (retrain one round three ways), ``sequences`` (LM runs: harmful and helpful
+sequences), ``graph`` (kNN-graph roughness), ``stats``
 (Spearman, Monte-Carlo advantages), ``ledgers`` (loading a run), ``index`` (the report).
 """
 

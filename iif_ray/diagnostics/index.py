@@ -201,8 +201,25 @@ def _intervention_section(summary: dict, out: Path, rounds: list[int] | None, se
 def diagnose(run_dir: str | Path, *, intervene_rounds: list[int] | None = None,
              seeds: int = 3, episodes: int = 100,
              echo: Callable[[str], None] = print) -> Path:
-    """Run the analyses that fit the run's target; return the path of ``index.md``."""
+    """Run the analyses that fit the run's target; return the path of ``index.md``.
+
+    An LM run (``iif-ray train-lm``) gets its sequence analysis instead
+    (:mod:`iif_ray.diagnostics.sequences`); ``--intervene`` is for classic runs.
+    """
     run_dir = Path(run_dir)
+    from iif_ray.lm.runtime import RUN_SPEC as LM_RUN_SPEC
+
+    if (run_dir / LM_RUN_SPEC).is_file():
+        if intervene_rounds:
+            raise ValueError("--intervene retrains classic rounds; for an LM run use "
+                             "iif-ray lm-checks (the single-round intervention)")
+        from iif_ray.diagnostics.sequences import diagnose_lm
+
+        out = run_dir / OUT_DIR
+        out.mkdir(exist_ok=True)
+        index = out / "index.md"
+        index.write_text("\n".join(diagnose_lm(run_dir, out, echo)))
+        return index
     summary, frame, obs = load_run(run_dir)
     out = run_dir / OUT_DIR
     out.mkdir(exist_ok=True)
