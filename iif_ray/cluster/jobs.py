@@ -77,7 +77,7 @@ class JobCommand:
         """A shell line; ``$HOME`` in an anchored ``--out`` expands on the cluster."""
         parts = ["python", "-m", "iif_ray"]
         for arg in self.argv:
-            if arg.startswith(RESULTS_ROOT):
+            if RESULTS_ROOT in arg:  # "$HOME/..." or "--out=$HOME/...": let the shell expand it
                 parts.append('"' + arg.replace('"', '\\"') + '"')
             else:
                 parts.append(shlex.quote(arg))
@@ -111,9 +111,11 @@ def parse_job_command(command: Sequence[str], parser: argparse.ArgumentParser) -
         raise SubmitError(f"the job command does not parse ({e}): "
                           f"iif-ray {shlex.join(argv)}") from None
     job = JobCommand(argv=argv)
-    out = getattr(args, "out", None)
+    flag, out = "--out", getattr(args, "out", None)
     if out is None and args.command == "report":
         out = args.directory
+    if out is None and isinstance(getattr(args, "resume", None), str):
+        flag, out = "--resume", args.resume  # train-lm --resume DIR: the run to continue
     if out is None:
         return job
     if "://" in out or os.path.isabs(out):
@@ -121,27 +123,28 @@ def parse_job_command(command: Sequence[str], parser: argparse.ArgumentParser) -
         return job
     anchored = f"{RESULTS_ROOT}/{out}"
     job.notes.append(f"relative output directory {out!r} becomes {anchored} on the cluster")
-    job.argv = _replace_out(argv, out, anchored, explicit="--out" in " ".join(argv))
+    explicit = any(a == flag or a.startswith(f"{flag}=") for a in argv)
+    job.argv = _replace_out(argv, out, anchored, flag, explicit=explicit)
     job.out = anchored
     return job
 
 
-def _replace_out(argv: list[str], old: str, new: str, explicit: bool) -> list[str]:
+def _replace_out(argv: list[str], old: str, new: str, flag: str, explicit: bool) -> list[str]:
     if not explicit:  # the command used its default directory: name it explicitly
         if argv[0] == "report":
             return [argv[0], *[new if a == old else a for a in argv[1:]]]
-        return [*argv, "--out", new]
+        return [*argv, flag, new]
     out: list[str] = []
     skip = False
     for i, arg in enumerate(argv):
         if skip:
             skip = False
             continue
-        if arg == "--out" and i + 1 < len(argv):
-            out += ["--out", new]
+        if arg == flag and i + 1 < len(argv):
+            out += [flag, new]
             skip = True
-        elif arg.startswith("--out="):
-            out.append(f"--out={new}")
+        elif arg.startswith(f"{flag}="):
+            out.append(f"{flag}={new}")
         else:
             out.append(arg)
     return out

@@ -22,6 +22,16 @@ def test_relative_out_is_anchored_and_absolute_out_kept(tmp_path):
     assert job.argv[-1] == f"--out={tmp_path}" and job.out == str(tmp_path) and not job.notes
 
 
+def test_lm_run_directories_are_anchored_too():
+    job = parse_job_command(["iif-ray", "train-lm", "--out=runs/lm", "--rounds", "2"], PARSER)
+    assert job.argv == ["train-lm", f"--out={RESULTS_ROOT}/runs/lm", "--rounds", "2"]
+    assert f'"--out={RESULTS_ROOT}/runs/lm"' in job.entrypoint  # $HOME still expands
+    # Resuming names the run to continue: the same anchored directory the first job wrote.
+    job = parse_job_command(["iif-ray", "train-lm", "--resume", "runs/lm"], PARSER)
+    assert job.argv == ["train-lm", "--resume", f"{RESULTS_ROOT}/runs/lm"]
+    assert job.out == f"{RESULTS_ROOT}/runs/lm"
+
+
 def test_default_out_is_named_explicitly():
     job = parse_job_command(["iif-ray", "sweep", "benchmark", "--envs", "acrobot"], PARSER)
     assert job.argv[-2:] == ["--out", f"{RESULTS_ROOT}/runs/sweep"]
