@@ -115,7 +115,14 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
     actors = {"CPU": spec.rollout_cpus + spec.learner_cpus}
     if spec.rollout_gpus + spec.learner_gpus:
         actors["GPU"] = spec.rollout_gpus + spec.learner_gpus
-    resources = PlacementGroupFactory([{"CPU": 0.5}, actors])
+    bundles = [{"CPU": 0.5}, actors]
+    if spec.num_scorers:  # the scorer actors' own bundle, so the trial can start them
+        scorers = {"CPU": spec.num_scorers * spec.cpus_per_scorer}
+        if spec.gpus_per_scorer:
+            scorers["GPU"] = spec.num_scorers * spec.gpus_per_scorer
+        if any(scorers.values()):  # Ray refuses an empty bundle
+            bundles.append(scorers)
+    resources = PlacementGroupFactory(bundles)
     run_config = tune.RunConfig(name=f"{name}-{opts.grid_tag()}",
                                 storage_path=str(Path(opts.out).resolve() / "tune"),
                                 failure_config=tune.FailureConfig(max_failures=3), verbose=1)

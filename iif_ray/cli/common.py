@@ -10,6 +10,7 @@ import argparse
 import json
 import math
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -60,17 +61,25 @@ def int_at_least(minimum: int, what: str):
     return parse
 
 
-def nonneg_float(what: str):
+def _finite_float(what: str, ok: Callable[[float], bool], accepted: str):
     def parse(text: str) -> float:
         try:
             value = float(text)
         except ValueError:
             value = math.nan
-        if not math.isfinite(value) or value < 0:
-            raise argparse.ArgumentTypeError(f"{what} must be a number >= 0, got {text!r}")
+        if not math.isfinite(value) or not ok(value):
+            raise argparse.ArgumentTypeError(f"{what} must be {accepted}, got {text!r}")
         return value
 
     return parse
+
+
+def nonneg_float(what: str):
+    return _finite_float(what, lambda v: v >= 0, "a number >= 0")
+
+
+def positive_float(what: str):
+    return _finite_float(what, lambda v: v > 0, "a number > 0")
 
 
 def int_list(text: str) -> list[int]:

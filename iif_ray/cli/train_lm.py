@@ -16,6 +16,7 @@ from iif_ray.cli.common import (
     drop_fraction,
     int_at_least,
     nonneg_float,
+    positive_float,
     prepare_out,
 )
 from iif_ray.lm import LM_ALGOS
@@ -65,6 +66,9 @@ class TrainLMCommand(Command):
                                 type=nonneg_float(f"num-gpus-per-{actor}"), default=0.0,
                                 help=f"GPUs the {actor} actor reserves (fractions share one); "
                                      "an actor with any computes on it")
+        parser.add_argument("--scorer-timeout", type=positive_float("scorer-timeout"),
+                            default=1800.0, help="seconds a scorer actor may take on its shard "
+                                                 "before it is replaced and the shard re-scored")
         parser.add_argument("--seed", type=int_at_least(0, "seed"), default=0)
         parser.add_argument("--out", help="run directory to create")
         parser.add_argument("--resume", metavar="DIR",
@@ -102,6 +106,11 @@ class TrainLMCommand(Command):
                 PromptFile(args.prompts)
             except PromptFileError as e:
                 raise UsageError(str(e)) from None
+        for actor in ("rollout", "learner", "scorer"):
+            value = getattr(args, f"num_gpus_per_{actor}")
+            if value > 1 and value != int(value):
+                raise UsageError(f"--num-gpus-per-{actor} {value:g}: accepted: a fraction in "
+                                 "[0, 1] or a whole number of GPUs (Ray's rule)")
         gpus = (args.num_gpus_per_rollout + args.num_gpus_per_learner
                 + args.num_scorers * args.num_gpus_per_scorer)
         if gpus > 0 and here and args.address is None:
@@ -146,6 +155,7 @@ class TrainLMCommand(Command):
             prompts=str(Path(args.prompts).resolve()) if args.prompts else None,
             dtype=args.dtype, rollout_gpus=args.num_gpus_per_rollout,
             learner_gpus=args.num_gpus_per_learner, gpus_per_scorer=args.num_gpus_per_scorer,
+            scorer_timeout_s=args.scorer_timeout,
             update=UpdateSettings(estimator=args.estimator, epochs=args.epochs,
                                   minibatch_size=args.minibatch_size))
         with ray_session(args.address):

@@ -77,11 +77,13 @@ def round_table(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def extremes(frame: pd.DataFrame, rounds: list[int], n: int = EXTREMES) -> pd.DataFrame:
-    """The ``n`` most helpful and ``n`` most harmful sequences of each round in ``rounds``."""
+    """The ``n`` most helpful and ``n`` most harmful sequences of each round in ``rounds``
+    (fewer when a round has under ``2 n``: the two ends never share a sequence)."""
     parts = []
     for k in rounds:
         r = frame[frame.iteration == k].sort_values("score")
-        for end, rows in (("most harmful", r.head(n)), ("most helpful", r.tail(n)[::-1])):
+        m = min(n, len(r) // 2)
+        for end, rows in (("most harmful", r.head(m)), ("most helpful", r.tail(m)[::-1])):
             parts.append(rows.assign(end=end))
     cols = ["iteration", "end", "score", "reward", "advantage", "kept", "toxic", "prompt",
             "response"]

@@ -35,6 +35,13 @@ class PromptFileError(ValueError):
     """The file cannot be used as prompts; the message says why and what is accepted."""
 
 
+def _text(value: object) -> str | None:
+    """A prompt's text: a string, or the ``text`` of an object holding one; else None."""
+    if isinstance(value, dict):
+        value = value.get("text")
+    return value if isinstance(value, str) else None
+
+
 def _read(path: Path) -> list[str]:
     if path.suffix == ".txt":
         return [line.strip() for line in path.read_text().splitlines()]
@@ -45,18 +52,25 @@ def _read(path: Path) -> list[str]:
         if "prompt" not in table.column_names:
             raise PromptFileError(f"{str(path)!r} has no 'prompt' column (columns: "
                                   f"{table.column_names})")
-        return [str(p) for p in table.column("prompt").to_pylist() if p is not None]
-    out = []
-    for i, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            prompt = json.loads(line)["prompt"]
-        except (json.JSONDecodeError, KeyError, TypeError):
-            raise PromptFileError(f"{str(path)!r} line {i} is not a JSON object with a "
-                                  "'prompt' field") from None
-        out.append(prompt["text"] if isinstance(prompt, dict) else str(prompt))
-    return out
+        values = table.column("prompt").to_pylist()
+        where = "row"
+    else:
+        values = []
+        for i, line in enumerate(path.read_text().splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                values.append(json.loads(line)["prompt"])
+            except (json.JSONDecodeError, KeyError, TypeError):
+                raise PromptFileError(f"{str(path)!r} line {i} is not a JSON object with a "
+                                      "'prompt' field") from None
+        where = "prompt"
+    texts = [_text(v) for v in values]
+    for i, (value, text) in enumerate(zip(values, texts, strict=True), start=1):
+        if text is None:
+            raise PromptFileError(f"{str(path)!r} {where} {i}: the prompt {value!r} is not a "
+                                  "string or an object with a 'text' string")
+    return texts
 
 
 class PromptFile:
@@ -74,7 +88,8 @@ class PromptFile:
                                   "file")
         if not path.is_file():
             raise PromptFileError(f"--prompts {str(path)!r} is not a file")
-        prompts = [p for p in _read(path) if p.strip()]
+        # Distinct prompts: a text repeated in the file must not land in both splits.
+        prompts = list(dict.fromkeys(p for p in _read(path) if p.strip()))
         if len(prompts) < 2:
             raise PromptFileError(f"--prompts {str(path)!r} holds {len(prompts)} non-empty "
                                   "prompt(s); accepted: at least 2 (training and held-out)")

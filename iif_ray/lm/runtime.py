@@ -114,6 +114,9 @@ class LMRunSpec:
     rollout_gpus: float = 0.0
     learner_gpus: float = 0.0
     gpus_per_scorer: float = 0.0
+    # Seconds a scorer actor may take on its shard before it is replaced and the shard
+    # re-scored (three tries); large models scoring on CPU need it long.
+    scorer_timeout_s: float = 1800.0
     # The base model's weights: "bfloat16" halves their memory on a GPU. The LoRA adapters,
     # the value head, log-probabilities and scores stay float32 (peft and the code upcast).
     dtype: str = "float32"
@@ -136,8 +139,13 @@ class LMRunSpec:
             raise ValueError("checkpoint_every must be >= 1 and num_scorers >= 0")
         if self.dtype not in DTYPES:
             raise ValueError(f"unknown dtype {self.dtype!r}; accepted: {list(DTYPES)}")
-        if min(self.rollout_gpus, self.learner_gpus, self.gpus_per_scorer) < 0:
-            raise ValueError("GPU reservations must be >= 0")
+        for name in ("rollout_gpus", "learner_gpus", "gpus_per_scorer"):
+            gpus = getattr(self, name)
+            if gpus < 0 or (gpus > 1 and gpus != int(gpus)):
+                raise ValueError(f"{name} must be a fraction in [0, 1] or a whole number of "
+                                 f"GPUs (Ray's rule), got {gpus:g}")
+        if self.scorer_timeout_s <= 0:
+            raise ValueError(f"scorer_timeout_s must be > 0, got {self.scorer_timeout_s}")
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "update": asdict(self.update), "sampling": asdict(self.sampling),
@@ -329,11 +337,18 @@ class ProgressWriter:
         if keep_until is not None and self.path.exists():
             with self.path.open(newline="") as f:
                 kept = [r for r in csv.DictReader(f) if int(r["round"]) <= keep_until]
-        self._file = self.path.open("w", newline="")
+
+        def write_kept(tmp: Path) -> None:
+            with tmp.open("w", newline="") as f:
+                writer = csv.DictWriter(f, fieldnames=PROGRESS_FIELDS)
+                writer.writeheader()
+                writer.writerows(kept)
+
+        # The kept rows replace the file whole (a kill here loses none of them); new rows
+        # are appended after.
+        replace_atomically(self.path, write_kept)
+        self._file = self.path.open("a", newline="")
         self._writer = csv.DictWriter(self._file, fieldnames=PROGRESS_FIELDS)
-        self._writer.writeheader()
-        self._writer.writerows(kept)
-        self._file.flush()
 
     def write(self, row: dict[str, float]) -> None:
         self._writer.writerow({k: row.get(k, math.nan) for k in PROGRESS_FIELDS})
@@ -404,6 +419,33 @@ class ActorScorers:
         self._actors.shutdown()
 
 
+def wait_started(actors: dict[str, Any], spec: LMRunSpec, timeout_s: float = 300.0) -> None:
+    """Wait until every actor is built (model loaded), at most ``timeout_s``.
+
+    Without the bound, actors the cluster cannot place (GPUs it does not have, a resumed
+    GPU run on a CPU machine) would leave the run waiting forever, silently.
+
+    Raises:
+        RuntimeError: an actor did not start in time; the message names the reservations.
+    """
+    import ray
+    from ray.exceptions import GetTimeoutError
+
+    refs = {name: actor.__ray_ready__.remote() for name, actor in actors.items()}
+    try:
+        ray.get(list(refs.values()), timeout=timeout_s)
+    except GetTimeoutError:
+        ready, _ = ray.wait(list(refs.values()), num_returns=len(refs), timeout=0)
+        waiting = [name for name, ref in refs.items() if ref not in ready]
+        for actor in actors.values():
+            ray.kill(actor)
+        raise RuntimeError(
+            f"the {', '.join(waiting)} actor(s) did not start within {timeout_s:.0f} s: the "
+            f"cluster has no room for them (rollout {spec.rollout_cpus:g} CPU / "
+            f"{spec.rollout_gpus:g} GPU, learner {spec.learner_cpus:g} CPU / "
+            f"{spec.learner_gpus:g} GPU; available: {ray.available_resources()})") from None
+
+
 def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
         on_round: Callable[[dict[str, float]], None] | None = None,
         resume: bool = False) -> dict[str, Any]:
@@ -429,8 +471,9 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
     rewarder = ray.remote(num_cpus=0)(RewardWorker).remote(spec)
     learner = ray.remote(num_cpus=spec.learner_cpus,
                          num_gpus=spec.learner_gpus)(LearnerWorker).remote(spec)
+    wait_started({"rollout": rollout, "reward": rewarder, "learner": learner}, spec)
     pool = (ActorScorers(spec, spec.num_scorers, num_cpus=spec.cpus_per_scorer,
-                         num_gpus=spec.gpus_per_scorer)
+                         num_gpus=spec.gpus_per_scorer, timeout_s=spec.scorer_timeout_s)
             if spec.num_scorers else None)
     kl_ctl = AdaptiveKL(beta=spec.kl_beta, target=spec.kl_target)
     rng = np.random.default_rng(spec.seed)
@@ -491,8 +534,11 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
                                                            spec.scoring_method))
                 else:
                     loss = spec.update.policy_loss().for_batch(full)
-                    scores = pool.score(weights_ref,
-                                        learner.target.remote(vbatch, weights), full, loss,
+                    target_ref = learner.target.remote(vbatch, weights)
+                    # Resolved first: the scorers' clocks start with their own work, and a
+                    # learner failure surfaces as the learner's, not as dying scorers.
+                    ray.get(target_ref)
+                    scores = pool.score(weights_ref, target_ref, full, loss,
                                         spec.scoring_method)
                 scoring_s = time.perf_counter() - ts
                 rule = "neg-bottom" if spec.algo == "iif" else "random"

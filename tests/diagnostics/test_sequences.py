@@ -55,9 +55,9 @@ def test_round_figures_and_extremes(tmp_path):
     assert table.toxic_kept.tolist() == [0.0, 1.0] and table.toxic_dropped.tolist() == [1, 0]
     ext = pd.read_parquet(out / sequences.EXTREMES_FILE)
     first = ext[ext.iteration == 1]
-    harmful = first[first.end == "most harmful"].score.tolist()
-    assert harmful == [-4, -3, -2, -1, 1]  # lowest first
-    assert first[first.end == "most helpful"].score.tolist() == [4, 3, 2, 1, -1]
+    # Lowest first; 8 records give 4 at each end, never one record at both.
+    assert first[first.end == "most harmful"].score.tolist() == [-4, -3, -2, -1]
+    assert first[first.end == "most helpful"].score.tolist() == [4, 3, 2, 1]
     index = (out / "index.md").read_text()
     assert "2 rounds, 16 sequences (8 dropped)" in index
     assert "toxic share kept / dropped (evaluation detector): **0.500** / **0.500**" in index

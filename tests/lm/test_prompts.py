@@ -22,10 +22,14 @@ def _jsonl(path, prompts) -> None:
 def test_formats_read_the_same_prompts(tmp_path):
     _jsonl(tmp_path / "p.jsonl", TEXTS)
     pq.write_table(pa.table({"prompt": TEXTS}), tmp_path / "p.parquet")
+    # A data set saved with to_parquet keeps real-toxicity-prompts' nested prompt objects.
+    pq.write_table(pa.table({"prompt": [{"text": p, "toxicity": 0.1} for p in TEXTS]}),
+                   tmp_path / "nested.parquet")
     (tmp_path / "p.txt").write_text("\n".join(TEXTS) + "\n\n")
     (tmp_path / "s.jsonl").write_text("\n".join(json.dumps({"prompt": p}) for p in TEXTS))
+    (tmp_path / "dup.txt").write_text("\n".join(TEXTS + TEXTS[:10]))  # repeats read once
     splits = [PromptFile(tmp_path / f).splits for f in ("p.jsonl", "p.parquet", "p.txt",
-                                                        "s.jsonl")]
+                                                        "s.jsonl", "nested.parquet", "dup.txt")]
     assert all(s == splits[0] for s in splits)
     assert len(splits[0]["eval"]) == 4 and len(splits[0]["train"]) == 36
     assert sorted(splits[0]["eval"] + splits[0]["train"]) == sorted(TEXTS)
@@ -51,6 +55,9 @@ def test_draws_are_seeded_and_never_cross_the_split(tmp_path):
     ("one.txt", "only one\n\n", "holds 1 non-empty prompt(s); accepted: at least 2"),
     ("bad.jsonl", '{"text": "no prompt field"}\n', "line 1 is not a JSON object with a "
                                                    "'prompt' field"),
+    ("null.jsonl", '{"prompt": "fine"}\n{"prompt": null}\n', "prompt 2: the prompt None is "
+                                                            "not a string"),
+    ("notext.jsonl", '{"prompt": {"toxicity": 0.5}}\n', "prompt 1: the prompt"),
 ])
 def test_unusable_files_say_why(tmp_path, name, content, message):
     if content is not None:

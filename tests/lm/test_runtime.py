@@ -205,3 +205,19 @@ def test_gpu_learner_gives_the_cpu_learners_figures_and_a_gpu_run_trains(
     fit(spec, echo=lambda _: None)
     progress = pd.read_csv(tmp_path / "run" / PROGRESS_CSV)
     assert progress["round"].tolist() == [1, 2] and (progress.scoring_s > 0).all()
+
+
+@pytest.mark.ray
+def test_actors_the_cluster_cannot_place_fail_with_the_reason(ray_local, tmp_path):
+    """A GPU learner on a machine without GPUs: a clear error in bounded time, not a hang."""
+    import ray
+
+    from iif_ray.lm.runtime import wait_started
+
+    @ray.remote(num_gpus=1)
+    class Stuck:
+        pass
+
+    spec = LMRunSpec(model="m", out_dir=str(tmp_path), learner_gpus=1)
+    with pytest.raises(RuntimeError, match=r"the learner actor\(s\) did not start within 2 s"):
+        wait_started({"learner": Stuck.remote()}, spec, timeout_s=2)
