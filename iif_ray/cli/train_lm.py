@@ -7,7 +7,10 @@ Hugging Face causal-LM directory instead of the project's pre-trained tiny model
 from __future__ import annotations
 
 import argparse
+import os
 from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import (
@@ -20,6 +23,36 @@ from iif_ray.cli.common import (
     prepare_out,
 )
 from iif_ray.lm import LM_ALGOS
+
+# Placement flag -> LMRunSpec field.
+PLACEMENT = {"num_gpus_per_rollout": "rollout_gpus", "num_gpus_per_learner": "learner_gpus",
+             "num_gpus_per_scorer": "gpus_per_scorer", "scorer_timeout": "scorer_timeout_s"}
+
+
+def placement(args: argparse.Namespace, base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The placement fields: the flags given, else ``base``'s values (a resumed run's), else
+    LMRunSpec's defaults (a new run's)."""
+    from dataclasses import fields
+
+    from iif_ray.lm.runtime import LMRunSpec
+
+    defaults = {f.name: f.default for f in fields(LMRunSpec)}
+    base = base or {}
+    out = {}
+    for flag, name in PLACEMENT.items():
+        value = getattr(args, flag)
+        out[name] = value if value is not None else base.get(name, defaults[name])
+    return out
+
+
+def resume_spec(args: argparse.Namespace) -> Any:
+    """The resumed run's spec, with the placement flags given on this command line."""
+    from dataclasses import replace
+
+    from iif_ray.lm.runtime import read_spec
+
+    spec = read_spec(args.resume)
+    return replace(spec, **placement(args, spec.to_dict()))
 
 
 class TrainLMCommand(Command):
@@ -61,19 +94,22 @@ class TrainLMCommand(Command):
         parser.add_argument("--dtype", choices=("float32", "bfloat16"), default="float32",
                             help="the base model's weights (bfloat16 halves a GPU's memory for "
                                  "them; adapters, log-probabilities and scores stay float32)")
+        # Placement flags (default None: "not given") also apply to --resume: a run saved on
+        # a GPU machine can continue on a CPU one, and the other way round.
         for actor in ("rollout", "learner", "scorer"):
             parser.add_argument(f"--num-gpus-per-{actor}",
-                                type=nonneg_float(f"num-gpus-per-{actor}"), default=0.0,
-                                help=f"GPUs the {actor} actor reserves (fractions share one); "
-                                     "an actor with any computes on it")
+                                type=nonneg_float(f"num-gpus-per-{actor}"),
+                                help=f"GPUs the {actor} actor reserves (fractions share one; "
+                                     "default 0); an actor with any computes on it")
         parser.add_argument("--scorer-timeout", type=positive_float("scorer-timeout"),
-                            default=1800.0, help="seconds a scorer actor may take on its shard "
-                                                 "before it is replaced and the shard re-scored")
+                            help="seconds a scorer actor may take on its shard before it is "
+                                 "replaced and the shard re-scored (default 1800)")
         parser.add_argument("--seed", type=int_at_least(0, "seed"), default=0)
         parser.add_argument("--out", help="run directory to create")
         parser.add_argument("--resume", metavar="DIR",
                             help="continue the LM run in DIR from its last checkpoint (its "
-                                 "lm_run.json gives every setting; others are ignored)")
+                                 "lm_run.json gives every setting but placement: "
+                                 "--num-gpus-per-* and --scorer-timeout may change)")
         parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
         parser.add_argument("--address", help="Ray address: omit for an embedded local Ray")
 
@@ -90,6 +126,7 @@ class TrainLMCommand(Command):
             if (Path(args.resume) / SUMMARY).exists():
                 raise UsageError(f"--resume {args.resume!r} already completed ({SUMMARY} "
                                  "exists); accepted: an interrupted run")
+            self._check_gpus(args, resume_spec(args))
             return
         batch = args.prompts_per_round * args.group_size
         if args.minibatch_size > batch:
@@ -106,36 +143,46 @@ class TrainLMCommand(Command):
                 PromptFile(args.prompts)
             except PromptFileError as e:
                 raise UsageError(str(e)) from None
-        for actor in ("rollout", "learner", "scorer"):
-            value = getattr(args, f"num_gpus_per_{actor}")
-            if value > 1 and value != int(value):
-                raise UsageError(f"--num-gpus-per-{actor} {value:g}: accepted: a fraction in "
-                                 "[0, 1] or a whole number of GPUs (Ray's rule)")
-        gpus = (args.num_gpus_per_rollout + args.num_gpus_per_learner
-                + args.num_scorers * args.num_gpus_per_scorer)
-        if gpus > 0 and here and args.address is None:
-            import torch
-
-            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if gpus > have:
-                raise UsageError(
-                    f"--num-gpus-per-rollout/-learner/-scorer ask for {gpus:g} GPU(s); this "
-                    f"machine has {have} (accepted: at most {have} in total, or --address "
-                    "for a cluster)")
+        if here:
+            self._check_gpus(args, None)
         for flag, path in (("--model", args.model), ("--reward", args.reward)):
             if path and here and not (Path(path) / "config.json").is_file():
                 raise UsageError(f"{flag} {path!r} is not a local model directory (no "
                                  "config.json); accepted: a directory written by "
                                  "save_pretrained")
 
+    @staticmethod
+    def _check_gpus(args: argparse.Namespace, spec: Any) -> None:
+        """Ray's rule for GPU reservations, and on an embedded Ray this machine's GPUs,
+        checked before Ray starts (an actor Ray cannot place would otherwise wait)."""
+        for flag in ("rollout", "learner", "scorer"):
+            value = getattr(args, f"num_gpus_per_{flag}")
+            if value is not None and value > 1 and value != int(value):
+                raise UsageError(f"--num-gpus-per-{flag} {value:g}: accepted: a fraction in "
+                                 "[0, 1] or a whole number of GPUs (Ray's rule)")
+        if args.address is not None or os.environ.get("RAY_ADDRESS"):
+            return  # a cluster's GPUs are the cluster's to count
+        if spec is None:
+            spec = SimpleNamespace(**placement(args), num_scorers=args.num_scorers)
+        gpus = spec.rollout_gpus + spec.learner_gpus + spec.num_scorers * spec.gpus_per_scorer
+        if gpus > 0:
+            import torch
+
+            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+            if gpus > have:
+                raise UsageError(
+                    f"the rollout, learner and scorer actors ask for {gpus:g} GPU(s); this "
+                    f"machine has {have} (accepted: at most {have} in total, or --address "
+                    "for a cluster; with --resume, --num-gpus-per-* 0 continues on CPU)")
+
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.lm.learner import UpdateSettings
-        from iif_ray.lm.runtime import LMRunSpec, fit, read_spec
+        from iif_ray.lm.runtime import LMRunSpec, fit
         from iif_ray.ray_session import ray_session
 
         self.validate(args)
         if args.resume:
-            spec = read_spec(args.resume)
+            spec = resume_spec(args)
             with ray_session(args.address):
                 summary = fit(spec, echo=console.print, resume=True)
             return self._report(spec.algo, Path(args.resume), summary)
@@ -153,9 +200,7 @@ class TrainLMCommand(Command):
             checkpoint_every=args.checkpoint_every, num_scorers=args.num_scorers,
             reward=args.reward, reward_label=args.reward_label,
             prompts=str(Path(args.prompts).resolve()) if args.prompts else None,
-            dtype=args.dtype, rollout_gpus=args.num_gpus_per_rollout,
-            learner_gpus=args.num_gpus_per_learner, gpus_per_scorer=args.num_gpus_per_scorer,
-            scorer_timeout_s=args.scorer_timeout,
+            dtype=args.dtype, **placement(args),
             update=UpdateSettings(estimator=args.estimator, epochs=args.epochs,
                                   minibatch_size=args.minibatch_size))
         with ray_session(args.address):

@@ -463,8 +463,8 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
 
     out = Path(spec.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    if not resume:
-        write_json_atomically(out / RUN_SPEC, spec.to_dict())
+    # Also on resume: the placement may have changed (train-lm --resume --num-gpus-per-*).
+    write_json_atomically(out / RUN_SPEC, spec.to_dict())
     lang = PromptFile(spec.prompts) if spec.prompts else detox.Language.build(0)
     rollout = ray.remote(num_cpus=spec.rollout_cpus,
                          num_gpus=spec.rollout_gpus)(RolloutWorker).remote(spec)

@@ -221,3 +221,31 @@ def test_actors_the_cluster_cannot_place_fail_with_the_reason(ray_local, tmp_pat
     spec = LMRunSpec(model="m", out_dir=str(tmp_path), learner_gpus=1)
     with pytest.raises(RuntimeError, match=r"the learner actor\(s\) did not start within 2 s"):
         wait_started({"learner": Stuck.remote()}, spec, timeout_s=2)
+
+
+def test_resume_takes_new_placement_and_checks_it_before_ray(tmp_path, capsys):
+    """A run saved with a GPU learner, resumed on this CPU machine: refused at once (exit 2,
+    before Ray) unless the placement is changed, which --resume accepts."""
+    import argparse
+
+    from iif_ray.atomic_files import write_json_atomically
+    from iif_ray.cli import build_parser, main
+    from iif_ray.cli.train_lm import TrainLMCommand, resume_spec
+    from iif_ray.lm.runtime import RUN_SPEC
+
+    run = tmp_path / "run"
+    write_json_atomically(run / RUN_SPEC, LMRunSpec(model="m", out_dir=str(run),
+                                                    learner_gpus=1).to_dict())
+    if not torch.cuda.is_available():
+        assert main(["train-lm", "--resume", str(run)]) == 2
+        err = capsys.readouterr().err
+        assert "ask for 1 GPU(s); this machine has 0" in err and "--num-gpus-per-* 0" in err
+    args = build_parser().parse_args(["train-lm", "--resume", str(run),
+                                      "--num-gpus-per-learner", "0", "--scorer-timeout", "60"])
+    assert isinstance(args, argparse.Namespace)
+    TrainLMCommand().validate(args)  # no GPU asked for any more
+    spec = resume_spec(args)
+    assert (spec.learner_gpus, spec.scorer_timeout_s, spec.model) == (0.0, 60.0, "m")
+    # Flags not given keep the run's own values.
+    args = build_parser().parse_args(["train-lm", "--resume", str(run)])
+    assert resume_spec(args).learner_gpus == 1
