@@ -99,8 +99,9 @@ class TrainLMCommand(Command):
         for actor in ("rollout", "learner", "scorer"):
             parser.add_argument(f"--num-gpus-per-{actor}",
                                 type=nonneg_float(f"num-gpus-per-{actor}"),
-                                help=f"GPUs the {actor} actor reserves (fractions share one; "
-                                     "default 0); an actor with any computes on it")
+                                help=f"GPUs {'each' if actor == 'scorer' else 'the'} {actor} "
+                                     "actor reserves (fractions share one; default 0); an "
+                                     "actor with any computes on it")
         parser.add_argument("--scorer-timeout", type=positive_float("scorer-timeout"),
                             help="seconds a scorer actor may take on its shard before it is "
                                  "replaced and the shard re-scored (default 1800)")
