@@ -93,21 +93,36 @@ class Efficiency:
 
 
 def efficiency(ppo: pd.DataFrame, other: pd.DataFrame) -> Efficiency:
-    """Metrics of one seed's run of a method against the same seed's PPO run."""
-    c_ppo = smoothed(ppo["eval_return"])
-    c_oth = smoothed(other["eval_return"])
+    """Metrics of one seed's run of a method against the same seed's PPO run.
+
+    Only rounds with an evaluation count (an LM run evaluates every few rounds): curves are
+    smoothed over evaluations, and a level is reached in the round of the first evaluation
+    at or above it.
+    """
+    ev_ppo = ppo.dropna(subset=["eval_return"])
+    ev_oth = other.dropna(subset=["eval_return"])
+    if ev_ppo.empty or ev_oth.empty:
+        return Efficiency(math.nan, math.nan, math.nan, False)
+    c_ppo, c_oth = smoothed(ev_ppo["eval_return"]), smoothed(ev_oth["eval_return"])
+    rounds_ppo, rounds_oth = ev_ppo["round"].to_numpy(), ev_oth["round"].to_numpy()
+    never = int(other["round"].max()) + 1
+
+    def reach(curve: np.ndarray, rounds: np.ndarray, level: float) -> int:
+        i = first_round(curve, level) - 1
+        return int(rounds[i]) if i < len(rounds) else never
+
     start, peak = c_ppo[0], c_ppo.max()
     if peak <= start:  # PPO never improved: no levels to measure
         return Efficiency(math.nan, math.nan, math.nan, False)
     levels = start + (peak - start) * np.arange(1, LEVELS + 1) / LEVELS
-    reductions = [1 - first_round(c_oth, v) / first_round(c_ppo, v) for v in levels]
-    m_oth_peak = first_round(c_oth, peak)
-    t_oth = np.cumsum(other["train_s"].to_numpy())
-    t_ppo_total = float(ppo["train_s"].sum())
-    reached = m_oth_peak <= len(c_oth)
-    t_reach = t_oth[min(m_oth_peak, len(t_oth)) - 1]
+    reductions = [1 - reach(c_oth, rounds_oth, v) / reach(c_ppo, rounds_ppo, v)
+                  for v in levels]
+    m_oth_peak = reach(c_oth, rounds_oth, peak)
+    clock = other.set_index("round")["train_s"].cumsum()
+    reached = m_oth_peak < never
+    t_reach = float(clock.loc[m_oth_peak]) if reached else float(clock.iloc[-1])
     return Efficiency(float(np.mean(reductions)), float(reductions[-1]),
-                      1 - t_reach / t_ppo_total, reached)
+                      1 - t_reach / float(ppo["train_s"].sum()), reached)
 
 
 def _runs(df: pd.DataFrame, env: str, algo: str) -> dict[int, pd.DataFrame]:

@@ -42,6 +42,23 @@ def test_a_level_never_reached_is_censored_at_r_plus_one(monkeypatch):
     assert not eff.reached_peak and eff.rt_peak == pytest.approx(1 - 4 / 4)
 
 
+def test_rounds_without_an_evaluation_are_skipped_not_read_as_misses(monkeypatch):
+    """An LM run evaluates every few rounds (NaN in between): a level is reached in the
+    round of the first evaluation at or above it."""
+    monkeypatch.setattr(report, "SMOOTH", 1)
+    nan = float("nan")
+    ppo = _run([nan, 0.0, nan, 0.25, nan, 0.5, nan, 0.75, nan, 1.0], train_s=1.0)
+    fast = _run([nan, 0.5, nan, 1.0, nan, 1.0, nan, 1.0, nan, 1.0], train_s=1.0)
+    eff = report.efficiency(ppo, fast)
+    # Levels 0.1..1.0: PPO reaches them in rounds 4,4,6,6,6,8,8,10,10,10; fast in 2 (up to
+    # 0.5) and 4 (above).
+    ppo_at, fast_at = [4, 4, 6, 6, 6, 8, 8, 10, 10, 10], [2] * 5 + [4] * 5
+    reductions = [1 - f / p for f, p in zip(fast_at, ppo_at, strict=True)]
+    assert eff.se_ave == pytest.approx(np.mean(reductions))
+    assert eff.se_peak == pytest.approx(1 - 4 / 10)
+    assert eff.rt_peak == pytest.approx(1 - 4 / 10) and eff.reached_peak
+
+
 def test_budget_note_names_whose_budget_was_cut():
     df = pd.DataFrame({"env": ["acrobot", "acrobot", "hopper"],
                        "env_steps": [51_200, 102_400, 61_440]})
