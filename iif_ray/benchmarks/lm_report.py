@@ -22,7 +22,7 @@ import pandas as pd
 
 from iif_ray.benchmarks import statistics as st
 from iif_ray.benchmarks.lm_trials import LM_ENV, progress_table
-from iif_ray.benchmarks.report import ALGO_ORDER, COLORS, FINAL_FRACTION, markdown_table
+from iif_ray.benchmarks.report import COLORS, FINAL_FRACTION, markdown_table, ordered_algos
 
 LM_RUNS = "lm"  # the LM sweep's run directories: <out>/lm/<algo>-seed<k>
 
@@ -40,11 +40,6 @@ METRICS = (
     Metric("eval_reward", "held-out reward (the training classifier's log-odds of clean, on "
            "evaluation prompts)", higher_is_better=True),
 )
-
-
-def ordered(algos: set[str]) -> list[str]:
-    """The report's algorithm order: the known ones first (PPO leads), then the rest."""
-    return [a for a in ALGO_ORDER if a in algos] + sorted(algos - set(ALGO_ORDER))
 
 
 def run_scores(run: pd.DataFrame, column: str, rounds: int) -> tuple[float, float]:
@@ -69,7 +64,7 @@ def complete_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int, list[str]]:
 def metric_table(df: pd.DataFrame, metric: Metric, rounds: int
                  ) -> tuple[list[list[str]], list[str]]:
     """Rows per algorithm and the verdict sentences for IIF (and the random control)."""
-    algos = ordered(set(df.algo))
+    algos = ordered_algos(set(df.algo))
     scores = {a: {int(s): run_scores(r, metric.column, rounds)
                   for s, r in df[df.algo == a].groupby("seed")} for a in algos}
     sign = 1.0 if metric.higher_is_better else -1.0
@@ -111,7 +106,7 @@ def timing_table(df: pd.DataFrame) -> list[list[str]]:
     """Per algorithm: mean seconds per round (round 1, with its start-up, left out), the
     scoring / update ratio, and the share of rows dropped."""
     rows = []
-    for a in ordered(set(df.algo)):
+    for a in ordered_algos(set(df.algo)):
         d = df[(df.algo == a) & (df["round"] >= 2)]
         ratio = d["scoring_s"].sum() / d["update_s"].sum() if d["update_s"].sum() else math.nan
         rows.append([a, f"{d['round_s'].mean():.2f}", f"{d['generate_s'].mean():.2f}",
@@ -129,7 +124,7 @@ def plot_lm(df: pd.DataFrame, path: Path) -> None:
 
     fig, axes = plt.subplots(1, len(METRICS), figsize=(11, 4))
     for ax, metric in zip(axes, METRICS, strict=True):
-        for a in ordered(set(df.algo)):
+        for a in ordered_algos(set(df.algo)):
             ev = df[df.algo == a].dropna(subset=[metric.column])
             by_round = ev.groupby("round")[metric.column]
             mean, se = by_round.mean(), by_round.sem().fillna(0.0)

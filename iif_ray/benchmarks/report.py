@@ -49,6 +49,11 @@ COLORS = {"ppo": "tab:gray", "iif": "tab:blue", "random": "tab:orange",
           "advantage": "tab:green", "sb3-ppo": "tab:purple", "ppo-sb3init": "tab:brown"}
 
 
+def ordered_algos(present: set[str]) -> list[str]:
+    """The report's algorithm order: the known ones first (PPO leads), then the rest."""
+    return [a for a in ALGO_ORDER if a in present] + sorted(present - set(ALGO_ORDER))
+
+
 @dataclass(frozen=True)
 class Interval:
     mean: float
@@ -154,8 +159,7 @@ def env_tables(df: pd.DataFrame, env: str) -> tuple[list[list[str]], list[str]]:
     if budget_note:
         notes.append(budget_note)
     ppo = _runs(df, env, "ppo")
-    algos = [a for a in ALGO_ORDER if a in set(df[df.env == env].algo)]
-    algos += sorted(set(df[df.env == env].algo) - set(algos))
+    algos = ordered_algos(set(df[df.env == env].algo))
     rows = []
     for algo in algos:
         runs = _runs(df, env, algo)
@@ -376,7 +380,7 @@ def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
     rr = PRESETS[env].return_range if env in PRESETS else None
     tol = _tolerance(env)
     present = set(df[df.env == env].algo)
-    algos = [a for a in ALGO_ORDER if a in present] + sorted(present - set(ALGO_ORDER))
+    algos = ordered_algos(present)
     runs = {a: _runs(df, env, a) for a in algos}
     scores, seeds = {}, {}
     for a in algos:
@@ -458,8 +462,7 @@ def plot_evidence(df: pd.DataFrame, env: str, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    present = set(df[df.env == env].algo)
-    for algo in [a for a in ALGO_ORDER if a in present] + sorted(present - set(ALGO_ORDER)):
+    for algo in ordered_algos(set(df[df.env == env].algo)):
         sub = df[(df.env == env) & (df.algo == algo)]
         by_round = sub.groupby("round")
         x_steps = by_round["env_steps"].mean().to_numpy()

@@ -235,16 +235,22 @@ def check_run(args: argparse.Namespace, preset: Preset, overrides: dict[str, Any
             f"{cpus} (accepted: at most {cpus} in total, or --address for a cluster)")
     gpus_learners = max(args.num_learners, 1) * args.num_gpus_per_learner
     gpus_scorers = num_scorers * pools * overrides.get("num_gpus_per_scorer", 0.0)
-    if gpus_learners + gpus_scorers > 0:
-        import torch
+    check_local_gpus(gpus_learners + gpus_scorers,
+                     f"--num-gpus-per-learner {args.num_gpus_per_learner} and "
+                     f"--num-gpus-per-scorer {overrides.get('num_gpus_per_scorer', 0.0)} need")
 
-        have = torch.cuda.device_count() if torch.cuda.is_available() else 0
-        if gpus_learners + gpus_scorers > have:
-            raise UsageError(
-                f"--num-gpus-per-learner {args.num_gpus_per_learner} and "
-                f"--num-gpus-per-scorer {overrides.get('num_gpus_per_scorer', 0.0)} need "
-                f"{gpus_learners + gpus_scorers:g} GPU(s); this machine has {have} (accepted: "
-                f"at most {have} in total, or --address for a cluster)")
+
+def check_local_gpus(gpus: float, who: str, hint: str = "") -> None:
+    """Refuse, before an embedded Ray starts, GPUs this machine does not have (Ray would
+    leave the actors pending). ``who`` begins the message ("... need"), ``hint`` ends it."""
+    if gpus <= 0:
+        return
+    import torch
+
+    have = torch.cuda.device_count() if torch.cuda.is_available() else 0
+    if gpus > have:
+        raise UsageError(f"{who} {gpus:g} GPU(s); this machine has {have} (accepted: at most "
+                         f"{have} in total, or --address for a cluster{hint})")
 
 
 def prepare_out(out: str, overwrite: bool) -> Path:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import UsageError, console, int_at_least, int_list
@@ -43,13 +42,10 @@ class DiagnoseCommand(Command):
                               f"--target action --target-option probe_file={args.probes_out}")
                 return 0
             if args.intervene:
-                from iif_ray.lm.runtime import RUN_SPEC as LM_RUN_SPEC
+                from iif_ray.diagnostics.index import check_intervention
                 from iif_ray.ray_session import ray_session
 
-                if (Path(args.run) / LM_RUN_SPEC).is_file():  # refused before Ray starts
-                    raise UsageError("--intervene retrains classic rounds; for an LM run use "
-                                     "iif-ray lm-checks (the single-round intervention)")
-
+                check_intervention(args.run, args.intervene)  # refused before Ray starts
                 with ray_session(args.address):
                     index = diagnose(args.run, intervene_rounds=args.intervene,
                                      seeds=args.seeds, episodes=args.episodes,

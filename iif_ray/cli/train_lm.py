@@ -15,6 +15,7 @@ from typing import Any
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import (
     UsageError,
+    check_local_gpus,
     console,
     drop_fraction,
     int_at_least,
@@ -165,16 +166,10 @@ class TrainLMCommand(Command):
             return  # a cluster's GPUs are the cluster's to count
         if spec is None:
             spec = SimpleNamespace(**placement(args), num_scorers=args.num_scorers)
-        gpus = spec.rollout_gpus + spec.learner_gpus + spec.num_scorers * spec.gpus_per_scorer
-        if gpus > 0:
-            import torch
-
-            have = torch.cuda.device_count() if torch.cuda.is_available() else 0
-            if gpus > have:
-                raise UsageError(
-                    f"the rollout, learner and scorer actors ask for {gpus:g} GPU(s); this "
-                    f"machine has {have} (accepted: at most {have} in total, or --address "
-                    "for a cluster; with --resume, --num-gpus-per-* 0 continues on CPU)")
+        check_local_gpus(
+            spec.rollout_gpus + spec.learner_gpus + spec.num_scorers * spec.gpus_per_scorer,
+            "the rollout, learner and scorer actors ask for",
+            hint="; with --resume, --num-gpus-per-* 0 continues on CPU")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.lm.learner import UpdateSettings

@@ -198,6 +198,19 @@ def _intervention_section(summary: dict, out: Path, rounds: list[int] | None, se
     return parts
 
 
+def is_lm_run(run_dir: str | Path) -> bool:
+    from iif_ray.lm.runtime import RUN_SPEC as LM_RUN_SPEC
+
+    return (Path(run_dir) / LM_RUN_SPEC).is_file()
+
+
+def check_intervention(run_dir: str | Path, rounds: list[int] | None) -> None:
+    """Raises ValueError for ``--intervene`` on an LM run (callers check before Ray starts)."""
+    if rounds and is_lm_run(run_dir):
+        raise ValueError("--intervene retrains classic rounds; for an LM run use "
+                         "iif-ray lm-checks (the single-round intervention)")
+
+
 def diagnose(run_dir: str | Path, *, intervene_rounds: list[int] | None = None,
              seeds: int = 3, episodes: int = 100,
              echo: Callable[[str], None] = print) -> Path:
@@ -207,21 +220,16 @@ def diagnose(run_dir: str | Path, *, intervene_rounds: list[int] | None = None,
     (:mod:`iif_ray.diagnostics.sequences`); ``--intervene`` is for classic runs.
     """
     run_dir = Path(run_dir)
-    from iif_ray.lm.runtime import RUN_SPEC as LM_RUN_SPEC
-
-    if (run_dir / LM_RUN_SPEC).is_file():
-        if intervene_rounds:
-            raise ValueError("--intervene retrains classic rounds; for an LM run use "
-                             "iif-ray lm-checks (the single-round intervention)")
+    check_intervention(run_dir, intervene_rounds)
+    out = run_dir / OUT_DIR
+    if is_lm_run(run_dir):
         from iif_ray.diagnostics.sequences import diagnose_lm
 
-        out = run_dir / OUT_DIR
         out.mkdir(exist_ok=True)
         index = out / "index.md"
         index.write_text("\n".join(diagnose_lm(run_dir, out, echo)))
         return index
-    summary, frame, obs = load_run(run_dir)
-    out = run_dir / OUT_DIR
+    summary, frame, obs = load_run(run_dir)  # refuses a run without a ledger: nothing written
     out.mkdir(exist_ok=True)
     settings = summary["attribution"]
     target = settings.get("target", "return")
