@@ -130,7 +130,8 @@ def efficiency(ppo: pd.DataFrame, other: pd.DataFrame) -> Efficiency:
                       1 - t_reach / float(ppo["train_s"].sum()), reached)
 
 
-def _runs(df: pd.DataFrame, env: str, algo: str) -> dict[int, pd.DataFrame]:
+def runs_of(df: pd.DataFrame, env: str, algo: str) -> dict[int, pd.DataFrame]:
+    """Seed -> that run's rows of ``env`` and ``algo``, in round order."""
     sub = df[(df.env == env) & (df.algo == algo)]
     return {int(s): g.sort_values("round") for s, g in sub.groupby("seed")}
 
@@ -158,11 +159,11 @@ def env_tables(df: pd.DataFrame, env: str) -> tuple[list[list[str]], list[str]]:
     budget_note = _budget_note(df, env)
     if budget_note:
         notes.append(budget_note)
-    ppo = _runs(df, env, "ppo")
+    ppo = runs_of(df, env, "ppo")
     algos = ordered_algos(set(df[df.env == env].algo))
     rows = []
     for algo in algos:
-        runs = _runs(df, env, algo)
+        runs = runs_of(df, env, algo)
         final = interval([_final_return(r) for r in runs.values()])
         round_s = interval([r["train_s"].mean() for r in runs.values()])
         dropped = interval([r["frac_dropped"].mean() for r in runs.values()])
@@ -230,7 +231,7 @@ def plot_env(df: pd.DataFrame, env: str, path: Path) -> None:
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     for algo in [a for a in ALGO_ORDER if a in set(df[df.env == env].algo)]:
-        runs = _runs(df, env, algo)
+        runs = runs_of(df, env, algo)
         n = min(len(r) for r in runs.values())
         curves = np.stack([smoothed(r["eval_return"])[:n] for r in runs.values()])
         steps = next(iter(runs.values()))["env_steps"].to_numpy()[:n]
@@ -252,7 +253,7 @@ def sb3_section(df: pd.DataFrame) -> str:
         return ""
     rows = []
     for env in envs:
-        ours, theirs = _runs(df, env, "ppo"), _runs(df, env, "sb3-ppo")
+        ours, theirs = runs_of(df, env, "ppo"), runs_of(df, env, "sb3-ppo")
         if not ours:
             continue
         fo = interval([_final_return(r) for r in ours.values()])
@@ -310,7 +311,8 @@ def evaluated_rounds(directory: Path) -> pd.DataFrame:
     return df.dropna(subset=["eval_return", "clock_s"]).sort_values(list(RUN_KEYS))
 
 
-def _tolerance(env: str) -> float:
+def reach_tolerance(env: str) -> float:
+    """How close to a level counts as reaching it: REACH_TOL of the preset's return range."""
     rr = PRESETS[env].return_range if env in PRESETS else None
     return REACH_TOL * (rr[1] - rr[0]) if rr else 0.0
 
@@ -378,10 +380,10 @@ def reference(algo: str, present: set[str]) -> str | None:
 
 def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
     rr = PRESETS[env].return_range if env in PRESETS else None
-    tol = _tolerance(env)
+    tol = reach_tolerance(env)
     present = set(df[df.env == env].algo)
     algos = ordered_algos(present)
-    runs = {a: _runs(df, env, a) for a in algos}
+    runs = {a: runs_of(df, env, a) for a in algos}
     scores, seeds = {}, {}
     for a in algos:
         seeds[a] = sorted(runs[a])
@@ -521,6 +523,9 @@ def aggregate_evidence(found: list[EnvEvidence], directory: Path) -> list[str]:
 
 def evidence_sections(directory: Path) -> tuple[list[str], set[str]]:
     """Markdown for every environment with evaluated snapshots, plus the aggregate."""
+    # Imported here: the ablation views build on this module's paired metrics.
+    from iif_ray.benchmarks.ablation_report import p_sensitivity_section, protocol_section
+
     df = evaluated_rounds(directory)
     if df.empty:
         return [], set()
@@ -534,6 +539,7 @@ def evidence_sections(directory: Path) -> tuple[list[str], set[str]]:
                   f"- {ev.precision}"]
         parts += [f"- {n}" for n in ev.notes]
         parts += ["", *[f"{v}\n" for v in ev.verdicts], f"![{env}]({png.name})", ""]
+        parts += protocol_section(df, env) + p_sensitivity_section(df, env)
     parts += aggregate_evidence(found, directory)
     return parts, {e.env for e in found}
 

@@ -162,3 +162,63 @@ def test_variant_cells_are_compared_with_their_own_ppo(tmp_path):
     assert _row(text, "frozenlake", "iif-p0.25")[1] == "ppo"
     assert _row(text, "frozenlake", "ppo")[1] == "-"
     assert "**Verdict (iif-restart).** `iif-restart` reaches `ppo-restart`'s peak" in text
+
+
+def _section(text: str, title: str) -> str:
+    return text.split(title)[1].split("\n## ")[0].split("\n### ")[0]
+
+
+def test_protocol_gain_is_traced_to_the_protocol_when_the_filter_adds_nothing(tmp_path):
+    """IIF restarting beats PPO running on, but PPO restarting is as fast: the protocol."""
+    rng = np.random.default_rng(5)
+    slow, fast = _curves(0.04, 8, rng), _curves(0.08, 8, rng)
+    _write(tmp_path, {"ppo": slow, "iif": slow.copy(), "ppo-sb3init": slow.copy(),
+                      "ppo-restart-sb3init": fast, "iif-restart-sb3init": fast.copy()})
+    text = report.write_report(tmp_path).read_text()
+    section = _section(text, "### frozenlake: the paper's protocol")
+    assert "it comes from the **protocol**, not the filter" in section
+    paper = next(ln for ln in section.splitlines() if ln.startswith("| the paper's"))
+    cells = [c.strip() for c in paper.strip("|").split("|")]
+    assert cells[1] == "`iif-restart-sb3init` vs `ppo-sb3init`" and cells[2] == "8"
+    # The paired final difference is the mean of per-seed differences (a direct oracle).
+    df = report.evaluated_rounds(tmp_path)
+    diffs = [report.run_scores(report.runs_of(df, "frozenlake", "iif-restart-sb3init")[s])[0]
+             - report.run_scores(report.runs_of(df, "frozenlake", "ppo-sb3init")[s])[0]
+             for s in range(8)]
+    assert _est(cells[4])[0] == pytest.approx(np.mean(diffs), abs=0.05)
+    assert cells[7].startswith("fewer rounds")
+    # Rows for cells that were not run are left out rather than shown empty.
+    assert "restart per round, RLlib init" not in section
+
+
+def test_protocol_gain_is_the_filters_when_it_holds_within_the_cell(tmp_path):
+    rng = np.random.default_rng(6)
+    slow = _curves(0.04, 8, rng)
+    _write(tmp_path, {"ppo": slow, "ppo-sb3init": slow.copy(),
+                      "ppo-restart-sb3init": _curves(0.04, 8, rng),
+                      "iif-restart-sb3init": _curves(0.08, 8, rng)})
+    text = report.write_report(tmp_path).read_text()
+    assert "it comes from the **filter**" in text
+
+
+def test_protocol_without_a_gain_says_neither(tmp_path):
+    rng = np.random.default_rng(7)
+    same = _curves(0.05, 8, rng)
+    _write(tmp_path, {"ppo": same, "ppo-sb3init": same.copy(), "ppo-restart-sb3init": same.copy(),
+                      "iif-restart-sb3init": same.copy()})
+    text = report.write_report(tmp_path).read_text()
+    assert "The paper's comparison itself is **not resolved**" in text
+
+
+def test_p_sensitivity_rows_are_ordered_by_p_with_drop_all_last(tmp_path):
+    rng = np.random.default_rng(8)
+    _write(tmp_path, {a: _curves(0.05, 5, rng) for a in
+                      ("ppo", "iif", "iif-p0.5", "iif-p0.0625", "iif-negative")})
+    text = report.write_report(tmp_path).read_text()
+    section = _section(text, "### frozenlake: sensitivity to p")
+    labels = [ln.split("|")[1].strip() for ln in section.splitlines() if ln.startswith("| p =")
+              or ln.startswith("| negative")]
+    preset_p = report.PRESETS["frozenlake"].drop_fraction
+    expected = sorted([0.0625, preset_p, 0.5])
+    assert labels == [f"p = {p:g}" for p in expected] + ["negative (all)"]
+    assert "### frozenlake: the paper's protocol" not in text
