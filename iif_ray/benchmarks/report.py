@@ -308,7 +308,30 @@ def evaluated_rounds(directory: Path) -> pd.DataFrame:
     df = evals.merge(rounds[cols], on=list(RUN_KEYS), how="left")
     first = df["round"] == 0
     df.loc[first, ["clock_s", "env_steps", "frac_dropped"]] = 0.0
-    return df.dropna(subset=["eval_return", "clock_s"]).sort_values(list(RUN_KEYS))
+    df = df.dropna(subset=["eval_return", "clock_s"]).sort_values(list(RUN_KEYS))
+    keep = on_common_grid(df)
+    off_grid = df[~keep].groupby("env").size().to_dict()
+    df = df[keep].copy()
+    df.attrs["off_grid"] = off_grid
+    return df
+
+
+def on_common_grid(df: pd.DataFrame) -> pd.Series:
+    """Which evaluation points lie on their environment's common grid: a round is kept when
+    every run of the environment that got that far was evaluated there.
+
+    Paired metrics and mean curves need the same rounds in every run: a point off the grid
+    (say the last snapshot of a run evaluated while it was still training) would let that
+    run reach a level a few rounds earlier, and make a mean curve average other seeds there.
+    """
+    keep = pd.Series(True, index=df.index)
+    for _, env_df in df.groupby("env"):
+        runs = env_df.groupby(["algo", "seed"])["round"]
+        reached, evaluated = runs.max(), runs.apply(set)
+        for r in set(env_df["round"]):
+            if any(reached[k] >= r and r not in evaluated[k] for k in reached.index):
+                keep[env_df.index[env_df["round"] == r]] = False
+    return keep
 
 
 def reach_tolerance(env: str) -> float:
@@ -422,6 +445,10 @@ def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
             verdicts += _verdicts(a, ref, se_peak, poi_f, poi_a,
                                   (float(np.mean(raw_final)), float(ref_final)))
     sub = df[(df.env == env) & (df["round"] >= 1)]
+    off_grid = df.attrs.get("off_grid", {}).get(env, 0)
+    if off_grid:
+        notes.append(f"{off_grid} evaluation point(s) off the common round grid left out "
+                     "(see `on_common_grid`)")
     width = (rr[1] - rr[0]) if rr else math.nan
     methods = ", ".join(sorted(set(sub.eval_method)))
     precision = (f"evaluation: {methods}; {len(sub)} points; standard error per point "

@@ -222,3 +222,25 @@ def test_p_sensitivity_rows_are_ordered_by_p_with_drop_all_last(tmp_path):
     expected = sorted([0.0625, preset_p, 0.5])
     assert labels == [f"p = {p:g}" for p in expected] + ["negative (all)"]
     assert "### frozenlake: the paper's protocol" not in text
+
+
+def test_points_off_the_common_round_grid_are_left_out(tmp_path):
+    """Runs evaluated every 5 rounds; one also at round 7 (evaluated while still training),
+    one stopped at round 10: round 7 goes, the short run's rounds stay."""
+    rows = [("ppo", 0, r) for r in (0, 5, 10, 15, 20)]
+    rows += [("iif", 0, r) for r in (0, 5, 7, 10, 15, 20)]
+    rows += [("iif", 1, r) for r in (0, 5, 10)]
+    df = pd.DataFrame([{"env": "lunarlander", "algo": a, "seed": s, "round": r}
+                       for a, s, r in rows])
+    kept = df[report.on_common_grid(df)]
+    assert 7 not in set(kept["round"])
+    assert len(kept) == len(df) - 1
+
+    rng = np.random.default_rng(9)
+    _write(tmp_path, {"ppo": _curves(0.05, 4, rng), "iif": _curves(0.05, 4, rng)})
+    evals = pd.read_csv(tmp_path / "evals.csv")
+    on_grid = (evals["round"] % 5 == 0) | ((evals.algo == "iif") & (evals.seed == 2)
+                                           & (evals["round"] == 7))
+    evals[on_grid].to_csv(tmp_path / "evals.csv", index=False)
+    text = report.write_report(tmp_path).read_text()
+    assert "1 evaluation point(s) off the common round grid left out" in text
