@@ -146,14 +146,31 @@ def p_sensitivity_section(df: pd.DataFrame, env: str) -> list[str]:
     variants = sorted((p, a) for a in present if (p := drop_fraction(a, env)) is not None)
     if len(variants) < 2 or "ppo" not in present:
         return []
-    rows = []
+    rows, found = [], []
     for p, algo in variants:
         if (cmp := compare(df, env, algo, "ppo")) is not None:
             label = "negative (all)" if math.isinf(p) else f"p = {p:g}"
             rows.append(_row(label, algo, "ppo", cmp, env))
+            found.append((label, cmp))
     if len(rows) < 2:
         return []
     return [f"### {env}: sensitivity to p", "",
             "IIF dropping the `floor(p * #negative)` lowest-scored records, or every negative "
-            "one; each against PPO on the same seeds.", "",
-            report.markdown_table(HEAD, rows), ""]
+            "one; each against PPO on the same seeds. The reading takes the SE_peak interval "
+            "and rliable's P(algo > ref) interval; the mean final difference (a percentile "
+            "bootstrap over a few seeds, which covers less than it claims) shows the size only.",
+            "", report.markdown_table(HEAD, rows), "", p_reading(found), ""]
+
+
+def p_reading(found: list[tuple[str, Paired]]) -> str:
+    """One sentence over the p table: at which p IIF is resolved faster / better / worse."""
+    def where(pick) -> str:
+        labels = [label for label, p in found if pick(p)]
+        return ", ".join(labels) if labels else "none"
+
+    return ("**Reading (p).** Fewer rounds than PPO to its peak at: "
+            f"{where(lambda p: p.se_peak.side(0.0) > 0)}; more at: "
+            f"{where(lambda p: p.se_peak.side(0.0) < 0)}. Final return resolved better at: "
+            f"{where(lambda p: p.poi_final.side(0.5) > 0)}; worse at: "
+            f"{where(lambda p: p.poi_final.side(0.5) < 0)}; elsewhere not resolved at this "
+            "precision.")

@@ -224,6 +224,18 @@ def test_p_sensitivity_rows_are_ordered_by_p_with_drop_all_last(tmp_path):
     assert "### frozenlake: the paper's protocol" not in text
 
 
+def test_p_reading_names_the_p_that_is_resolved_faster(tmp_path):
+    """Only p = 0.0625 learns faster; the other variants copy PPO's curves exactly."""
+    rng = np.random.default_rng(10)
+    ppo = _curves(0.04, 6, rng)
+    _write(tmp_path, {"ppo": ppo, "iif": ppo.copy(), "iif-negative": ppo.copy(),
+                      "iif-p0.0625": _curves(0.08, 6, rng)})
+    section = _section(report.write_report(tmp_path).read_text(),
+                       "### frozenlake: sensitivity to p")
+    reading = next(ln for ln in section.splitlines() if ln.startswith("**Reading (p).**"))
+    assert "to its peak at: p = 0.0625; more at: none." in reading
+
+
 def test_points_off_the_common_round_grid_are_left_out(tmp_path):
     """Runs evaluated every 5 rounds; one also at round 7 (evaluated while still training),
     one stopped at round 10: round 7 goes, the short run's rounds stay."""
