@@ -7,8 +7,8 @@ Per environment the protocol is chosen for precision at an affordable cost:
 * **paired-mc** (everything else): complete episodes on the shared seed list
   (:mod:`iif_ray.evaluation.montecarlo`), in blocks of ``block`` episodes from ``min_episodes``
   until the standard error is at most ``target_se_frac`` of the preset's return range (or
-  ``max_episodes``), every ``every`` rounds plus the last. Every run is evaluated on the same
-  prefix of the same seed list, so comparisons between runs are paired.
+  ``max_episodes``), every ``every`` rounds plus the run's planned last one. Every run is
+  evaluated on the same prefix of the same seed list, so comparisons between runs are paired.
 
 Runs are evaluated as Ray tasks (one CPU each), so a cluster evaluates in parallel; each
 finished run's rows are merged into ``evals.csv`` at once, and rows already there are not
@@ -62,13 +62,13 @@ class EvalProtocol:
     max_episodes: int = 1000
     target_se: float = 0.0  # absolute; 0: stop at min_episodes
 
-    def rounds(self, available: Iterable[int]) -> list[int]:
-        """Round 0, every ``every``-th round and the last one, among those saved."""
-        available = sorted(available)
-        if not available:
-            return []
-        last = available[-1]
-        return [r for r in available if r % self.every == 0 or r == last]
+    def rounds(self, available: Iterable[int], final: int | None = None) -> list[int]:
+        """Round 0, every ``every``-th round and the run's ``final`` one, among those saved.
+
+        Only the planned final round joins off the cadence: the newest round of a run still
+        training is a point no other run has, and is evaluated only if it is on the grid.
+        """
+        return [r for r in sorted(available) if r % self.every == 0 or r == final]
 
 
 # Measured costs on one core (trained policies; see results/evidence/README.md): Acrobot
@@ -165,7 +165,7 @@ def pending_work(opts: EvaluateOptions) -> list[tuple[SnapshotRun, list[int], Ev
     work = []
     for run in runs:
         proto = protocol_for(run.env, every=opts.every, min_episodes=opts.min_episodes)
-        todo = [r for r in proto.rounds(run.rounds())
+        todo = [r for r in proto.rounds(run.rounds(), run.final_round())
                 if (run.env, run.algo, run.seed, r,
                     snapshot_digest(round_file(run.path, r))) not in have]
         if todo:

@@ -11,6 +11,10 @@ Layout (this module is the only place that names it)::
 
     <out>/policies/<env>/<algo>/seed<k>/module_spec.pkl   # how to rebuild the network
     <out>/policies/<env>/<algo>/seed<k>/round_0001.pt     # torch state_dict of the policy network
+    <out>/policies/<env>/<algo>/seed<k>/plan.json         # {"final_round": N}: the run's last round
+
+The plan lets an evaluator running beside an unfinished sweep tell the run's final round from
+its newest one so far: only the final round joins the evaluation grid off its cadence.
 
 A trial resumed from a checkpoint re-trains the rounds after it and overwrites their
 snapshots (the latest wins, as in ``rounds.csv``); round 0 is written only once.
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import pickle
 import re
 from collections.abc import Iterator
@@ -33,6 +38,7 @@ from iif_ray.atomic_files import replace_atomically
 
 SNAPSHOT_ROOT = "policies"  # under a sweep's --out directory
 SPEC_FILE = "module_spec.pkl"
+PLAN_FILE = "plan.json"
 _ROUND_RE = re.compile(r"^round_(\d{4,})\.pt$")
 
 
@@ -68,6 +74,14 @@ def write_spec(run_dir: str | Path, spec: Any) -> Path:
     """Save the (picklable) ``RLModuleSpec`` the snapshots' network is rebuilt from."""
     path = Path(run_dir) / SPEC_FILE
     replace_atomically(path, lambda tmp: tmp.write_bytes(pickle.dumps(spec)))
+    return path
+
+
+def write_plan(run_dir: str | Path, final_round: int) -> Path:
+    """Record the round the run will stop at (known to the sweep before it trains)."""
+    path = Path(run_dir) / PLAN_FILE
+    text = json.dumps({"final_round": int(final_round)})
+    replace_atomically(path, lambda tmp: tmp.write_text(text))
     return path
 
 
@@ -107,6 +121,13 @@ class SnapshotRun:
     def rounds(self) -> list[int]:
         found = (_ROUND_RE.match(p.name) for p in self.path.iterdir())
         return sorted(int(m.group(1)) for m in found if m)
+
+    def final_round(self) -> int | None:
+        """The planned last round, or ``None`` for runs saved before plans existed."""
+        path = self.path / PLAN_FILE
+        if not path.exists():
+            return None
+        return int(json.loads(path.read_text())["final_round"])
 
 
 def find_runs(root: str | Path) -> Iterator[SnapshotRun]:

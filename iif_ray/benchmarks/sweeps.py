@@ -145,7 +145,8 @@ def grid_space(env: str, opts: SweepOptions) -> tuple[dict[str, Any], int]:
                      else opts.eval_episodes)
     root = str(snapshot_root(opts.out)) if opts.snapshots else None
     base = trial_config(TrialSpec(preset, "iif", opts.first_seed, eval_episodes, opts.num_envs,
-                                  snapshot_root=root, restart_per_round=opts.restart_per_round))
+                                  snapshot_root=root, restart_per_round=opts.restart_per_round,
+                                  final_round=budget // preset.steps_per_round))
     params = base.to_dict()
     learner_dict = dict(params["learner_config_dict"])
     variants = []

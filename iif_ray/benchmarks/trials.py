@@ -19,7 +19,7 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.annotations import override
 
 from iif_ray.benchmarks.records import RECORD_KEY, record_from_result, trial_label
-from iif_ray.benchmarks.snapshots import run_snapshot_dir, write_snapshot, write_spec
+from iif_ray.benchmarks.snapshots import run_snapshot_dir, write_plan, write_snapshot, write_spec
 from iif_ray.presets import Preset
 from iif_ray.rllib import IIFConfig, build_config
 from iif_ray.rllib.module_bridge import policy_net
@@ -55,6 +55,9 @@ def _save_policy(algorithm, round_: int, *, overwrite: bool) -> None:
         from ray.rllib.core.rl_module.rl_module import RLModuleSpec
 
         write_spec(run_dir, RLModuleSpec.from_module(module.unwrapped()))
+        final = algorithm.config.learner_config_dict[SNAPSHOT_KEY].get("final_round")
+        if final is not None:
+            write_plan(run_dir, final)
     write_snapshot(run_dir, round_, policy_net(module).state_dict(), overwrite=overwrite)
 
 
@@ -92,8 +95,9 @@ class TrialSpec:
     """One benchmark trial: preset, algorithm, seed, evaluation, sampling layout.
 
     ``eval_episodes=0`` evaluates nothing in the trial; ``snapshot_root`` (a directory) saves
-    the policy of every round there under the preset's name; ``restart_per_round`` samples
-    every round from fresh, re-seeded episodes (``IIFConfig.protocol``).
+    the policy of every round there under the preset's name, with ``final_round`` (the round
+    the sweep stops at) as the run's plan; ``restart_per_round`` samples every round from
+    fresh, re-seeded episodes (``IIFConfig.protocol``).
     """
 
     preset: Preset
@@ -103,6 +107,7 @@ class TrialSpec:
     num_envs: int = 1
     snapshot_root: str | None = None
     restart_per_round: bool = False
+    final_round: int | None = None
 
 
 def trial_config(spec: TrialSpec, attribution: dict[str, Any] | None = None) -> IIFConfig:
@@ -113,7 +118,8 @@ def trial_config(spec: TrialSpec, attribution: dict[str, Any] | None = None) -> 
         config.protocol(restart_per_round=True)
     if spec.snapshot_root:
         learner_dict = dict(config.learner_config_dict)
-        learner_dict[SNAPSHOT_KEY] = {"root": str(spec.snapshot_root), "env": spec.preset.name}
+        learner_dict[SNAPSHOT_KEY] = {"root": str(spec.snapshot_root), "env": spec.preset.name,
+                                      "final_round": spec.final_round}
         config.learner_config_dict = learner_dict
     config = config.reporting(metrics_num_episodes_for_smoothing=TRAIN_RETURN_WINDOW)
     n = spec.eval_episodes

@@ -8,8 +8,9 @@ remote) and lets Tune search spaces nested in it resolve per trial, so it carrie
 * ``"advantage_normalization"`` (:data:`ADV_NORM_KEY`): ``"batch"`` or ``"minibatch"``;
 * ``"bench_algo"`` (:data:`LABEL_KEY`): a benchmark trial's algorithm label, read back by
   the sweep export (it has no effect on training);
-* ``"bench_snapshots"`` (:data:`SNAPSHOT_KEY`): ``{"root": dir, "env": name}`` where a
-  benchmark trial saves its per-round policy weights (no effect on training).
+* ``"bench_snapshots"`` (:data:`SNAPSHOT_KEY`): ``{"root": dir, "env": name, "final_round":
+  N}`` where a benchmark trial saves its per-round policy weights and the round it stops at
+  (no effect on training).
 
 This module is the only place that names these keys.
 """

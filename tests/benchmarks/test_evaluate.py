@@ -30,6 +30,7 @@ def test_evidence_sweep_snapshots_then_exact_evaluation(ray_local, tmp_path, mon
     runs = {r.algo: r for r in find_runs(out / "policies")}
     assert sorted(runs) == ["iif", "ppo"]
     assert runs["ppo"].rounds() == [0, 1, 2]
+    assert runs["ppo"].final_round() == 2  # the sweep's plan names the round it stopped at
     # Same seed, same initial policy; after training they differ.
     first = [read_snapshot(round_file(runs[a].path, 0)) for a in ("ppo", "iif")]
     last = [read_snapshot(round_file(runs[a].path, 2)) for a in ("ppo", "iif")]
@@ -94,4 +95,8 @@ def test_protocols_per_environment():
     assert acro.method == lunar.method == "paired-mc"
     assert acro.target_se == pytest.approx(10.0) and lunar.target_se == pytest.approx(8.0)
     assert lunar.rounds(range(0, 151)) == list(range(0, 151, 5))
-    assert EvalProtocol("exact", every=5).rounds([0, 1, 2, 3, 4, 5, 6, 7]) == [0, 5, 7]
+    every5 = EvalProtocol("exact", every=5)
+    assert every5.rounds([0, 1, 2, 3, 4, 5, 6, 7], final=7) == [0, 5, 7]
+    # A run still training (its plan says 12): its newest round 7 is off the grid, not "last".
+    assert every5.rounds([0, 1, 2, 3, 4, 5, 6, 7], final=12) == [0, 5]
+    assert every5.rounds([0, 1, 2, 3, 4, 5, 6, 7]) == [0, 5]  # no plan: the grid only
