@@ -104,6 +104,25 @@ def protocol_conclusion(paper: Paired | None, within: Paired | None) -> str:
             f"{paper.se_peak.fmt(100, 1)} %); it comes from {source}.")
 
 
+def filter_across_cells(found: dict[tuple[str, str], Paired]) -> str:
+    """Whether the filter's speed-up holds in every protocol cell or only in some: the
+    verdict traces the paper's gain through the paper's own cell, and a gain that appears
+    there but not under the other protocols is a weaker claim than one that holds in all."""
+    cells = [(label.removeprefix("filter: "), found[(algo, ref)])
+             for algo, ref, label in PROTOCOL_COMPARISONS
+             if label.startswith("filter: ") and (algo, ref) in found]
+    if len(cells) < 2:
+        return ""
+
+    def where(side: int) -> str:
+        labels = [label for label, p in cells if p.se_peak.side(0.0) == side]
+        return "; ".join(labels) if labels else "none"
+
+    return (f"Across the {len(cells)} cells, the filter alone (IIF against PPO under the same "
+            f"protocol) reaches PPO's peak in fewer rounds in: {where(1)}; in more rounds in: "
+            f"{where(-1)}; not resolved in: {where(0)}.")
+
+
 def protocol_section(df: pd.DataFrame, env: str) -> list[str]:
     """The protocol table and verdict for ``env``; empty when no protocol cell was run."""
     present = set(df[df.env == env].algo)
@@ -118,6 +137,8 @@ def protocol_section(df: pd.DataFrame, env: str) -> list[str]:
         return []
     verdict = protocol_conclusion(found.get(("iif-restart-sb3init", "ppo-sb3init")),
                                   found.get(("iif-restart-sb3init", "ppo-restart-sb3init")))
+    if verdict and (across := filter_across_cells(found)):
+        verdict = f"{verdict} {across}"
     return [f"### {env}: the paper's protocol", "",
             "Cells: continuous sampling or a restart every round (each round fresh, re-seeded "
             "episodes, none carried over: the official IIF pipeline), RLlib's or SB3's "

@@ -201,6 +201,22 @@ def test_protocol_gain_is_the_filters_when_it_holds_within_the_cell(tmp_path):
     assert "it comes from the **filter**" in text
 
 
+def test_filter_is_followed_across_the_cells_it_was_run_in(tmp_path):
+    """Faster within the paper's cell, identical to PPO in the continuous RLlib cell: the
+    verdict names both, so a gain confined to one protocol reads as such."""
+    rng = np.random.default_rng(11)
+    slow = _curves(0.04, 8, rng)
+    _write(tmp_path, {"ppo": slow, "iif": slow.copy(), "ppo-sb3init": slow.copy(),
+                      "ppo-restart-sb3init": _curves(0.04, 8, rng),
+                      "iif-restart-sb3init": _curves(0.08, 8, rng)})
+    verdict = next(ln for ln in report.write_report(tmp_path).read_text().splitlines()
+                   if ln.startswith("**Verdict (protocol).**"))
+    assert "it comes from the **filter**" in verdict
+    assert ("Across the 2 cells, the filter alone (IIF against PPO under the same protocol) "
+            "reaches PPO's peak in fewer rounds in: restart per round, SB3 init; in more rounds "
+            "in: none; not resolved in: continuous, RLlib init.") in verdict
+
+
 def test_protocol_without_a_gain_says_neither(tmp_path):
     rng = np.random.default_rng(7)
     same = _curves(0.05, 8, rng)
