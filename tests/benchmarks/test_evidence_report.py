@@ -237,6 +237,11 @@ def test_p_sensitivity_rows_are_ordered_by_p_with_drop_all_last(tmp_path):
     preset_p = report.PRESETS["frozenlake"].drop_fraction
     expected = sorted([0.0625, preset_p, 0.5])
     assert labels == [f"p = {p:g}" for p in expected] + ["negative (all)"]
+    # The paper's Table 2 figure sits beside each p it reports, a dash where it has none.
+    paper = {ln.split("|")[1].strip(): ln.strip("|").split("|")[-1].strip()
+             for ln in section.splitlines() if ln.startswith(("| p =", "| negative"))}
+    assert paper["p = 0.0625"] == "-"
+    assert paper["p = 0.5"] == "19.6 ± 8.4" and paper["negative (all)"] == "15.9 ± 5.5"
     assert "### frozenlake: the paper's protocol" not in text
 
 
