@@ -10,6 +10,7 @@ support. Kept apart from :mod:`report` so that module stays the one about a meth
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -127,13 +128,18 @@ def filter_across_cells(found: dict[tuple[str, str], Paired]) -> str:
     if len(cells) < 2:
         return ""
 
-    def where(side: int) -> str:
-        labels = [label for label, p in cells if p.se_peak.side(0.0) == side]
-        return "; ".join(labels) if labels else "none"
+    def where(side: int) -> str:  # cell labels hold commas, so "; " between them
+        return _labels_where(cells, lambda p: p.se_peak.side(0.0) == side, "; ")
 
     return (f"Across the {len(cells)} cells, the filter alone (IIF against PPO under the same "
             f"protocol) reaches PPO's peak in fewer rounds in: {where(1)}; in more rounds in: "
             f"{where(-1)}; not resolved in: {where(0)}.")
+
+
+def _labels_where(found: list[tuple[str, Paired]], pick: Callable[[Paired], bool],
+                  sep: str = ", ") -> str:
+    """The labels of the comparisons ``pick`` accepts, joined; "none" when it accepts none."""
+    return sep.join(label for label, p in found if pick(p)) or "none"
 
 
 def protocol_section(df: pd.DataFrame, env: str) -> list[str]:
@@ -200,9 +206,8 @@ def p_sensitivity_section(df: pd.DataFrame, env: str) -> list[str]:
 
 def p_reading(found: list[tuple[str, Paired]]) -> str:
     """One sentence over the p table: at which p IIF is resolved faster / better / worse."""
-    def where(pick) -> str:
-        labels = [label for label, p in found if pick(p)]
-        return ", ".join(labels) if labels else "none"
+    def where(pick: Callable[[Paired], bool]) -> str:
+        return _labels_where(found, pick)
 
     return ("**Reading (p).** Fewer rounds than PPO to its peak at: "
             f"{where(lambda p: p.se_peak.side(0.0) > 0)}; more at: "
