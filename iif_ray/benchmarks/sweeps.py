@@ -11,6 +11,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import math
+import pickle
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -175,13 +176,50 @@ def resumable_tuner(trainable: Any, *, param_space: dict[str, Any], run_config: 
         echo(f"{run_config.name}: starting fresh in {path}")
         return tune.Tuner(trainable, param_space=param_space, tune_config=tune_config,
                           run_config=run_config)
-    # The stored grid is the experiment's truth: passing ``param_space`` again would only make
-    # Tune refuse a resume whenever a newer iif-ray adds a config attribute (its key check),
-    # while the values, which decide the trials, would still come from the stored grid.
-    tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True,
-                               restart_errored=False)
+    # Tune keeps the grid's primitive values in the experiment, but every object in it (an
+    # RLlib config holds classes) only as a placeholder that the ``param_space`` handed to
+    # ``restore`` resolves: without it, resumed and not-yet-started trials receive the
+    # placeholder tuples instead of the classes. Tune also refuses a ``param_space`` whose keys
+    # differ from the stored ones, which a newer iif-ray's config (one more attribute) would,
+    # so the current space goes in cut down to the stored keys: the objects come from the
+    # current code, the values, which decide the trials, still from the stored grid.
+    space = space_for_restore(param_space, path)
+    if space is None:
+        echo(f"{run_config.name}: the stored grid's keys are not a subset of this version's; "
+             "resuming without refreshing its objects")
+    tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=space,
+                               resume_errored=True, restart_errored=False)
     echo(f"{run_config.name}: {describe_resume(tuner.get_results())}")
     return tuner
+
+
+def space_for_restore(param_space: dict[str, Any], path: Path) -> dict[str, Any] | None:
+    """``param_space`` restricted to the flat keys the experiment at ``path`` was started with
+    (what Tune's restore accepts), or None when it lacks some of them or the experiment
+    stored none (a restore without a space is then the only one Tune takes)."""
+    from ray.tune.impl.tuner_internal import _TUNER_PKL
+    from ray.tune.utils import flatten_dict
+
+    with open(path / _TUNER_PKL, "rb") as f:
+        stored = pickle.load(f).get("__flattened_param_space_keys")
+    if stored is None:
+        return None
+    space = _restrict(param_space, set(stored), "")
+    return space if sorted(flatten_dict(space)) == sorted(stored) else None
+
+
+def _restrict(space: dict[str, Any], keys: set[str], prefix: str) -> dict[str, Any]:
+    """The part of ``space`` whose '/'-joined paths (Tune's flat keys) are in ``keys``."""
+    kept: dict[str, Any] = {}
+    for key, value in space.items():
+        flat = f"{prefix}{key}"
+        if isinstance(value, dict) and value:
+            inner = _restrict(value, keys, flat + "/")
+            if inner:
+                kept[key] = inner
+        elif flat in keys or isinstance(value, dict):
+            kept[key] = value
+    return kept
 
 
 def describe_resume(results: Any) -> str:

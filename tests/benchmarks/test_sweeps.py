@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import pandas as pd
@@ -212,28 +214,46 @@ def test_drop_fraction_variants_for_the_sensitivity_grid():
 
 
 def _count_to_three(config: dict) -> None:
+    """Checks it got the grid's object (not Tune's placeholder); on its first call for
+    ``a == 1`` it presses Ctrl-C in the driver, as a user stopping a sweep would."""
     from ray import tune
 
+    assert config["kind"] is Fraction, config["kind"]
+    flag = Path(config["flag"])
+    if config["a"] == 1 and not flag.exists():
+        flag.touch()
+        os.kill(config["driver"], signal.SIGINT)
+        time.sleep(20)  # Tune stops this trial before it reports
     for step in range(3):
         tune.report({"step": step, "a": config["a"]})
 
 
 @pytest.mark.ray
-def test_a_sweep_resumes_after_the_config_grows_a_key(ray_local, tmp_path):
-    """An experiment started by an older iif-ray resumes under a newer one whose configs carry
-    one more attribute: Tune's key check on a re-passed ``param_space`` would refuse it."""
+def test_an_interrupted_sweep_resumes_with_its_objects_under_a_grown_config(ray_local,
+                                                                            tmp_path):
+    """Ctrl-C stops a one-at-a-time grid in its first trial, before Tune made the others;
+    the same command under a newer iif-ray whose config has one more key resumes it. Tune
+    keeps the grid's objects (RLlib configs hold classes) only as placeholders that a re-passed
+    ``param_space`` resolves, and refuses one whose keys changed: every trial must still get
+    the object and finish."""
     from ray import tune
 
     from iif_ray.benchmarks.sweeps import resumable_tuner
 
     run_config = tune.RunConfig(name="grows", storage_path=str(tmp_path), verbose=0)
+    space = {"a": tune.grid_search([1, 2, 3]), "kind": Fraction,
+             "flag": str(tmp_path / "pressed"), "driver": os.getpid()}
     lines: list[str] = []
-    first = resumable_tuner(_count_to_three, param_space={"a": tune.grid_search([1, 2])},
-                            run_config=run_config, echo=lines.append)
-    assert first.fit().num_errors == 0
-    again = resumable_tuner(_count_to_three,
-                            param_space={"a": tune.grid_search([1, 2]), "new_key": 0},
-                            run_config=run_config, echo=lines.append)
-    results = again.fit()
-    assert "starting fresh" in lines[0] and "resuming 2 trial(s): 2 finished" in lines[1]
-    assert sorted(r.metrics["a"] for r in results) == [1, 2]
+
+    def sweep(param_space: dict):
+        return resumable_tuner(_count_to_three, param_space=param_space, run_config=run_config,
+                               tune_config=tune.TuneConfig(max_concurrent_trials=1),
+                               echo=lines.append).fit()
+
+    first = sweep(space)
+    assert (tmp_path / "pressed").exists() and len(first) < 3
+    assert not any(r.metrics.get("done") for r in first)
+    results = sweep({**space, "new_key": 0})
+    assert "starting fresh" in lines[0] and "resuming 1 trial(s): 0 finished" in lines[1]
+    assert results.num_errors == 0, [r.error for r in results]
+    assert sorted(r.metrics["a"] for r in results) == [1, 2, 3]
