@@ -14,7 +14,8 @@ Definitions (paper §5.2, DESIGN §6), per environment and seed, comparing a met
   (sampling + scoring + update, evaluation excluded). This is the paper's arithmetic (Table 5:
   time for IIF to match PPO's peak over PPO's time for all rounds).
 
-Seeds are paired by index; intervals are 95% Student-t over seeds.
+Seeds are paired by index; intervals are rliable's 95% bootstrap of the mean over seeds
+(:func:`statistics.mean`), as everywhere else in the report.
 """
 
 from __future__ import annotations
@@ -25,7 +26,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from scipy import stats
 
 from iif_ray.benchmarks import statistics as st
 from iif_ray.benchmarks.records import EVALS_CSV, RUN_KEYS, load_rounds, read_evals
@@ -54,29 +54,10 @@ def ordered_algos(present: set[str]) -> list[str]:
     return [a for a in ALGO_ORDER if a in present] + sorted(present - set(ALGO_ORDER))
 
 
-@dataclass(frozen=True)
-class Interval:
-    mean: float
-    half: float
-    n: int
-
-    def fmt(self, scale: float = 1.0, digits: int = 1) -> str:
-        if self.n == 0 or math.isnan(self.mean):
-            return "-"
-        if self.n == 1 or math.isnan(self.half):
-            return f"{self.mean * scale:.{digits}f} (n=1)"
-        return f"{self.mean * scale:.{digits}f} ± {self.half * scale:.{digits}f}"
-
-
-def interval(values) -> Interval:
-    """Mean and 95% Student-t half-width."""
-    v = np.asarray([x for x in values if x is not None and not math.isnan(x)], dtype=float)
-    if len(v) == 0:
-        return Interval(math.nan, math.nan, 0)
-    if len(v) == 1:
-        return Interval(float(v[0]), math.nan, 1)
-    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
-    return Interval(float(v.mean()), float(half), len(v))
+def interval(values) -> st.Estimate:
+    """Mean over seeds and rliable's 95% bootstrap interval; missing values (None, NaN) are
+    left out, so a seed that lacks a metric does not drag the mean."""
+    return st.mean(np.asarray([math.nan if v is None else v for v in values], dtype=float))
 
 
 def smoothed(curve: pd.Series) -> np.ndarray:
@@ -179,10 +160,11 @@ def env_tables(df: pd.DataFrame, env: str) -> tuple[list[list[str]], list[str]]:
                          "(counted as round R+1)")
         paper = PAPER.get(env, {}) if algo == "iif" else {}
         rows.append([
-            algo, str(len(runs)), str(rounds), final.fmt(), round_s.fmt(digits=2),
+            algo, str(len(runs)), str(rounds), final.fmt(digits=1), round_s.fmt(digits=2),
             dropped.fmt(digits=3),
-            "-" if algo == "ppo" else se_ave.fmt(100), "-" if algo == "ppo" else se_peak.fmt(100),
-            "-" if algo == "ppo" else rt.fmt(100),
+            "-" if algo == "ppo" else se_ave.fmt(100, 1),
+            "-" if algo == "ppo" else se_peak.fmt(100, 1),
+            "-" if algo == "ppo" else rt.fmt(100, 1),
             " / ".join(paper.get(k, "-") for k in ("SE_ave", "SE_peak", "RT_peak")) if paper
             else "",
         ])
@@ -237,14 +219,12 @@ def plot_env(df: pd.DataFrame, env: str, path: Path) -> None:
         steps = next(iter(runs.values()))["env_steps"].to_numpy()[:n]
         clock = np.mean([np.cumsum(r["train_s"].to_numpy()[:n]) for r in runs.values()], 0)
         mean = curves.mean(0)
-        if len(curves) > 1:
-            half = stats.t.ppf(0.975, len(curves) - 1) * curves.std(0, ddof=1) / np.sqrt(
-                len(curves))
-        else:
-            half = np.zeros_like(mean)
-        _curve(axes, (steps, clock), mean, half, algo, len(curves))
+        # A descriptive band, as in the evidence curves: the intervals are in the tables.
+        se = (curves.std(0, ddof=1) / np.sqrt(len(curves)) if len(curves) > 1
+              else np.zeros_like(mean))
+        _curve(axes, (steps, clock), mean, se, algo, len(curves))
     _finish_curves(fig, axes, f"eval return (stochastic, trailing mean of {SMOOTH})",
-                   f"{env}: mean and 95% interval over seeds", path)
+                   f"{env}: mean ± standard error over seeds", path)
 
 
 def sb3_section(df: pd.DataFrame) -> str:
@@ -259,8 +239,9 @@ def sb3_section(df: pd.DataFrame) -> str:
         fo = interval([_final_return(r) for r in ours.values()])
         ft = interval([_final_return(r) for r in theirs.values()])
         so = interval([r["train_s"].mean() for r in ours.values()])
-        st = interval([r["train_s"].mean() for r in theirs.values()])
-        rows.append([env, fo.fmt(), ft.fmt(), so.fmt(digits=2), st.fmt(digits=2)])
+        theirs_s = interval([r["train_s"].mean() for r in theirs.values()])
+        rows.append([env, fo.fmt(digits=1), ft.fmt(digits=1), so.fmt(digits=2),
+                     theirs_s.fmt(digits=2)])
     head = ["env", "our PPO final return", "SB3 PPO final return", "our s/round (sweep)",
             "SB3 s/round (sweep)"]
     return ("## Baseline check: our PPO vs Stable-Baselines3 PPO\n\n"
@@ -593,7 +574,9 @@ def write_report(directory: str | Path) -> Path:
         "`*rounds*.csv` (and `evals.csv`, and an LM sweep's `lm/*/lm_progress.csv`) files. "
         "Metric definitions: "
         "`iif_ray/benchmarks/report.py`. In tables of in-training evaluations (no "
-        "`evals.csv` rows), intervals are 95% Student-t over seeds (paired by seed index) "
+        "`evals.csv` rows), intervals are rliable's 95% bootstrap of the mean over seeds "
+        "(paired by seed index; over 3-5 seeds a bootstrap covers less than it claims, so "
+        "read them as a spread, not a test) "
         "and the final return is the mean "
         f"evaluation return of the last {FINAL_ROUNDS} rounds. Paper figures: Hu et al. 2025, "
         "Fig. 6(b), 5 seeds.",

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
 
 from iif_ray.benchmarks import report
 
@@ -74,11 +73,21 @@ def test_smoothing_is_a_trailing_mean():
     assert report.smoothed(curve) == pytest.approx([0.0, 1.5, 3.0, 4.0])
 
 
-def test_interval_is_the_student_t_interval():
-    values = [0.2, 0.35, 0.1, 0.4]
+@pytest.mark.filterwarnings("ignore::FutureWarning")  # arch, called directly here
+def test_interval_is_rliables_bootstrap_of_the_mean_without_missing_values():
+    from rliable import library as rly
+
+    from iif_ray.benchmarks import statistics as st
+
+    values = [0.2, 0.35, None, 0.1, float("nan"), 0.4]
     iv = report.interval(values)
-    lo, hi = stats.t.interval(0.95, len(values) - 1, loc=np.mean(values),
-                              scale=stats.sem(values))
-    assert iv.mean == pytest.approx(np.mean(values))
-    assert iv.half == pytest.approx((hi - lo) / 2)
-    assert report.interval([0.5]).n == 1 and math.isnan(report.interval([]).mean)
+    kept = np.array([[0.2], [0.35], [0.1], [0.4]])
+    np.random.seed(st.SEED)
+    _, cis = rly.get_interval_estimates({"x": kept}, lambda x: np.array([np.mean(x)]),
+                                             reps=st.REPS,
+                                             random_state=np.random.RandomState(st.SEED))
+    assert iv.point == pytest.approx(0.2625)
+    assert (iv.lo, iv.hi) == pytest.approx((cis["x"][0][0], cis["x"][1][0]))
+    assert iv.lo < 0.2625 < iv.hi and iv.hi - iv.lo < 0.3
+    assert report.interval([0.5]).fmt(digits=1) == "0.5 (one run)"
+    assert report.interval([]).fmt() == "-"
