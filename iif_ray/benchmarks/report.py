@@ -183,11 +183,11 @@ def markdown_table(head: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def _curve(axes, xs, mean, half, algo: str, n: int) -> None:
+def _curve(axes, xs, mean, band, algo: str, n: int) -> None:
     """One algorithm's curve against env steps and against wall-clock, with its band."""
     for ax, x in zip(axes, xs, strict=True):
         ax.plot(x, mean, label=f"{algo} (n={n})", color=COLORS.get(algo))
-        ax.fill_between(x, mean - half, mean + half, alpha=0.2, color=COLORS.get(algo))
+        ax.fill_between(x, mean - band, mean + band, alpha=0.2, color=COLORS.get(algo))
 
 
 def _finish_curves(fig, axes, ylabel: str, title: str, path: Path) -> None:

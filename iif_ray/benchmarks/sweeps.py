@@ -183,29 +183,39 @@ def resumable_tuner(trainable: Any, *, param_space: dict[str, Any], run_config: 
     # differ from the stored ones, which a newer iif-ray's config (one more attribute) would,
     # so the current space goes in cut down to the stored keys: the objects come from the
     # current code, the values, which decide the trials, still from the stored grid.
-    space = space_for_restore(param_space, path)
-    if space is None:
-        echo(f"{run_config.name}: the stored grid's keys are not a subset of this version's; "
-             "resuming without refreshing its objects")
+    space, why_not = space_for_restore(param_space, path)
+    if why_not:
+        echo(f"{run_config.name}: {why_not}; resuming without refreshing the grid's objects "
+             "(trials that need one will fail on Tune's placeholder)")
     tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=space,
                                resume_errored=True, restart_errored=False)
     echo(f"{run_config.name}: {describe_resume(tuner.get_results())}")
     return tuner
 
 
-def space_for_restore(param_space: dict[str, Any], path: Path) -> dict[str, Any] | None:
+def space_for_restore(param_space: dict[str, Any],
+                      path: Path) -> tuple[dict[str, Any] | None, str | None]:
     """``param_space`` restricted to the flat keys the experiment at ``path`` was started with
-    (what Tune's restore accepts), or None when it lacks some of them or the experiment
-    stored none (a restore without a space is then the only one Tune takes)."""
+    (what Tune's restore accepts), or None and the reason when that cannot be had: the state
+    is unreadable, Tune stored no keys, or this version's grid lacks some stored key."""
     from ray.tune.impl.tuner_internal import _TUNER_PKL
     from ray.tune.utils import flatten_dict
 
-    with open(path / _TUNER_PKL, "rb") as f:
-        stored = pickle.load(f).get("__flattened_param_space_keys")
+    try:
+        with open(path / _TUNER_PKL, "rb") as f:
+            stored = pickle.load(f).get("__flattened_param_space_keys")
+    except OSError as err:
+        return None, f"its {_TUNER_PKL} is unreadable here ({err})"
     if stored is None:
-        return None
+        return None, f"its {_TUNER_PKL} records no grid keys"
+    missing = sorted(set(stored) - set(flatten_dict(param_space)))
+    if missing:
+        return None, (f"this version's grid lacks {len(missing)} of its keys "
+                      f"(first: {missing[0]!r})")
     space = _restrict(param_space, set(stored), "")
-    return space if sorted(flatten_dict(space)) == sorted(stored) else None
+    if sorted(flatten_dict(space)) != sorted(stored):  # a stored leaf is a dict here, or back
+        return None, "its grid's shape differs from this version's"
+    return space, None
 
 
 def _restrict(space: dict[str, Any], keys: set[str], prefix: str) -> dict[str, Any]:

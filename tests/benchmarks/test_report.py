@@ -82,10 +82,14 @@ def test_interval_is_rliables_bootstrap_of_the_mean_without_missing_values():
     values = [0.2, 0.35, None, 0.1, float("nan"), 0.4]
     iv = report.interval(values)
     kept = np.array([[0.2], [0.35], [0.1], [0.4]])
+    saved = np.random.get_state()  # rliable draws partly from the global generator
     np.random.seed(st.SEED)
-    _, cis = rly.get_interval_estimates({"x": kept}, lambda x: np.array([np.mean(x)]),
-                                             reps=st.REPS,
-                                             random_state=np.random.RandomState(st.SEED))
+    try:
+        _, cis = rly.get_interval_estimates({"x": kept}, lambda x: np.array([np.mean(x)]),
+                                            reps=st.REPS,
+                                            random_state=np.random.RandomState(st.SEED))
+    finally:
+        np.random.set_state(saved)
     assert iv.point == pytest.approx(0.2625)
     assert (iv.lo, iv.hi) == pytest.approx((cis["x"][0][0], cis["x"][1][0]))
     assert iv.lo < 0.2625 < iv.hi and iv.hi - iv.lo < 0.3

@@ -238,7 +238,7 @@ def test_an_interrupted_sweep_resumes_with_its_objects_under_a_grown_config(ray_
     the object and finish."""
     from ray import tune
 
-    from iif_ray.benchmarks.sweeps import resumable_tuner
+    from iif_ray.benchmarks.sweeps import resumable_tuner, space_for_restore
 
     run_config = tune.RunConfig(name="grows", storage_path=str(tmp_path), verbose=0)
     space = {"a": tune.grid_search([1, 2, 3]), "kind": Fraction,
@@ -253,6 +253,11 @@ def test_an_interrupted_sweep_resumes_with_its_objects_under_a_grown_config(ray_
     first = sweep(space)
     assert (tmp_path / "pressed").exists() and len(first) < 3
     assert not any(r.metrics.get("done") for r in first)
+    # What a resume could not refresh is said, not guessed at.
+    stored = tmp_path / "grows"
+    assert space_for_restore({"a": space["a"]}, stored)[1] == (
+        "this version's grid lacks 3 of its keys (first: 'driver')")
+    assert "unreadable here" in space_for_restore(space, tmp_path / "elsewhere")[1]
     results = sweep({**space, "new_key": 0})
     assert "starting fresh" in lines[0] and "resuming 1 trial(s): 0 finished" in lines[1]
     assert results.num_errors == 0, [r.error for r in results]
