@@ -15,7 +15,8 @@ Definitions (paper §5.2, DESIGN §6), per environment and seed, comparing a met
   time for IIF to match PPO's peak over PPO's time for all rounds).
 
 Seeds are paired by index; intervals are rliable's 95% bootstrap of the mean over seeds
-(:func:`statistics.mean`), as everywhere else in the report.
+(:func:`statistics.mean`, which leaves out a seed's missing value), as everywhere else
+in the report.
 """
 
 from __future__ import annotations
@@ -52,12 +53,6 @@ COLORS = {"ppo": "tab:gray", "iif": "tab:blue", "random": "tab:orange",
 def ordered_algos(present: set[str]) -> list[str]:
     """The report's algorithm order: the known ones first (PPO leads), then the rest."""
     return [a for a in ALGO_ORDER if a in present] + sorted(present - set(ALGO_ORDER))
-
-
-def interval(values) -> st.Estimate:
-    """Mean over seeds and rliable's 95% bootstrap interval; missing values (None, NaN) are
-    left out, so a seed that lacks a metric does not drag the mean."""
-    return st.mean(np.asarray([math.nan if v is None else v for v in values], dtype=float))
 
 
 def smoothed(curve: pd.Series) -> np.ndarray:
@@ -145,15 +140,15 @@ def env_tables(df: pd.DataFrame, env: str) -> tuple[list[list[str]], list[str]]:
     rows = []
     for algo in algos:
         runs = runs_of(df, env, algo)
-        final = interval([_final_return(r) for r in runs.values()])
-        round_s = interval([r["train_s"].mean() for r in runs.values()])
-        dropped = interval([r["frac_dropped"].mean() for r in runs.values()])
+        final = st.mean([_final_return(r) for r in runs.values()])
+        round_s = st.mean([r["train_s"].mean() for r in runs.values()])
+        dropped = st.mean([r["frac_dropped"].mean() for r in runs.values()])
         rounds = int(np.median([len(r) for r in runs.values()]))
         effs = [efficiency(ppo[s], r) for s, r in runs.items() if s in ppo] \
             if algo != "ppo" else []
-        se_ave = interval([e.se_ave for e in effs])
-        se_peak = interval([e.se_peak for e in effs])
-        rt = interval([e.rt_peak for e in effs])
+        se_ave = st.mean([e.se_ave for e in effs])
+        se_peak = st.mean([e.se_peak for e in effs])
+        rt = st.mean([e.rt_peak for e in effs])
         missed = sum(not e.reached_peak for e in effs)
         if missed:
             notes.append(f"{algo}: {missed} of {len(effs)} seeds never reached PPO's peak "
@@ -236,10 +231,10 @@ def sb3_section(df: pd.DataFrame) -> str:
         ours, theirs = runs_of(df, env, "ppo"), runs_of(df, env, "sb3-ppo")
         if not ours:
             continue
-        fo = interval([_final_return(r) for r in ours.values()])
-        ft = interval([_final_return(r) for r in theirs.values()])
-        so = interval([r["train_s"].mean() for r in ours.values()])
-        theirs_s = interval([r["train_s"].mean() for r in theirs.values()])
+        fo = st.mean([_final_return(r) for r in ours.values()])
+        ft = st.mean([_final_return(r) for r in theirs.values()])
+        so = st.mean([r["train_s"].mean() for r in ours.values()])
+        theirs_s = st.mean([r["train_s"].mean() for r in theirs.values()])
         rows.append([env, fo.fmt(digits=1), ft.fmt(digits=1), so.fmt(digits=2),
                      theirs_s.fmt(digits=2)])
     head = ["env", "our PPO final return", "SB3 PPO final return", "our s/round (sweep)",

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import warnings
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -86,8 +86,9 @@ def iqm(scores: dict[str, np.ndarray]) -> dict[str, Estimate]:
     return _interval(scores, lambda x: np.array([metrics.aggregate_iqm(x)]))
 
 
-def mean(values: np.ndarray) -> Estimate:
-    """Mean of per-run values (e.g. paired per-seed metrics), bootstrapped over runs."""
+def mean(values: Iterable[float | None]) -> Estimate:
+    """Mean of per-run values (e.g. paired per-seed metrics), bootstrapped over runs; missing
+    values (None, NaN) are left out, so a seed that lacks a metric does not drag the mean."""
     v = np.asarray(values, dtype=float)
     v = v[~np.isnan(v)]
     if len(v) < 2:

@@ -212,10 +212,8 @@ def space_for_restore(param_space: dict[str, Any],
     if missing:
         return None, (f"this version's grid lacks {len(missing)} of its keys "
                       f"(first: {missing[0]!r})")
-    space = _restrict(param_space, set(stored), "")
-    if sorted(flatten_dict(space)) != sorted(stored):  # a stored leaf is a dict here, or back
-        return None, "its grid's shape differs from this version's"
-    return space, None
+    # Every stored key is a leaf path of the current space, so the cut keeps exactly them.
+    return _restrict(param_space, set(stored), ""), None
 
 
 def _restrict(space: dict[str, Any], keys: set[str], prefix: str) -> dict[str, Any]:

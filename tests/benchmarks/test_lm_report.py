@@ -9,13 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from rliable import library as rly
 from rliable import metrics
 
 from iif_ray.benchmarks import lm_report
 from iif_ray.benchmarks import statistics as st
 from iif_ray.benchmarks.lm_trials import run_name
 from iif_ray.lm.runtime import ProgressWriter
+from tests.benchmarks.rliable_oracle import rliable_interval
 
 ROUNDS, EVAL_EVERY, SEEDS = 20, 2, 6
 
@@ -55,12 +55,6 @@ def _est(cell: str) -> tuple[float, float, float]:
     return tuple(map(float, re.match(r"(-?[\d.]+) \[(-?[\d.]+), (-?[\d.]+)\]", cell).groups()))
 
 
-def _interval(scores: dict, func) -> tuple[dict, dict]:
-    np.random.seed(st.SEED)  # as the report does: part of rliable's resampling draws from it
-    return rly.get_interval_estimates(scores, func, reps=st.REPS,
-                                      random_state=np.random.RandomState(st.SEED))
-
-
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # arch, called directly here
 def test_lm_section_matches_rliable_and_reads_lower_toxicity_as_better(tmp_path):
     rng = np.random.default_rng(0)
@@ -81,13 +75,13 @@ def test_lm_section_matches_rliable_and_reads_lower_toxicity_as_better(tmp_path)
     final_points = [i for i in range(points) if (i + 1) * EVAL_EVERY > ROUNDS * 0.9]
     final = {a: c[0][:, final_points].mean(1, keepdims=True) for a, c in curves.items()}
     auc = {a: c[0].mean(1, keepdims=True) for a, c in curves.items()}
-    iqm_p, iqm_ci = _interval(final, lambda x: np.array([metrics.aggregate_iqm(x)]))
+    iqm_p, iqm_ci = rliable_interval(final, lambda x: np.array([metrics.aggregate_iqm(x)]))
     for algo in curves:
         p, lo, hi = _est(_cells(tox, algo)[3])
         assert (p, lo, hi) == pytest.approx(
             (iqm_p[algo][0], iqm_ci[algo][0][0], iqm_ci[algo][1][0]), abs=0.0006)
     # Lower toxicity is better: the probability is P(-iif > -ppo).
-    poi_p, poi_ci = _interval({"p": (-auc["iif"], -auc["ppo"])},
+    poi_p, poi_ci = rliable_interval({"p": (-auc["iif"], -auc["ppo"])},
                               lambda x, y: np.array([metrics.probability_of_improvement(x, y)]))
     p, lo, hi = _est(_cells(tox, "iif")[6])
     assert (p, lo, hi) == pytest.approx((poi_p["p"][0], poi_ci["p"][0][0], poi_ci["p"][1][0]),

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from iif_ray.benchmarks import report
+from tests.benchmarks.rliable_oracle import rliable_interval
 
 
 def _run(eval_returns: list[float], train_s: float) -> pd.DataFrame:
@@ -75,23 +76,14 @@ def test_smoothing_is_a_trailing_mean():
 
 @pytest.mark.filterwarnings("ignore::FutureWarning")  # arch, called directly here
 def test_interval_is_rliables_bootstrap_of_the_mean_without_missing_values():
-    from rliable import library as rly
-
     from iif_ray.benchmarks import statistics as st
 
     values = [0.2, 0.35, None, 0.1, float("nan"), 0.4]
-    iv = report.interval(values)
+    iv = st.mean(values)
     kept = np.array([[0.2], [0.35], [0.1], [0.4]])
-    saved = np.random.get_state()  # rliable draws partly from the global generator
-    np.random.seed(st.SEED)
-    try:
-        _, cis = rly.get_interval_estimates({"x": kept}, lambda x: np.array([np.mean(x)]),
-                                            reps=st.REPS,
-                                            random_state=np.random.RandomState(st.SEED))
-    finally:
-        np.random.set_state(saved)
+    _, cis = rliable_interval({"x": kept}, lambda x: np.array([np.mean(x)]))
     assert iv.point == pytest.approx(0.2625)
     assert (iv.lo, iv.hi) == pytest.approx((cis["x"][0][0], cis["x"][1][0]))
     assert iv.lo < 0.2625 < iv.hi and iv.hi - iv.lo < 0.3
-    assert report.interval([0.5]).fmt(digits=1) == "0.5 (one run)"
-    assert report.interval([]).fmt() == "-"
+    assert st.mean([0.5]).fmt(digits=1) == "0.5 (one run)"
+    assert st.mean([]).fmt() == "-"
