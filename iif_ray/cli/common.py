@@ -7,7 +7,6 @@ the bad value and the accepted range (exit status 2), instead of after a cluster
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 from collections.abc import Callable
@@ -17,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 from rich.console import Console
 
-from iif_ray.attribution.selection import SELECTION_RULES, check_drop_fraction
+from iif_ray.cli.flags import add_address, add_flags, given, parser_for
 from iif_ray.envs import spaces
 from iif_ray.presets import PRESETS, Preset, preset_for
 from iif_ray.rllib.settings import AttributionSettings
@@ -92,22 +91,8 @@ def int_list(text: str) -> list[int]:
     return values
 
 
-def drop_fraction(text: str) -> float:
-    try:
-        return check_drop_fraction(float(text))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"drop fraction must be in [0, 1), got {text!r}") from None
-
-
-def key_value(text: str) -> tuple[str, Any]:
-    if "=" not in text:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw
-    return key, value
+# The LM path's --drop-fraction, checked as the classic path's is.
+drop_fraction = parser_for(AttributionSettings, "drop_fraction")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:
@@ -115,25 +100,14 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", help=f"paper preset: {', '.join(PRESETS)}")
     p.add_argument("--timesteps", type=int_at_least(1, "timesteps"),
                    help="env-step budget (default: the preset's paper budget)")
-    p.add_argument("--selection", choices=SELECTION_RULES, help="override the selection rule")
-    p.add_argument("--drop-fraction", type=drop_fraction, help="p in [0, 1)")
-    p.add_argument("--target", help="target function (return, action, or a registered name)")
-    p.add_argument("--target-option", type=key_value, action="append", default=[],
-                   metavar="KEY=VALUE", help="target option, e.g. action=2 or probe_file=p.npz")
-    p.add_argument("--num-scorers", type=int_at_least(0, "num-scorers"),
-                   help="scorer actors (0: score in the learner process)")
+    group = p.add_argument_group("attribution (default: the preset's)")
+    add_flags(group, AttributionSettings)
     p.add_argument("--num-env-runners", type=int_at_least(0, "num-env-runners"), default=0)
     p.add_argument("--num-learners", type=int_at_least(0, "num-learners"), default=0,
                    help="remote learner actors (0: learn in the driver process)")
     p.add_argument("--num-gpus-per-learner", type=nonneg_float("num-gpus-per-learner"),
                    default=0.0, help="GPUs per learner: the PPO update and in-learner scoring")
-    p.add_argument("--num-gpus-per-scorer", type=nonneg_float("num-gpus-per-scorer"),
-                   help="GPUs per scorer actor (with --num-scorers > 0)")
-    p.add_argument("--ledger-obs", action="store_true", help="store observations in the ledger")
-    p.add_argument("--mode", choices=("filter", "score", "off"),
-                   help="filter: score and drop (IIF); score: score and log, train on all")
-    p.add_argument("--address", help="Ray address: omit for an embedded local Ray; 'auto' or a "
-                                     "URL for a cluster")
+    add_address(p)
 
 
 def resolve_preset(args: argparse.Namespace) -> Preset:
@@ -149,25 +123,11 @@ def resolve_preset(args: argparse.Namespace) -> Preset:
 
 
 def attribution_overrides(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    if args.selection is not None:
-        out["selection"] = args.selection
-    if args.drop_fraction is not None:
-        out["drop_fraction"] = args.drop_fraction
-    if args.target is not None:
-        out["target"] = args.target
-    if args.target_option:
-        out["target_options"] = dict(args.target_option)
-    if args.num_scorers is not None:
-        out["num_scorers"] = args.num_scorers
-    if args.ledger_obs:
-        out["ledger_obs"] = True
-    if args.mode is not None:
-        out["mode"] = args.mode
-    if args.num_gpus_per_scorer is not None:
-        out["num_gpus_per_scorer"] = args.num_gpus_per_scorer
+    """The attribution settings given on the command line, checked together (a target's
+    options against the target) before Ray starts."""
+    out = given(args, AttributionSettings)
     try:
-        AttributionSettings.from_dict(out)  # validate now, before Ray starts
+        AttributionSettings.from_dict(out)
     except (ValueError, OSError) as e:  # OSError: an unreadable probe file
         raise UsageError(str(e)) from None
     return out

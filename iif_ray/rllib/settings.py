@@ -17,13 +17,13 @@ This module is the only place that names these keys.
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from iif_ray.attribution.scoring import SCORING_METHODS
-from iif_ray.attribution.selection import check_drop_fraction, check_rule
+from iif_ray.attribution.selection import SELECTION_RULES
 from iif_ray.attribution.targets import TARGETS, make_target
+from iif_ray.options import FRACTION, above, at_least, check_options, option
 
 MODES = ("filter", "score", "off")
 FALLBACKS = ("raise", "train-unfiltered")
@@ -36,105 +36,78 @@ LABEL_KEY = "bench_algo"
 SNAPSHOT_KEY = "bench_snapshots"
 
 
-def _check_nonneg_int(name: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"{name} must be an integer >= 0, got {value!r}")
-    return value
-
-
-def _check_nonneg_float(name: str, value: Any, *, positive: bool = False) -> float:
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"{name} must be a number, got {value!r}") from None
-    if math.isnan(v) or v < 0 or (positive and v == 0):
-        bound = "> 0" if positive else ">= 0"
-        raise ValueError(f"{name} must be {bound}, got {value!r}")
-    return v
+def _targets() -> list[str]:
+    return sorted(TARGETS)
 
 
 @dataclass
 class AttributionSettings:
     """What the IIF learner does each round, before the PPO minibatch loop.
 
-    mode: ``filter`` scores and drops records (IIF); ``score`` scores and logs but trains on
-        everything; ``off`` skips scoring (plain PPO through the identical code path).
-    target / target_options: a registered target name and its factory's keyword arguments.
-    selection / drop_fraction: the selection rule and its ``p`` in [0, 1).
-    scoring_method: ``jvp`` (default, fastest) or ``per-sample``.
-    chunk_size: records per scoring chunk (bounds memory); ``None`` scores in one piece.
-    num_scorers: Ray actors that score shards in parallel; 0 scores in the learner process.
-    scorer_timeout_s / scorer_max_retries: a scorer silent for longer, or dead, is replaced
-        and its shard re-scored, at most this many times per shard.
-    scoring_fallback: ``raise`` (default) fails the round when scoring cannot complete;
-        ``train-unfiltered`` trains it on every record and logs a warning each time.
-    ledger_dir: where per-record Parquet ledgers go; ``None`` writes none.
-    shuffle_first_epoch: shuffle kept rows before epoch 1 (RLlib shuffles only from epoch 2).
-    min_keep: never drop below this many records in a round.
+    Each user-facing field is declared with :func:`~iif_ray.options.option` (help, accepted
+    values): ``iif-ray train`` generates its flags from these declarations and
+    :meth:`validate` checks the same ones, so a range is written once.
+
+    ledger_dir: where per-record Parquet ledgers go; ``None`` writes none (the run directory
+        sets it, so it is no flag).
+    seed: the selection rule's random stream (the run's seed sets it).
     """
 
-    mode: str = "filter"
-    target: str = "return"
-    target_options: dict[str, Any] = field(default_factory=dict)
-    selection: str = "neg-bottom"
-    drop_fraction: float = 0.125
-    scoring_method: str = "jvp"
-    chunk_size: int | None = None
-    num_scorers: int = 0
-    num_cpus_per_scorer: float = 1.0
-    num_gpus_per_scorer: float = 0.0
-    scorer_timeout_s: float = 120.0
-    scorer_max_retries: int = 2
-    scoring_fallback: str = "raise"
+    mode: str = option("filter", choices=MODES,
+                       help="filter: score and drop (IIF); score: score and log, train on all; "
+                            "off: plain PPO through the same code path")
+    target: str = option("return", help="target function (return, action, or a registered "
+                                        "name)")
+    target_options: dict[str, Any] = option(
+        default_factory=dict, flag="--target-option", metavar="KEY=VALUE",
+        help="target option, e.g. action=2 or probe_file=p.npz (repeatable)")
+    selection: str = option("neg-bottom", choices=SELECTION_RULES,
+                            help="which records to drop given their scores")
+    drop_fraction: float = option(0.125, accepts=FRACTION,
+                                  help="p of the selection rule (neg-bottom: the share of "
+                                       "negative-scored records dropped)")
+    scoring_method: str = option("jvp", choices=SCORING_METHODS,
+                                 help="jvp (fastest) or per-sample gradients")
+    chunk_size: int | None = option(None, accepts=at_least(1),
+                                    help="records per scoring chunk (bounds memory; default: "
+                                         "one piece)")
+    num_scorers: int = option(0, accepts=at_least(0),
+                              help="scorer actors (0: score in the learner process)")
+    num_cpus_per_scorer: float = option(1.0, accepts=at_least(0),
+                                        help="CPUs each scorer actor reserves")
+    num_gpus_per_scorer: float = option(0.0, accepts=at_least(0),
+                                        help="GPUs per scorer actor (with --num-scorers > 0)")
+    scorer_timeout_s: float = option(120.0, accepts=above(0), flag="--scorer-timeout",
+                                     help="seconds a scorer may take on its shard before it "
+                                          "is replaced and the shard re-scored")
+    scorer_max_retries: int = option(2, accepts=at_least(0),
+                                     help="replacements per shard before the round fails")
+    scoring_fallback: str = option("raise", choices=FALLBACKS,
+                                   help="raise: a round whose scoring cannot complete fails; "
+                                        "train-unfiltered: it trains on every record, logged")
     ledger_dir: str | None = None
-    ledger_obs: bool = False
-    shuffle_first_epoch: bool = True
-    min_keep: int = 1
+    ledger_obs: bool = option(False, help="store observations in the ledger")
+    shuffle_first_epoch: bool = option(True, help="shuffle kept rows before epoch 1 (RLlib "
+                                                  "shuffles only from epoch 2)")
+    min_keep: int = option(1, accepts=at_least(0),
+                           help="never drop below this many records in a round")
     seed: int | None = None
 
     def __post_init__(self) -> None:
         self.validate()
 
     def validate(self) -> AttributionSettings:
-        if self.mode not in MODES:
-            raise ValueError(f"attribution mode must be one of {list(MODES)}, got {self.mode!r}")
+        check_options(self)
         if self.target not in TARGETS:
-            raise ValueError(f"unknown target {self.target!r}; registered: {sorted(TARGETS)}")
-        if not isinstance(self.target_options, dict):
-            raise ValueError(f"target_options must be a dict, got {self.target_options!r}")
+            raise ValueError(f"unknown target {self.target!r}; registered: {_targets()}")
         try:
             make_target(self.target, self.target_options)  # bad options fail here, not remotely
         except TypeError as e:
             raise ValueError(f"target {self.target!r}: bad target_options "
                              f"{self.target_options!r} ({e})") from None
-        check_rule(self.selection)
-        self.drop_fraction = check_drop_fraction(self.drop_fraction)
-        if self.scoring_method not in SCORING_METHODS:
-            raise ValueError(
-                f"scoring_method must be one of {list(SCORING_METHODS)}, "
-                f"got {self.scoring_method!r}"
-            )
-        if self.chunk_size is not None and (
-            isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int)
-            or self.chunk_size < 1
-        ):
-            raise ValueError(
-                f"chunk_size must be a positive integer or None, got {self.chunk_size!r}")
-        _check_nonneg_int("num_scorers", self.num_scorers)
-        self.num_cpus_per_scorer = _check_nonneg_float("num_cpus_per_scorer",
-                                                       self.num_cpus_per_scorer)
-        self.num_gpus_per_scorer = _check_nonneg_float("num_gpus_per_scorer",
-                                                       self.num_gpus_per_scorer)
-        self.scorer_timeout_s = _check_nonneg_float(
-            "scorer_timeout_s", self.scorer_timeout_s, positive=True
-        )
-        _check_nonneg_int("scorer_max_retries", self.scorer_max_retries)
-        if self.scoring_fallback not in FALLBACKS:
-            raise ValueError(f"scoring_fallback must be one of {list(FALLBACKS)}, "
-                             f"got {self.scoring_fallback!r}")
-        _check_nonneg_int("min_keep", self.min_keep)
-        if self.seed is not None:
-            _check_nonneg_int("seed", self.seed)
+        if self.seed is not None and (isinstance(self.seed, bool)
+                                      or not isinstance(self.seed, int) or self.seed < 0):
+            raise ValueError(f"seed must be an integer >= 0, got {self.seed!r}")
         return self
 
     @property

@@ -73,7 +73,7 @@ def test_remote_env_runner_and_paper_preset_semantics(ray_local) -> None:
 
 
 def test_bad_attribution_values_fail_at_configuration() -> None:
-    with pytest.raises(ValueError, match=r"drop_fraction must be in \[0, 1\), got 1.5"):
+    with pytest.raises(ValueError, match=r"drop_fraction must be a number in \[0, 1\), got 1.5"):
         IIFConfig().attribution(drop_fraction=1.5)
     with pytest.raises(ValueError, match="mode must be one of"):
         IIFConfig().attribution(mode="sometimes")
