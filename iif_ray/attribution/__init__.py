@@ -9,15 +9,15 @@ from iif_ray.attribution.distributions import (
     DiagGaussian,
     make_distribution,
 )
-from iif_ray.attribution.losses import RecordBatch, ppo_record_losses
-from iif_ray.attribution.policy import FunctionalPolicy, ParamDict, PolicyView
-from iif_ray.attribution.scoring import (
+from iif_ray.attribution.influence import (
     SCORING_METHODS,
     jvp_scores,
     per_sample_gradients,
     per_sample_scores,
     score_records,
 )
+from iif_ray.attribution.losses import RecordBatch, ppo_record_losses
+from iif_ray.attribution.policy import FunctionalPolicy, ParamDict, PolicyView
 from iif_ray.attribution.selection import (
     SELECTION_RULES,
     NonFiniteScoresError,

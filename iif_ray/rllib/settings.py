@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
-from iif_ray.attribution.scoring import SCORING_METHODS
+from iif_ray.attribution.influence import SCORING_METHODS
 from iif_ray.attribution.selection import SELECTION_RULES
 from iif_ray.attribution.targets import TARGETS, make_target
 from iif_ray.options import FRACTION, above, at_least, check_options, option

@@ -1,4 +1,4 @@
-"""Exact influence scores ``I_j = -<grad l_j(theta_k), grad f(theta_k)>``.
+"""Exact influence scores ``I_j = -<grad l_j(theta_k), grad f(theta_k)>`` of classic records.
 
 Two exact methods:
 
