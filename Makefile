@@ -9,7 +9,7 @@ STAMP := $(VENV)/.iif-ray-installed
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: demo test lint bench evidence install clean
+.PHONY: demo test test-fast lint bench evidence install clean
 
 install: $(STAMP)
 
@@ -26,6 +26,10 @@ demo: $(STAMP)
 
 test: lint
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
+
+# The developer's tier: everything but real training runs (slow) and the two-node cluster.
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow and not cluster" $(PYTEST_ARGS)
 
 # Style, the layer contracts (pyproject.toml [tool.importlinter]) and dead code.
 lint: $(STAMP)

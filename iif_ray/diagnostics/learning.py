@@ -7,6 +7,7 @@ repeat visits show whether bottom records carry advantage sign errors (paper §4
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -118,19 +119,27 @@ def _plot_over_rounds(plt, table: pd.DataFrame, path: Path) -> None:
     plt.close(fig)
 
 
-def _plot_scatter(plt, frame: pd.DataFrame, shown: list[int], path: Path) -> None:
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.3 * len(shown), 3.3), squeeze=False)
+def _score_scatter(plt, frame: pd.DataFrame, shown: list[int], path: Path, *, x: str,
+                   red: str, xlabel: str, title: Callable[[int], str], width: float) -> None:
+    """One panel per shown round: ``x`` against the influence score, rows where ``red`` holds
+    in red; ``title(round)`` names each panel."""
+    fig, axes = plt.subplots(1, len(shown), figsize=(width * len(shown), 3.4), squeeze=False)
     for a, it in zip(axes[0], shown, strict=True):
         g = frame[frame["iteration"] == it]
-        a.scatter(g["advantage"], g["score"], s=4, alpha=0.5,
-                  c=np.where(g["kept"], "tab:blue", "tab:red"))
+        a.scatter(g[x], g["score"], s=5, alpha=0.5,
+                  c=np.where(g[red], "tab:red", "tab:blue"))
         a.axhline(0, color="gray", lw=0.5)
         a.axvline(0, color="gray", lw=0.5)
-        a.set(title=f"round {it} (red: dropped)", xlabel="advantage (raw GAE)",
-              ylabel="influence score")
+        a.set(title=title(it), xlabel=xlabel, ylabel="influence score")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def _plot_scatter(plt, frame: pd.DataFrame, shown: list[int], path: Path) -> None:
+    _score_scatter(plt, frame.assign(dropped=~frame["kept"].astype(bool)), shown, path,
+                   x="advantage", red="dropped", xlabel="advantage (raw GAE)", width=3.3,
+                   title=lambda it: f"round {it} (red: dropped)")
 
 
 def _plot_mc(plt, mc: pd.DataFrame, table: pd.DataFrame, shown: list[int], path: Path) -> None:
@@ -138,18 +147,9 @@ def _plot_mc(plt, mc: pd.DataFrame, table: pd.DataFrame, shown: list[int], path:
     if not shown:
         return
     rho = table.set_index("round")["spearman_score_mc_x_adv"]
-    fig, axes = plt.subplots(1, len(shown), figsize=(3.5 * len(shown), 3.4), squeeze=False)
-    for a, it in zip(axes[0], shown, strict=True):
-        g = mc[mc["iteration"] == it]
-        a.scatter(g["mc_x_adv"], g["score"], s=5, alpha=0.5,
-                  c=np.where(g["sign_mismatch"], "tab:red", "tab:blue"))
-        a.axhline(0, color="gray", lw=0.5)
-        a.axvline(0, color="gray", lw=0.5)
-        a.set(xlabel="A_mc x A_hat (red: signs differ)", ylabel="influence score",
-              title=f"round {it}: Spearman {rho.get(it, np.nan):.2f}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    _score_scatter(plt, mc, shown, path, x="mc_x_adv", red="sign_mismatch", width=3.5,
+                   xlabel="A_mc x A_hat (red: signs differ)",
+                   title=lambda it: f"round {it}: Spearman {rho.get(it, np.nan):.2f}")
 
 
 _ARROW = {0: (-1, 0), 1: (0, 1), 2: (1, 0), 3: (0, -1)}  # FrozenLake move -> (dx, dy down)
