@@ -3,8 +3,11 @@
 Two schemas: transitions (classic RL, :data:`LEDGER_SCHEMA`) and prompt -> response sequences
 (language models, :data:`SEQUENCE_LEDGER_SCHEMA`); one file layout for both.
 
-One Parquet file per (round, learner): ``iter-000007-learner0.parquet``. Files are flat (no
-hive directories, so the ``iteration`` column never clashes with a partition key) and written
+One Parquet file per (round, learner): ``iter-000007-learner0.parquet``. The round index is
+the ``iteration`` column, and ``iter-`` in file names: the one place the project's word for
+it is not "round", kept because committed ledgers and users' readers (``pyarrow.dataset``
+filters, diagnostics) use these names. Files are flat (no hive directories, so the
+``iteration`` column never clashes with a partition key) and written
 to a temporary name first, then renamed: a reader never sees a half-written file.
 ``ledger_dir`` may be a local path or any URI pyarrow understands (``s3://``, ``gs://``),
 which a multi-node run needs.
@@ -126,15 +129,15 @@ class LedgerWriter:
         self._fs, self._path = _fs_and_path(self.root)
         self._fs.create_dir(self._path, recursive=True)
 
-    def file_name(self, iteration: int, learner: int) -> str:
-        return f"{self._path}/iter-{iteration:06d}-learner{learner}.parquet"
+    def file_name(self, round_index: int, learner: int) -> str:
+        return f"{self._path}/iter-{round_index:06d}-learner{learner}.parquet"
 
-    def write(self, iteration: int, learner: int, columns: Mapping[str, np.ndarray],
+    def write(self, round_index: int, learner: int, columns: Mapping[str, np.ndarray],
               obs: np.ndarray | None = None) -> str:
         """Write one round's records atomically (temporary name, then rename).
 
         Args:
-            iteration: the round, which names the file.
+            round_index: the round, which names the file.
             learner: the learner rank, which names the file.
             columns: the round's columns, as :func:`ledger_columns` returns them (in
                 their schema's order).
@@ -150,7 +153,7 @@ class LedgerWriter:
             arrays[OBS_COLUMN] = _array(flat)
             meta[_OBS_SHAPE_KEY] = ",".join(str(s) for s in obs.shape[1:]).encode()
         table = pa.table(arrays).replace_schema_metadata(meta or None)
-        final = self.file_name(iteration, learner)
+        final = self.file_name(round_index, learner)
         tmp = f"{self._path}/.tmp-{uuid.uuid4().hex}.parquet"
         with self._fs.open_output_stream(tmp) as sink:
             pq.write_table(table, sink, compression="zstd")
@@ -158,15 +161,15 @@ class LedgerWriter:
         return final
 
 
-def remove_rounds_after(root: str, iteration: int) -> list[str]:
-    """Delete the ledger files of rounds after ``iteration`` (a resumed run trains them
+def remove_rounds_after(root: str, round_index: int) -> list[str]:
+    """Delete the ledger files of rounds after ``round_index`` (a resumed run trains them
     again); return the paths removed."""
     fs, path = _fs_and_path(root)
     info = fs.get_file_info(pafs.FileSelector(path, allow_not_found=True))
     removed = []
     for entry in info:
         match = _FILE_NAME.fullmatch(entry.base_name)
-        if match and int(match.group(1)) > iteration:
+        if match and int(match.group(1)) > round_index:
             fs.delete_file(entry.path)
             removed.append(entry.path)
     return removed

@@ -52,10 +52,10 @@ def check_rule(rule: str) -> str:
     return rule
 
 
-def check_scores(scores: np.ndarray, iteration: int | None = None) -> None:
+def check_scores(scores: np.ndarray, round_index: int | None = None) -> None:
     bad = ~np.isfinite(scores)
     if bad.any():
-        where = f"iteration {iteration}: " if iteration is not None else ""
+        where = f"round {round_index}: " if round_index is not None else ""
         first = int(np.flatnonzero(bad)[0])
         raise NonFiniteScoresError(
             f"{where}{int(bad.sum())} of {len(scores)} influence scores are not finite "
@@ -80,7 +80,7 @@ def select(
     *,
     advantages: np.ndarray | None = None,
     rng: np.random.Generator | None = None,
-    iteration: int | None = None,
+    round_index: int | None = None,
     min_keep: int = 1,
 ) -> Selection:
     """Apply a selection rule to one round's scores.
@@ -92,7 +92,7 @@ def select(
         drop_fraction: ``p`` in [0, 1).
         advantages: the standardised advantages (the ``advantage`` control needs them).
         rng: the generator the ``random`` control draws from.
-        iteration: named in the error when scores are not finite.
+        round_index: the round, named in the error when scores are not finite.
         min_keep: never keep fewer records than this.
 
     Returns:
@@ -105,7 +105,7 @@ def select(
     check_rule(rule)
     p = check_drop_fraction(drop_fraction)
     scores = np.asarray(scores, dtype=np.float64)
-    check_scores(scores, iteration)
+    check_scores(scores, round_index)
     n = len(scores)
     n_neg = int((scores < 0).sum())
     n_drop = drop_count(rule, scores, p)

@@ -50,7 +50,7 @@ class IIFPPOTorchLearner(PaperPPOTorchLearner):
         pipeline.append(InfluenceFilter(round_fn=self.run_influence_round,
                                         on_filtered=self._start_update_clock))
 
-        self._iif_iteration = 0
+        self._round_index = 0
         self._env_steps = 0
         seed = self.iif.seed if self.iif.seed is not None else (self.config.seed or 0)
         self._rank = self._dist_rank()
@@ -77,7 +77,7 @@ class IIFPPOTorchLearner(PaperPPOTorchLearner):
         result = influence_round(cols, episodes, self.round_context(module_id))
         self.after_round(module_id, result)
         if self._ledger is not None:
-            self._ledger.write(self._iif_iteration, self._rank, result.ledger, obs=result.obs)
+            self._ledger.write(self._round_index, self._rank, result.ledger, obs=result.obs)
         return result.batch, result.metrics
 
     def round_context(self, module_id: str) -> RoundContext:
@@ -86,7 +86,7 @@ class IIFPPOTorchLearner(PaperPPOTorchLearner):
         return RoundContext(
             settings=self.iif,
             module_id=module_id,
-            iteration=self._iif_iteration,
+            round_index=self._round_index,
             env_steps=self._env_steps,
             learner_rank=self._rank,
             policy=self.functional_policy(module_id) if scores else None,
@@ -107,7 +107,7 @@ class IIFPPOTorchLearner(PaperPPOTorchLearner):
     @override(PaperPPOTorchLearner)
     def before_gradient_based_update(self, *, timesteps: dict[str, Any]) -> None:
         super().before_gradient_based_update(timesteps=timesteps)
-        self._iif_iteration += 1
+        self._round_index += 1
         self._env_steps = int(timesteps.get(NUM_ENV_STEPS_SAMPLED_LIFETIME, 0) or 0)
         self._modules_this_round = []
 
@@ -124,9 +124,10 @@ class IIFPPOTorchLearner(PaperPPOTorchLearner):
             self._update_t0 = None
 
     @property
-    def iif_iteration(self) -> int:
-        """Rounds trained so far (restored from checkpoints)."""
-        return self._iif_iteration
+    def round_index(self) -> int:
+        """The round being trained (1-based), between rounds the number trained; restored
+        from checkpoints."""
+        return self._round_index
 
     # ---- scoring
     @staticmethod
@@ -193,7 +194,7 @@ class IIFPPOTorchLearner(PaperPPOTorchLearner):
     def get_state(self, components=None, *, not_components=None, **kwargs) -> dict:
         state = super().get_state(components, not_components=not_components, **kwargs)
         state[STATE_KEY] = {
-            "iteration": self._iif_iteration,
+            "round_index": self._round_index,
             "select_rng": self._select_rng.bit_generator.state,
             "shuffle_rng": self._shuffle_rng.bit_generator.state,
         }
@@ -204,7 +205,8 @@ class IIFPPOTorchLearner(PaperPPOTorchLearner):
         own = state.get(STATE_KEY)
         super().set_state({k: v for k, v in state.items() if k != STATE_KEY})
         if own:
-            self._iif_iteration = int(own["iteration"])
+            # Checkpoints written before the round counter was renamed call it "iteration".
+            self._round_index = int(own.get("round_index", own.get("iteration", 0)))
             self._select_rng.bit_generator.state = own["select_rng"]
             self._shuffle_rng.bit_generator.state = own["shuffle_rng"]
 

@@ -38,7 +38,7 @@ class RoundContext:
 
     settings: AttributionSettings
     module_id: str
-    iteration: int
+    round_index: int
     env_steps: int
     learner_rank: int
     policy: FunctionalPolicy | None  # None when the settings do not score (plain PPO)
@@ -105,7 +105,7 @@ def influence_round(cols: dict, episodes: list, ctx: RoundContext) -> RoundResul
         keep = np.asarray(ctx.keep_override, dtype=bool)
     elif settings.filters and scores is not None:
         sel = select(scores, settings.selection, settings.drop_fraction, advantages=adv_std,
-                     rng=ctx.select_rng, iteration=ctx.iteration, min_keep=settings.min_keep)
+                     rng=ctx.select_rng, round_index=ctx.round_index, min_keep=settings.min_keep)
         keep = sel.keep
         metrics["clamped"] = float(sel.clamped)
     else:
@@ -161,9 +161,9 @@ def _score(real: dict, adv_std: np.ndarray, ctx: RoundContext, metrics: dict[str
                                   entropy_coeff=ctx.entropy_coeff, module_id=ctx.module_id)
     except ScoringFailedError as e:
         if ctx.settings.scoring_fallback == "raise":
-            raise ScoringFailedError(f"iteration {ctx.iteration}: {e}") from e
-        logger.warning("iteration %d: scoring failed (%s); this round trains UNFILTERED "
-                       "because scoring_fallback='train-unfiltered'", ctx.iteration, e)
+            raise ScoringFailedError(f"round {ctx.round_index}: {e}") from e
+        logger.warning("round %d: scoring failed (%s); this round trains UNFILTERED "
+                       "because scoring_fallback='train-unfiltered'", ctx.round_index, e)
         metrics["scoring_failed"] = 1.0
         return None
     scores = result.scores
@@ -192,7 +192,7 @@ def _ledger_rows(cols: dict, real_idx: np.ndarray, episodes: list, ctx: RoundCon
         return _numpy(cols[name])[real_idx]
 
     return ledger_columns(
-        iteration=ctx.iteration, env_steps=ctx.env_steps, learner=ctx.learner_rank,
+        iteration=ctx.round_index, env_steps=ctx.env_steps, learner=ctx.learner_rank,
         episode_id=ep_ids[real_idx], t=ts[real_idx], action=real(Columns.ACTIONS),
         reward=real(Columns.REWARDS), advantage=real(ADVANTAGES_RAW),
         advantage_std=real(Columns.ADVANTAGES), value_target=real(Columns.VALUE_TARGETS),

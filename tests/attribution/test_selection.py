@@ -93,10 +93,10 @@ def test_unknown_rule() -> None:
 
 
 @pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
-def test_non_finite_scores_name_the_iteration(bad: float) -> None:
+def test_non_finite_scores_name_the_round(bad: float) -> None:
     s = np.array([0.1, -0.2, bad, 0.3])
-    with pytest.raises(NonFiniteScoresError, match=r"iteration 17: 1 of 4 .*record 2"):
-        select(s, "neg-bottom", 0.5, iteration=17)
+    with pytest.raises(NonFiniteScoresError, match=r"round 17: 1 of 4 .*record 2"):
+        select(s, "neg-bottom", 0.5, round_index=17)
 
 
 def test_batch_never_becomes_empty() -> None:

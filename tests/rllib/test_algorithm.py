@@ -23,7 +23,7 @@ def learner_info(algo: Algorithm) -> dict:
         return {
             "cls": type(learner).__name__,
             "settings": learner.iif.to_dict(),
-            "iteration": learner.iif_iteration,
+            "round_index": learner.round_index,
             "select_rng": learner._select_rng.bit_generator.state,
             "optimizer": type(learner.get_optimizer()).__name__,
         }
@@ -51,7 +51,7 @@ def test_checkpoint_keeps_learner_settings_and_state(ray_local, tmp_path) -> Non
         assert after["settings"]["selection"] == "random"
         assert after["settings"]["drop_fraction"] == 0.3
         result = restored.train()
-        assert learner_info(restored)["iteration"] == 3
+        assert learner_info(restored)["round_index"] == 3
         assert result["learners"]["default_policy"]["iif"]["frac_dropped"] > 0
         assert sorted(os.listdir(ledger))[-1] == "iter-000003-learner0.parquet"
     finally:

@@ -176,5 +176,5 @@ def test_learner_state_round_trip(tmp_path) -> None:
     twin, _ = build(make_config(str(tmp_path / "twin"), selection="random",
                                 drop_fraction=0.5))
     twin.set_state(state)
-    assert twin.iif_iteration == learner.iif_iteration == 1
+    assert twin.round_index == learner.round_index == 1
     assert twin._select_rng.random() == learner._select_rng.random()

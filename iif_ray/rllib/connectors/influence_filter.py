@@ -1,6 +1,6 @@
 """The learner connector piece that runs the influence round on the finished batch.
 
-Appended last to the learner pipeline, it runs once per training iteration, before the PPO
+Appended last to the learner pipeline, it runs once per round, before the PPO
 minibatch loop. It holds no learner: it is given the round function (score -> select -> drop
 -> metrics -> ledger, see :mod:`iif_ray.rllib.influence_round`) and a hook called when every
 module's batch is filtered (the learner starts its update clock there). Round metrics go to
