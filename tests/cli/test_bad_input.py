@@ -90,7 +90,7 @@ CASES: list[tuple[list[str], str]] = [
      "drop fraction must be in [0, 1), got '1.5'"),
     (["train-lm", "--out", "{tmp}/run", "--algo", "dpo"], "invalid choice: 'dpo'"),
     (["train-lm"], "give --out DIR for a new run or --resume DIR"),
-    (["train-lm", "--resume", "{tmp}"], "holds no LM run (no lm_run.json)"),
+    (["train-lm", "--resume", "{tmp}"], "holds no LM run (no run.json)"),
     (["train-lm", "--out", "{tmp}/run", "--num-scorers", "-1"],
      "num-scorers must be >= 0, got '-1'"),
     (["train-lm", "--out", "{tmp}/run", "--num-gpus-per-learner", "64"],
