@@ -258,3 +258,85 @@ def test_resume_takes_new_placement_and_checks_it_before_ray(tmp_path, capsys):
     # Flags not given keep the run's own values.
     args = build_parser().parse_args(["train-lm", "--resume", str(run)])
     assert resume_spec(args).learner_gpus == 1
+
+
+def test_spec_selection_defaults_to_each_algos_rule_and_old_specs_load():
+    from iif_ray.attribution.selection import SELECTION_RULES
+
+    assert LMRunSpec(model="m", out_dir="o").selection_rule == "neg-bottom"
+    assert LMRunSpec(model="m", out_dir="o", algo="random").selection_rule == "random"
+    assert LMRunSpec(model="m", out_dir="o", selection="negative").selection_rule == "negative"
+    for rule in SELECTION_RULES:
+        LMRunSpec(model="m", out_dir="o", selection=rule)
+    with pytest.raises(ValueError, match="unknown selection rule 'worst'"):
+        LMRunSpec(model="m", out_dir="o", selection="worst")
+    with pytest.raises(ValueError, match="algo 'random' takes selection 'random'"):
+        LMRunSpec(model="m", out_dir="o", algo="random", selection="neg-bottom")
+    # A spec recorded before the field existed loads with the algo's own rule.
+    old = LMRunSpec(model="m", out_dir="o", algo="random").to_dict()
+    del old["selection"]
+    assert LMRunSpec.from_dict(old).selection_rule == "random"
+
+
+@pytest.mark.ray
+def test_selection_negative_drops_exactly_the_negative_records(ray_local, tiny_model_dir,
+                                                              tmp_path):
+    """The paper's official rule reaches the update: every negative-scored record dropped,
+    every other one kept (minibatches of 1, so nothing is trimmed), whatever p is."""
+    from iif_ray.ledger import read_ledger
+
+    spec = _spec(tiny_model_dir, tmp_path, rounds=1, selection="negative", drop_fraction=0.1,
+                 update={"minibatch_size": 1})
+    fit(spec, echo=lambda _: None)
+    ledger = read_ledger(str(tmp_path / "ledger")).to_pandas()
+    assert (ledger.score < 0).any() and (ledger.score >= 0).any()
+    assert (ledger.kept == (ledger.score >= 0)).all()
+    progress = pd.read_csv(tmp_path / PROGRESS_CSV)
+    assert progress.rows_updated.item() == (ledger.score >= 0).sum()
+
+
+@pytest.mark.ray
+def test_a_legacy_lm_directory_resumes(ray_local, tiny_model_dir, tmp_path):
+    """A run directory under the LM engine's old file names (``lm_run.json``,
+    ``lm_progress.csv``, ``lm_checkpoint.pt``), killed after its checkpoint, resumes with
+    ``train-lm --resume``: migrated to the run model's names, the same figures as a run
+    never interrupted."""
+    import json
+    import os
+
+    from iif_ray.cli import main
+    from iif_ray.ledger import read_ledger
+    from iif_ray.run import learner_state_path
+
+    kw = dict(rounds=2, checkpoint_every=1, eval_every=2, algo="random")
+    straight = _spec(tiny_model_dir, tmp_path / "straight", **kw)
+    fit(straight, echo=lambda _: None)
+
+    def kill_in_round_2(row: dict) -> None:  # written, not yet checkpointed
+        if row["round"] == 2:
+            raise _Killed
+
+    run = tmp_path / "legacy"
+    with pytest.raises(_Killed):
+        fit(_spec(tiny_model_dir, run, **kw), echo=lambda _: None, on_round=kill_in_round_2)
+    assert pd.read_csv(run / PROGRESS_CSV)["round"].tolist() == [1, 2]
+    # Written as the LM engine wrote it before the run model: its old names, no kind.
+    spec = json.loads((run / "run.json").read_text())
+    del spec["kind"], spec["selection"]
+    (run / "lm_run.json").write_text(json.dumps(spec))
+    (run / "run.json").unlink()
+    os.replace(run / "progress.csv", run / "lm_progress.csv")
+    os.replace(learner_state_path(run), run / "lm_checkpoint.pt")
+    learner_state_path(run).parent.rmdir()
+    assert main(["train-lm", "--resume", str(run),
+                 "--address", ray_local.get_runtime_context().gcs_address]) == 0
+    assert not list(run.glob("lm_*"))
+    assert json.loads((run / "run.json").read_text())["kind"] == "lm"
+    assert learner_state_path(run).is_file() and (run / SUMMARY).is_file()
+    a = pd.read_csv(tmp_path / "straight" / PROGRESS_CSV)
+    b = pd.read_csv(run / PROGRESS_CSV)
+    assert b["round"].tolist() == [1, 2]
+    figures = ["reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated", "eval_reward"]
+    pd.testing.assert_frame_equal(a[figures], b[figures])
+    pd.testing.assert_frame_equal(read_ledger(str(tmp_path / "straight" / "ledger")).to_pandas(),
+                                  read_ledger(str(run / "ledger")).to_pandas())
