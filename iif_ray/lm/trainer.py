@@ -152,8 +152,10 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
     actors = Actors.start(spec)
     driver = DriverState(spec)
     rows: list[dict[str, float]] = []
+    done = 0  # the round the checkpoint resumed from was taken after
 
     def restore(_checkpoint: Path) -> int | None:
+        nonlocal done
         path = learner_state_path(out)
         if not path.is_file():
             return None
@@ -161,8 +163,9 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
         ray.get(actors.learner.load_state.remote(state["learner"]))
         driver.load(state)
         rows.extend(state["rows"])
-        echo(f"resuming {out} after round {state['round']} (its checkpoint)")
-        return state["round"]
+        done = state["round"]
+        echo(f"resuming {out} after round {done} (its checkpoint)")
+        return done
 
     def save_checkpoint(k: int) -> None:
         state = {"round": k, "rows": rows, "learner": ray.get(actors.learner.state.remote()),
@@ -171,7 +174,6 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
 
     try:
         rewind(out, PROGRESS_FIELDS, restore if resume else None)
-        done = rows[-1]["round"] if rows else 0
         for row in rows:
             if on_round:
                 on_round(row)
