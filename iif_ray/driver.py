@@ -15,10 +15,25 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from iif_ray import run_dir
 from iif_ray.envs import time_limit
 from iif_ray.presets import Preset
 from iif_ray.rllib import build_config
+from iif_ray.rllib.run_files import (
+    PROGRESS_FIELDS,
+    progress_row,
+    restorer,
+    save_checkpoint,
+    static_summary,
+)
+from iif_ray.run import (
+    CLASSIC,
+    ProgressWriter,
+    ledger_dir,
+    read_run_spec,
+    rewind,
+    write_run_spec,
+    write_summary,
+)
 
 
 @dataclass
@@ -63,7 +78,7 @@ def run(spec: RunSpec, on_round: Callable[[dict], None] | None = None) -> dict[s
     out = Path(spec.out_dir).resolve() if spec.out_dir else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        run_dir.write_run_spec(out, spec.to_dict())
+        write_run_spec(out, spec.to_dict(), CLASSIC)
     return _train(spec, out, on_round, resumed=False)
 
 
@@ -77,9 +92,10 @@ def resume(out_dir: str | Path, on_round: Callable[[dict], None] | None = None
 
     Raises:
         FileNotFoundError: ``out_dir`` holds no run (no ``run.json``).
+        RunKindError: it holds an LM run (``iif-ray train-lm --resume`` continues those).
     """
     out = Path(out_dir).resolve()
-    spec = RunSpec.from_dict(run_dir.read_run_spec(out))
+    spec = RunSpec.from_dict(read_run_spec(out, CLASSIC))
     spec.out_dir = str(out)
     return _train(spec, out, on_round, resumed=True)
 
@@ -89,7 +105,7 @@ def _train(spec: RunSpec, out: Path | None, on_round: Callable[[dict], None] | N
     attribution = dict(spec.attribution)
     if out is not None:
         # The run's own directory, also when it moved since: nothing absolute is reused.
-        attribution["ledger_dir"] = str(run_dir.ledger_dir(out))
+        attribution["ledger_dir"] = str(ledger_dir(out))
     config = build_config(spec.preset, algo=spec.algo, seed=spec.seed,
                           num_env_runners=spec.num_env_runners, num_learners=spec.num_learners,
                           num_gpus_per_learner=spec.num_gpus_per_learner,
@@ -101,24 +117,24 @@ def _train(spec: RunSpec, out: Path | None, on_round: Callable[[dict], None] | N
     try:
         if out is not None:
             if resumed:
-                rows = run_dir.rewind(out, algo)
-            progress = run_dir.ProgressWriter(out, append=resumed)
+                rows = rewind(out, PROGRESS_FIELDS, restorer(algo))
+            progress = ProgressWriter(out, PROGRESS_FIELDS, append=resumed)
         t0 = t_start - (rows[-1]["wall_s"] if rows else 0.0)
         steps = rows[-1]["env_steps"] if rows else 0
         while steps < spec.budget:
-            row = run_dir.progress_row(algo.train(), time.perf_counter() - t0)
+            row = progress_row(algo.train(), time.perf_counter() - t0)
             steps = row["env_steps"]
             rows.append(row)
             if progress is not None:
                 progress.write(row)
-                if row["iteration"] % spec.checkpoint_every == 0:
-                    run_dir.save_checkpoint(algo, out)
+                if row["round"] % spec.checkpoint_every == 0:
+                    save_checkpoint(algo, out)
             if on_round is not None:
                 on_round(row)
         placement = _placement(algo)
         wall = time.perf_counter() - t0
         if out is not None:
-            run_dir.save_checkpoint(algo, out)
+            save_checkpoint(algo, out)
     finally:
         if progress is not None:
             progress.close()
@@ -127,7 +143,7 @@ def _train(spec: RunSpec, out: Path | None, on_round: Callable[[dict], None] | N
     returns = [r["episode_return_mean"] for r in rows
                if not math.isnan(float(r["episode_return_mean"]))]
     summary = {
-        **run_dir.static_summary(spec.to_dict()),
+        **static_summary(spec.to_dict()),
         "max_episode_steps": time_limit(spec.preset.env_id, spec.preset.env_kwargs),
         "env_steps": rows[-1]["env_steps"] if rows else 0,
         "rounds": len(rows),
@@ -144,7 +160,7 @@ def _train(spec: RunSpec, out: Path | None, on_round: Callable[[dict], None] | N
         "rounds_detail": rows,
     }
     if out is not None:
-        run_dir.write_summary(out, summary)
+        write_summary(out, summary)
     return summary
 
 

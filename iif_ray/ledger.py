@@ -12,6 +12,10 @@ to a temporary name first, then renamed: a reader never sees a half-written file
 ``ledger_dir`` may be a local path or any URI pyarrow understands (``s3://``, ``gs://``),
 which a multi-node run needs.
 
+The round index is the ``iteration`` column, in both schemas. ``progress.csv`` calls the
+same index ``round`` (:mod:`iif_ray.run.progress`); the ledger keeps ``iteration``, since
+the committed ledgers and users' readers select on it and a rename would break them.
+
 Observations are optional (``ledger_obs=True``): stored flattened as a fixed-size list column
 with their shape in the schema metadata, and restored to that shape by :func:`read_ledger_obs`.
 """

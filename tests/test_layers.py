@@ -17,6 +17,8 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 LAYERS = "iif_ray layers (L5 cli ... L0 attribution, presets, envs, ledger)"
 RAY_FREE = "L0 and in-process scoring never import Ray"
+ENGINE_FREE = "The run model knows neither engine nor Ray"
+TITLES = {"layers": LAYERS, "ray-free": RAY_FREE, "engine-free": ENGINE_FREE}
 LINT_IMPORTS = shutil.which("lint-imports", path=str(Path(sys.executable).parent))
 
 
@@ -32,7 +34,7 @@ def lint_imports(package_parent: Path, config: Path) -> subprocess.CompletedProc
 def test_the_package_keeps_its_layers() -> None:
     proc = lint_imports(ROOT, ROOT / "pyproject.toml")
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert f"{LAYERS} KEPT" in proc.stdout and f"{RAY_FREE} KEPT" in proc.stdout
+    assert all(f"{title} KEPT" in proc.stdout for title in TITLES.values()), proc.stdout
 
 
 @pytest.mark.parametrize(
@@ -46,6 +48,8 @@ def test_the_package_keeps_its_layers() -> None:
         ("rllib/influence_round.py", "import iif_ray.benchmarks.report\n", "layers"),
         # The Ray-free core importing Ray.
         ("ledger.py", "import ray\n", "ray-free"),
+        # The run model reaching into an engine.
+        ("run/progress.py", "def _x():\n    import iif_ray.lm.spec\n", "engine-free"),
     ],
 )
 def test_an_upward_import_breaks_the_contract(tmp_path, module, upward_import, contract) -> None:
@@ -56,7 +60,7 @@ def test_an_upward_import_breaks_the_contract(tmp_path, module, upward_import, c
     shutil.copy(ROOT / "pyproject.toml", tmp_path / "pyproject.toml")
     proc = lint_imports(tmp_path, tmp_path / "pyproject.toml")
     assert proc.returncode != 0, proc.stdout
-    title = LAYERS if contract == "layers" else RAY_FREE
+    title = TITLES[contract]
     assert f"{title} BROKEN" in proc.stdout, proc.stdout
     name = "iif_ray." + module.removesuffix(".py").replace("/", ".")
     broken = proc.stdout.split("Broken contracts")[1]
@@ -64,10 +68,10 @@ def test_an_upward_import_breaks_the_contract(tmp_path, module, upward_import, c
 
 
 def test_the_ray_free_layers_load_without_ray() -> None:
-    """What the contract says statically, checked at run time: importing L0 and the in-process
-    scorer pulls in neither Ray nor dm-tree (RLlib's tree library)."""
+    """What the contract says statically, checked at run time: importing L0, the in-process
+    scorer and the run model pulls in neither Ray nor dm-tree (RLlib's tree library)."""
     code = ("import sys, iif_ray.attribution, iif_ray.presets, iif_ray.envs, iif_ray.ledger, "
-            "iif_ray.scoring; "
+            "iif_ray.scoring, iif_ray.run; "
             "bad = [m for m in sys.modules if m == 'ray' or m.startswith(('ray.', 'tree'))]; "
             "print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)

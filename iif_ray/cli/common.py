@@ -146,7 +146,7 @@ def round_printer(label: str, budget: int):
 
     def on_round(row: dict) -> None:
         console.print(
-            f"{row['iteration']:>5} {row['env_steps']:>10,} {fmt(row['episode_return_mean']):>9} "
+            f"{row['round']:>5} {row['env_steps']:>10,} {fmt(row['episode_return_mean']):>9} "
             f"{fmt(row['frac_dropped'], '.3f'):>8} {fmt(row['scoring_s'], '.3f'):>9} "
             f"{fmt(row['update_s'], '.2f'):>8} {fmt(row['iter_s'], '.2f'):>8}"
         )
@@ -215,7 +215,7 @@ def check_local_gpus(gpus: float, who: str, hint: str = "") -> None:
 
 def prepare_out(out: str, overwrite: bool) -> Path:
     """The run directory, created empty; a path that cannot be one is a usage error."""
-    from iif_ray.run_dir import prepare_out_dir
+    from iif_ray.run import prepare_out_dir
 
     try:
         return prepare_out_dir(out, overwrite=overwrite)

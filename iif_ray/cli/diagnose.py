@@ -14,7 +14,8 @@ class DiagnoseCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("run",
-                            help="run directory of iif-ray train (best with --ledger-obs)")
+                            help="run directory of iif-ray train (best with --ledger-obs) or "
+                                 "train-lm")
         parser.add_argument("--intervene", type=int_list, metavar="K1,K2,...",
                             help="rounds to retrain unfiltered / without harmful / without "
                                  "random records")

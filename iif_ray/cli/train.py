@@ -42,7 +42,7 @@ class TrainCommand(Command):
         checked_run_inputs(args, here=here)
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.run_dir import CONTENTS
+        from iif_ray.run import CONTENTS
 
         if args.resume:
             summary, out = self._resume(args)
@@ -65,7 +65,7 @@ class TrainCommand(Command):
     def _resume(args: argparse.Namespace) -> tuple[dict, Path]:
         from iif_ray.driver import resume
         from iif_ray.ray_session import ray_session
-        from iif_ray.run_dir import read_run_spec
+        from iif_ray.run import CLASSIC, read_run_spec
 
         given = [flag for flag, value in (("--preset", args.preset), ("--env", args.env),
                                           ("--timesteps", args.timesteps),
@@ -75,8 +75,8 @@ class TrainCommand(Command):
                              "cannot change them (accepted with --resume: --out, --address)")
         out = Path(args.out).resolve()
         try:
-            spec = read_run_spec(out)
-        except FileNotFoundError as e:
+            spec = read_run_spec(out, CLASSIC)
+        except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
         label = f"resuming {spec['algo']} on {spec['preset']['env_id']} (seed {spec['seed']})"
         with ray_session(args.address):

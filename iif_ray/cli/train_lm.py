@@ -12,6 +12,7 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from iif_ray.attribution.selection import SELECTION_RULES
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import (
     UsageError,
@@ -35,7 +36,7 @@ def placement(args: argparse.Namespace, base: dict[str, Any] | None = None) -> d
     LMRunSpec's defaults (a new run's)."""
     from dataclasses import fields
 
-    from iif_ray.lm.runtime import LMRunSpec
+    from iif_ray.lm.spec import LMRunSpec
 
     defaults = {f.name: f.default for f in fields(LMRunSpec)}
     base = base or {}
@@ -50,7 +51,7 @@ def resume_spec(args: argparse.Namespace) -> Any:
     """The resumed run's spec, with the placement flags given on this command line."""
     from dataclasses import replace
 
-    from iif_ray.lm.runtime import read_spec
+    from iif_ray.lm.spec import read_spec
 
     spec = read_spec(args.resume)
     return replace(spec, **placement(args, spec.to_dict()))
@@ -85,6 +86,10 @@ class TrainLMCommand(Command):
         parser.add_argument("--minibatch-size", type=int_at_least(1, "minibatch-size"),
                             default=32, help="sequences per gradient step")
         parser.add_argument("--drop-fraction", type=drop_fraction, default=0.5)
+        parser.add_argument("--selection", choices=SELECTION_RULES,
+                            help="which records --algo iif drops, given their scores "
+                                 "(default neg-bottom, the paper's; negative drops every "
+                                 "negative-scored one and ignores --drop-fraction)")
         parser.add_argument("--scoring-method", choices=("ghost", "jvp"), default="ghost")
         parser.add_argument("--lora-rank", type=int_at_least(1, "lora-rank"), default=8)
         parser.add_argument("--eval-every", type=int_at_least(1, "eval-every"), default=5)
@@ -110,7 +115,7 @@ class TrainLMCommand(Command):
         parser.add_argument("--out", help="run directory to create")
         parser.add_argument("--resume", metavar="DIR",
                             help="continue the LM run in DIR from its last checkpoint (its "
-                                 "lm_run.json gives every setting but placement: "
+                                 "run.json gives every setting but placement: "
                                  "--num-gpus-per-* and --scorer-timeout may change)")
         parser.add_argument("--overwrite", action="store_true", help="replace a non-empty --out")
         parser.add_argument("--address", help="Ray address: omit for an embedded local Ray")
@@ -120,16 +125,23 @@ class TrainLMCommand(Command):
             raise UsageError("give --out DIR for a new run or --resume DIR to continue one "
                              "(exactly one of them)")
         if args.resume and here:
-            from iif_ray.lm.runtime import RUN_SPEC, SUMMARY
+            from iif_ray.run import RUN_SPEC, SUMMARY, is_complete
 
-            if not (Path(args.resume) / RUN_SPEC).is_file():
+            try:
+                spec = resume_spec(args)  # migrates a directory with the old LM file names
+            except FileNotFoundError:
                 raise UsageError(f"--resume {args.resume!r} holds no LM run (no {RUN_SPEC}); "
-                                 "accepted: a directory an earlier train-lm wrote")
-            if (Path(args.resume) / SUMMARY).exists():
+                                 "accepted: a directory an earlier train-lm wrote") from None
+            except ValueError as e:  # the other engine's run, or a spec this one refuses
+                raise UsageError(f"--resume {args.resume!r}: {e}") from None
+            if is_complete(args.resume):
                 raise UsageError(f"--resume {args.resume!r} already completed ({SUMMARY} "
                                  "exists); accepted: an interrupted run")
-            self._check_gpus(args, resume_spec(args))
+            self._check_gpus(args, spec)
             return
+        if args.selection is not None and args.algo != "iif":
+            raise UsageError(f"--selection applies to --algo iif (the random control drops at "
+                             f"random, ppo drops nothing), got --algo {args.algo}")
         batch = args.prompts_per_round * args.group_size
         if args.minibatch_size > batch:
             raise UsageError(f"--minibatch-size {args.minibatch_size} is larger than a round's "
@@ -173,7 +185,8 @@ class TrainLMCommand(Command):
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.lm.learner import UpdateSettings
-        from iif_ray.lm.runtime import LMRunSpec, fit
+        from iif_ray.lm.spec import LMRunSpec
+        from iif_ray.lm.trainer import fit
         from iif_ray.ray_session import ray_session
 
         self.validate(args)
@@ -191,7 +204,8 @@ class TrainLMCommand(Command):
         spec = LMRunSpec(
             model=model, out_dir=str(out), algo=args.algo, rounds=args.rounds,
             prompts_per_round=args.prompts_per_round, group_size=args.group_size,
-            drop_fraction=args.drop_fraction, scoring_method=args.scoring_method,
+            drop_fraction=args.drop_fraction, selection=args.selection,
+            scoring_method=args.scoring_method,
             lora_rank=args.lora_rank, eval_every=args.eval_every, seed=args.seed,
             checkpoint_every=args.checkpoint_every, num_scorers=args.num_scorers,
             reward=args.reward, reward_label=args.reward_label,
@@ -205,9 +219,9 @@ class TrainLMCommand(Command):
 
     @staticmethod
     def _report(algo: str, out: Path, summary: dict) -> int:
-        from iif_ray.lm.runtime import PROGRESS_CSV
+        from iif_ray.run import progress_path
 
         last = summary["rounds"][-1]
         console.print(f"{algo}: reward {last['reward_mean']:.3f} in round {last['round']}; "
-                      f"per-round figures in {out / PROGRESS_CSV}")
+                      f"per-round figures in {progress_path(out)}")
         return 0

@@ -27,7 +27,7 @@ from iif_ray.diagnostics.ledgers import (
     show_rounds,
     state_summaries,
 )
-from iif_ray.run_dir import module_checkpoint
+from iif_ray.rllib.run_files import module_checkpoint
 
 
 def observation_embeddings(obs: np.ndarray) -> np.ndarray:
@@ -161,7 +161,7 @@ def diagnose_behaviour(run_dir: str | Path, summary: dict, frame: pd.DataFrame,
         frame["move"] = action_labels(frame["action"].to_numpy(), env_id)
     emb, emb_kind = embeddings(run_dir, obs)
     table = per_round(frame, emb, k)
-    prog = progress.rename(columns={"iteration": "round"})[["round", "target_value"]]
+    prog = progress[["round", "target_value"]]
     table = table.merge(prog, on="round", how="left")
     # f_action is a mean log-probability: exp gives the probes' geometric-mean probability.
     table["probe_probability"] = np.exp(table["target_value"])

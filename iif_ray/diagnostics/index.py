@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from iif_ray.diagnostics.ledgers import load_run
-from iif_ray.run_dir import progress_path
+from iif_ray.run import LM, read_progress, run_kind
 
 OUT_DIR = "diagnostics"
 
@@ -105,7 +105,7 @@ def _behaviour_section(run_dir: Path, frame, obs, summary: dict, out: Path,
     from iif_ray.diagnostics.behaviour import diagnose_behaviour
 
     echo("behaviour formation: kNN-graph roughness of the action target's influence per round")
-    progress = pd.read_csv(progress_path(run_dir))
+    progress = pd.DataFrame(read_progress(run_dir))  # a classic run's old 'iteration' too
     h = diagnose_behaviour(run_dir, summary, frame, obs, progress, out)
     table = pd.read_parquet(out / "behaviour_rounds.parquet")
     opts = summary["attribution"].get("target_options", {})
@@ -199,9 +199,8 @@ def _intervention_section(summary: dict, out: Path, rounds: list[int] | None, se
 
 
 def is_lm_run(run_dir: str | Path) -> bool:
-    from iif_ray.lm.runtime import RUN_SPEC as LM_RUN_SPEC
-
-    return (Path(run_dir) / LM_RUN_SPEC).is_file()
+    """Whether ``run_dir`` holds a run of the LM engine (its ``run.json`` says so)."""
+    return run_kind(run_dir) == LM
 
 
 def check_intervention(run_dir: str | Path, rounds: list[int] | None) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 
 from iif_ray.ledger import read_ledger, read_ledger_obs
-from iif_ray.run_dir import ledger_dir, read_summary_or_spec
+from iif_ray.rllib.run_files import static_summary
+from iif_ray.run import ledger_dir, read_summary_or_spec
 
 # FrozenLake's action meanings (gymnasium's toy_text/frozen_lake.py).
 FROZENLAKE_MOVES = {0: "left", 1: "down", 2: "right", 3: "up"}
@@ -21,7 +22,7 @@ def load_run(run_dir: str | Path) -> tuple[dict, pd.DataFrame, np.ndarray | None
     Rows stay in buffer order within each round (the order the learner wrote them), which
     the return-to-go computation relies on only through ``(episode_id, t)``.
     """
-    summary = read_summary_or_spec(run_dir)
+    summary = read_summary_or_spec(run_dir, static_summary)
     ledger = ledger_dir(run_dir)
     if not ledger.is_dir() or not any(ledger.iterdir()):
         raise FileNotFoundError(f"{str(run_dir)!r} has no ledger/; train with iif or score mode")

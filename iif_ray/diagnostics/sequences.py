@@ -28,7 +28,8 @@ from iif_ray.diagnostics.ledgers import pyplot, show_rounds
 from iif_ray.diagnostics.stats import spearman
 from iif_ray.ledger import read_ledger
 from iif_ray.lm import detox
-from iif_ray.lm.runtime import LEDGER, read_spec
+from iif_ray.lm.spec import read_spec
+from iif_ray.run import LEDGER, ledger_dir
 
 ROUNDS_FILE = "lm_rounds.parquet"
 EXTREMES_FILE = "lm_top_bottom.parquet"
@@ -43,7 +44,7 @@ def load_sequences(run_dir: str | Path) -> pd.DataFrame:
         FileNotFoundError: no ledger.
         ValueError: no scores (a PPO run scores nothing).
     """
-    ledger = Path(run_dir) / LEDGER
+    ledger = ledger_dir(run_dir)
     if not ledger.is_dir() or not any(ledger.iterdir()):
         raise FileNotFoundError(f"{str(run_dir)!r} has no {LEDGER}/ (an LM run writes one "
                                 "every round)")

@@ -1,7 +1,11 @@
-"""The language-model path: sequence records, LoRA policies, a Ray runtime shaped like veRL's.
+"""The language-model engine: sequence records, LoRA policies, a Ray driver shaped like veRL's.
 
 RLlib has no language-model path, so this one runs on Ray Core directly (as veRL and OpenRLHF
-do). :mod:`.models` builds or loads policies and tokenizers (local paths only); the influence
+do), split by role as veRL splits its trainer: :mod:`.spec` (the run spec), :mod:`.workers`
+(rollout, reward and learner actor bodies), :mod:`.scorers` (who scores a round),
+:mod:`.advantages` (the estimators, veRL's ``core_algos``) and :mod:`.trainer` (``fit``,
+which only orchestrates). The run directory is the run model's (:mod:`iif_ray.run`).
+:mod:`.models` builds or loads policies and tokenizers (local paths only); the influence
 scores themselves live in :mod:`iif_ray.attribution.sequence`.
 """
 

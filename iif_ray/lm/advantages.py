@@ -6,14 +6,25 @@ dropped (veRL PR 6375: rows masked before the baseline leaked into GRPO's group 
   TRL's and veRL's PPO; ``beta`` follows the adaptive KL controller of Ziegler et al. (2019).
 * GRPO: each sequence's reward minus its group's mean, over the group's standard deviation,
   on every response token; the KL term then lives in the loss (``PolicyLoss.kl_coef``).
+
+:func:`advantages` applies the spec's estimator to a round's batch (the role of veRL's
+``core_algos``); :func:`validation_weights` gives the influence target its per-token weights
+from the same estimator.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+
+from iif_ray.attribution.sequence import SequenceBatch, target_weights
+from iif_ray.lm.learner import ValueTargets
+
+if TYPE_CHECKING:
+    from iif_ray.lm.spec import LMRunSpec
 
 
 def gae(rewards: Tensor, values: Tensor, mask: Tensor, *, gamma: float = 1.0,
@@ -83,3 +94,47 @@ class AdaptiveKL:
         error = max(-0.2, min(0.2, kl / self.target - 1.0))
         self.beta *= 1.0 + error * n_steps / self.horizon
         return self.beta
+
+
+def advantages(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Tensor,
+               prepared: tuple[torch.Tensor, ...], beta: float
+               ) -> tuple[SequenceBatch, ValueTargets | None, float]:
+    """The round's advantages over the whole batch (every group complete), and the mean KL."""
+    old, ref, values = prepared
+    mask = batch.response_mask
+    kl = float(((old - ref) * mask).sum() / mask.sum().clamp(min=1))
+    if spec.update.estimator == "ppo":
+        adv, returns = gae(kl_penalised_rewards(rewards, old, ref, mask, beta), values, mask)
+        adv, targets = whiten(adv, mask), ValueTargets(values, returns)
+    else:
+        adv, targets = grpo_advantages(rewards, mask, spec.group_size), None
+    full = SequenceBatch(batch.input_ids, batch.attention_mask, mask, old_logp=old,
+                         advantages=adv, ref_logp=ref)
+    return full, targets, kl
+
+
+def validation_weights(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Tensor,
+                       prepared: tuple[torch.Tensor, ...], beta: float) -> torch.Tensor:
+    """The target's per-token weights on fresh validation responses (one per prompt):
+    ``seq-return`` weighs each by its last-token advantage (PPO's GAE, as the paper's
+    f^seq does), any other target by its raw reward.
+
+    Each response's weight is centred on the validation mean (a baseline). On-policy
+    log-likelihood gradients average to zero, so a constant part of the weights adds only
+    noise to the target's gradient, never direction; without the baseline that noise is
+    most of the target whenever the value head does not yet predict the reward's level (the
+    first rounds: it starts at zero, and detox-mini's rewards are all near +5).
+    """
+    if spec.target != "seq-return":
+        return target_weights("reward", batch, rewards - rewards.mean())
+    single = replace(spec, group_size=1, update=replace(spec.update, estimator="ppo"))
+    full, _, _ = advantages(single, batch, rewards, prepared, beta)
+    last = last_token_advantage(full)
+    return target_weights("seq-return", batch, last - last.mean())
+
+
+def last_token_advantage(batch: SequenceBatch) -> torch.Tensor:
+    """Each row's advantage at its last response token (the paper's f^seq weight)."""
+    mask = batch.response_mask
+    last = (mask * torch.arange(mask.shape[1])).argmax(dim=1)
+    return batch.advantages[torch.arange(mask.shape[0]), last]

@@ -25,10 +25,11 @@ import torch
 
 from iif_ray.attribution.sequence import SequenceBatch
 from iif_ray.lm import detox
+from iif_ray.lm.advantages import advantages, validation_weights
 from iif_ray.lm.generation import SamplingSettings, response_texts, sample_records
 from iif_ray.lm.learner import LMLearner, LMPolicy, UpdateSettings, trim_to_minibatches
 from iif_ray.lm.models import load_policy, with_lora
-from iif_ray.lm.runtime import LMRunSpec, advantages, validation_weights
+from iif_ray.lm.spec import LMRunSpec
 
 
 @dataclass

@@ -2,7 +2,8 @@
 
 :class:`ShardedActors` is the payload-agnostic part (actors, contiguous shards, start-up
 bound, timeouts, replacement); :class:`AttributionPool` scores classic RL records on it, and
-the LM path's sequence scorers (``iif_ray.lm.runtime.ActorScorers``) use it too.
+the LM engine's sequence scorer pool (``iif_ray.lm.scorers.ActorPoolScorer``) uses it too.
+Both engines' scorer actors have one body, :class:`ScorerWorker`.
 
 Protocol per round:
 
@@ -43,6 +44,7 @@ from ray.exceptions import GetTimeoutError, RayActorError, RayTaskError
 from torch import Tensor
 
 from iif_ray.attribution import FunctionalPolicy, RecordBatch, score_records
+from iif_ray.attribution.sequence import PolicyLoss, SequenceBatch, parameter_set, sequence_scores
 from iif_ray.scoring.scorer import ScoreResult, ScoringFailedError
 
 logger = logging.getLogger(__name__)
@@ -50,15 +52,19 @@ logger = logging.getLogger(__name__)
 _RECORD_FIELDS = ("obs", "actions", "logp_old", "advantages")
 
 
-PolicyBuilders = Mapping[str, Callable[[], FunctionalPolicy]]
+# A builder returns a FunctionalPolicy (classic records) or a peft causal LM (sequences).
+PolicyBuilders = Mapping[str, Callable[[], Any]]
 
 
 class ScorerWorker:
-    """Body of a scorer actor: replicas of the policy networks, built lazily per module.
+    """Body of a scorer actor of either engine: replicas of the policy networks, built
+    lazily per module; :meth:`score` scores classic records, :meth:`score_sequences` LM
+    sequences.
 
     Builders, not networks, travel to the actor: a builder (for RLlib, a partial of
-    :func:`iif_ray.rllib.module_bridge.policy_from_spec`) is small to pickle and lets this
-    package stay free of any one framework's module classes.
+    :func:`iif_ray.rllib.module_bridge.policy_from_spec`; for the LM engine, of
+    ``iif_ray.lm.workers.scoring_model``) is small to pickle and lets this package stay
+    free of any one framework's module classes.
     """
 
     def __init__(self, policy_builders: PolicyBuilders, device: str = "cpu") -> None:
@@ -72,10 +78,10 @@ class ScorerWorker:
             self._policy(module_id)
         return actor_placement(str(self._device))
 
-    def _policy(self, module_id: str) -> FunctionalPolicy:
+    def _policy(self, module_id: str) -> Any:
         if module_id not in self._policies:
             policy = self._builders[module_id]()
-            policy.net.to(self._device)
+            (policy.net if isinstance(policy, FunctionalPolicy) else policy).to(self._device)
             self._policies[module_id] = policy
         return self._policies[module_id]
 
@@ -94,6 +100,19 @@ class ScorerWorker:
         scores = score_records(policy, records, tangent, method=method,
                                entropy_coeff=entropy_coeff, chunk_size=chunk_size)
         return scores.float().cpu().numpy(), time.perf_counter() - t0
+
+    def score_sequences(self, module_id: str, weights: Mapping[str, Tensor],
+                        target: Mapping[str, Tensor], shard: SequenceBatch, loss: PolicyLoss,
+                        method: str) -> Tensor:
+        """Scores of a shard of a round's sequences against the target gradient, with the
+        LoRA adapters set to ``weights`` and ``loss``'s denominators fixed to the whole
+        round's batch (so the shards add up to the learner's own scores)."""
+        model = self._policy(module_id)
+        model.load_state_dict(weights, strict=False)
+        dev = self._device
+        target = {k: v.to(dev) for k, v in target.items()}
+        return sequence_scores(model, parameter_set(model, "lora"), shard.to(dev), loss,
+                               target, method).cpu()
 
 
 def actor_placement(device: str = "cpu") -> dict[str, Any]:

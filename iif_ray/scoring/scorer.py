@@ -1,9 +1,12 @@
-"""The ``Scorer`` protocol, and the in-process scorer.
+"""The ``Scorer`` protocols, and the in-process scorer of classic records.
 
-A scorer computes one round's influence scores. :class:`LocalScorer` runs the attribution
-code in the learner's own process; :class:`~iif_ray.scoring.pool.AttributionPool` spreads
-contiguous shards over Ray actors. Both return scores in record order with the same figures,
-so the learner does not care which one it holds.
+A scorer computes one round's influence scores. For classic RL records (:class:`Scorer`),
+:class:`LocalScorer` runs the attribution code in the learner's own process and
+:class:`~iif_ray.scoring.pool.AttributionPool` spreads contiguous shards over Ray actors.
+For sequence records (:class:`SequenceScorer`, the LM engine), the learner actor scores
+them itself or a pool of scorer actors does (``iif_ray.lm.scorers``). Either way both
+return scores in record order with the same figures, so whoever holds a scorer never asks
+which one it is.
 """
 
 from __future__ import annotations
@@ -11,12 +14,13 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from torch import Tensor
 
 from iif_ray.attribution import FunctionalPolicy, RecordBatch, score_records
+from iif_ray.attribution.sequence import SequenceBatch
 
 
 class ScoringFailedError(RuntimeError):
@@ -44,6 +48,19 @@ class Scorer(Protocol):
         entropy_coeff: float,
         module_id: str = "default_policy",
     ) -> ScoreResult: ...
+
+    def shutdown(self) -> None: ...
+
+
+class SequenceScorer(Protocol):
+    """Scores every row of a round's sequence batch against the target that the validation
+    responses and their per-token weights define, at the round's pre-update weights."""
+
+    def score(self, batch: SequenceBatch, validation: SequenceBatch, target_weights: Tensor,
+              *, policy_weights: Any) -> Tensor:
+        """Scores in row order (CPU); ``policy_weights``: the round's adapter weights (an
+        object reference), for scorers that hold a replica of the policy."""
+        ...
 
     def shutdown(self) -> None: ...
 

@@ -76,7 +76,7 @@ def test_train_writes_a_complete_run_directory(tmp_path) -> None:
 @pytest.mark.ray
 def test_failed_run_leaves_nothing_that_looks_complete(ray_local, tmp_path) -> None:
     def fail_on_second_round(row: dict) -> None:
-        if row["iteration"] == 2:
+        if row["round"] == 2:
             raise RuntimeError("simulated crash")
 
     spec = RunSpec(preset=get_preset("cartpole"), algo="ppo", timesteps=10_000,

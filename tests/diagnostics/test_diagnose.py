@@ -270,7 +270,7 @@ def test_behaviour_formation_and_action_intervention(frozenlake_run, tmp_path, c
     from iif_ray.cli import main
     from iif_ray.diagnostics.graph import KNN
     from iif_ray.diagnostics.ledgers import load_run
-    from iif_ray.run_dir import module_checkpoint
+    from iif_ray.rllib.run_files import module_checkpoint
 
     probes = tmp_path / "probes.parquet"
     assert main(["diagnose", str(frozenlake_run), "--probes-out", str(probes),

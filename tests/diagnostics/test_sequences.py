@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iif_ray.atomic_files import write_json_atomically
 from iif_ray.cli import main
 from iif_ray.diagnostics import sequences
 from iif_ray.ledger import SEQUENCE_LEDGER_SCHEMA, LedgerWriter, ledger_columns
-from iif_ray.lm.runtime import LEDGER, RUN_SPEC, LMRunSpec
+from iif_ray.lm.spec import LMRunSpec
+from iif_ray.run import LM, ledger_dir, write_run_spec
 
 CLEAN = "a good kind and happy answer"
 TOXIC = "you stupid idiot I hate you"
@@ -21,9 +21,8 @@ def _run(tmp_path, scores_by_round: list[np.ndarray], algo: str = "iif"):
     """An LM run directory: its spec and a ledger of 8 sequences per round; the first half
     of each round's responses are toxic with reward -1, the rest clean with reward +1."""
     run = tmp_path / "run"
-    write_json_atomically(run / RUN_SPEC, LMRunSpec(model="m", out_dir=str(run),
-                                                    algo=algo).to_dict())
-    writer = LedgerWriter(str(run / LEDGER))
+    write_run_spec(run, LMRunSpec(model="m", out_dir=str(run), algo=algo).to_dict(), LM)
+    writer = LedgerWriter(str(ledger_dir(run)))
     for k, scores in enumerate(scores_by_round, start=1):
         n = len(scores)
         toxic = np.arange(n) < n // 2

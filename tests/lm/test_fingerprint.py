@@ -39,7 +39,8 @@ def fingerprint(run_dir: Path, case: str) -> dict[str, np.ndarray]:
 def train(model_dir: Path, out: Path, num_scorers: int) -> None:
     """Two IIF rounds of PPO on a tiny model, scored by the learner or by one scorer actor."""
     from iif_ray.lm.learner import UpdateSettings
-    from iif_ray.lm.runtime import LMRunSpec, fit
+    from iif_ray.lm.spec import LMRunSpec
+    from iif_ray.lm.trainer import fit
 
     spec = LMRunSpec(model=str(model_dir), out_dir=str(out), algo="iif", rounds=2,
                      prompts_per_round=8, group_size=2, validation_prompts=8, eval_every=2,

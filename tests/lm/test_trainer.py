@@ -1,4 +1,4 @@
-"""The LM runtime end to end on Ray: one rollout actor, one reward actor, one learner."""
+"""The LM engine end to end on Ray: one rollout actor, one reward actor, one learner."""
 
 from __future__ import annotations
 
@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from iif_ray.lm.learner import UpdateSettings
-from iif_ray.lm.runtime import PROGRESS_CSV, SUMMARY, LMRunSpec, fit
+from iif_ray.lm.spec import LMRunSpec
+from iif_ray.lm.trainer import fit
+from iif_ray.run import PROGRESS as PROGRESS_CSV
+from iif_ray.run import SUMMARY
 
 
 def _spec(model, out, **kw) -> LMRunSpec:
@@ -56,36 +59,43 @@ def test_scorer_actors_give_the_learners_scores(ray_local, tiny_model_dir, tmp_p
     import ray
 
     from iif_ray.lm import detox
+    from iif_ray.lm.advantages import advantages
     from iif_ray.lm.generation import SamplingSettings, sample_records
-    from iif_ray.lm.runtime import ActorScorers, LearnerWorker, advantages
+    from iif_ray.lm.scorers import ActorPoolScorer, LearnerScorer
+    from iif_ray.lm.workers import LearnerWorker
 
     spec = _spec(tiny_model_dir, tmp_path)
     threads = torch.get_num_threads()
     try:  # the actor body sets one thread: give this process its count back
-        learner = LearnerWorker(spec)
+        local = LearnerWorker(spec)
     finally:
         torch.set_num_threads(threads)
+    learner = ray.remote(num_cpus=0)(LearnerWorker).remote(spec)
     lang = detox.Language.build(0)
     from iif_ray.lm.models import load_policy
 
     _, tokenizer = load_policy(str(tiny_model_dir))
-    batch = sample_records(learner.learner.policy.model, tokenizer,
+    batch = sample_records(local.learner.policy.model, tokenizer,
                            lang.prompts(6, split="train"), SamplingSettings(), seed=0)
     rewards = torch.linspace(-1, 1, 6)
-    full, _, _ = advantages(spec, batch, rewards, learner.prepare(batch), 0.05)
+    full, _, _ = advantages(spec, batch, rewards, local.prepare(batch), 0.05)
     weights = batch.response_mask.float() / 6
-    expected = learner.scores(full, batch, weights, "ghost")
-    pool = ActorScorers(spec, 2, num_cpus=0)
-    args = (ray.put(learner.adapter_weights()), ray.put(learner.target(batch, weights)), full,
-            spec.update.policy_loss().for_batch(full), "ghost")
+    expected = local.scores(full, batch, weights, "ghost")
+    args = (full, batch, weights)
+    policy_weights = ray.put(local.adapter_weights())
+    # One signature for both scorers (iif_ray.scoring.SequenceScorer).
+    in_learner = LearnerScorer(learner, "ghost").score(*args, policy_weights=policy_weights)
+    torch.testing.assert_close(in_learner, expected, rtol=1e-5, atol=1e-8)
+    pool = ActorPoolScorer(spec, learner, 2, num_cpus=0)
     try:
-        got = pool.score(*args)
+        got = pool.score(*args, policy_weights=policy_weights)
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-8)
         # A scorer that dies is replaced and its shard re-scored: the same scores, one retry.
         ray.kill(pool.actors[1])
-        again = pool.score(*args)
+        again = pool.score(*args, policy_weights=policy_weights)
     finally:
         pool.shutdown()
+        ray.kill(learner)
     assert pool.total_retries == 1
     torch.testing.assert_close(again, got, rtol=0, atol=0)
 
@@ -98,7 +108,8 @@ class _Killed(RuntimeError):
 def test_a_killed_lm_run_resumes_exactly(ray_local, tiny_model_dir, tmp_path):
     """Killed during round 3 (round 2 checkpointed, round 3's progress row written), then
     resumed: every round once, and the same figures as a run never interrupted."""
-    from iif_ray.lm.runtime import CHECKPOINT, read_spec
+    from iif_ray.lm.spec import read_spec
+    from iif_ray.run import learner_state_path
 
     kw = dict(rounds=4, checkpoint_every=2, eval_every=2, algo="random")
     straight = _spec(tiny_model_dir, tmp_path / "straight", **kw)
@@ -121,7 +132,7 @@ def test_a_killed_lm_run_resumes_exactly(ray_local, tiny_model_dir, tmp_path):
     assert b["round"].tolist() == [1, 2, 3, 4]
     figures = ["reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated", "eval_reward"]
     pd.testing.assert_frame_equal(a[figures], b[figures])
-    assert (tmp_path / "killed" / CHECKPOINT).exists()
+    assert learner_state_path(tmp_path / "killed").exists()
     from iif_ray.ledger import read_ledger
 
     ledgers = [read_ledger(str(tmp_path / d / "ledger")).to_pandas()
@@ -166,7 +177,7 @@ def test_train_lm_command_with_a_local_model(ray_local, tiny_model_dir, classifi
     assert set(ledger.prompt) <= set(PromptFile(prompts).splits["train"])
     progress = pd.read_csv(out / PROGRESS_CSV)
     assert progress["round"].tolist() == [1] and progress.rows_updated.item() in (4, 8)
-    summary = json.loads((out / "lm_summary.json").read_text())
+    summary = json.loads((out / SUMMARY).read_text())
     assert summary["spec"]["model"] == str(tiny_model_dir) and summary["spec"]["algo"] == "iif"
     assert summary["spec"]["reward"] == str(classifier_dir[0])
     # The tiny classifier is untrained: its logits are small, unlike detox-mini's (about +5).
@@ -182,7 +193,7 @@ def test_gpu_learner_gives_the_cpu_learners_figures_and_a_gpu_run_trains(
     from iif_ray.lm import detox
     from iif_ray.lm.generation import SamplingSettings, sample_records
     from iif_ray.lm.models import load_policy
-    from iif_ray.lm.runtime import LearnerWorker
+    from iif_ray.lm.workers import LearnerWorker
 
     threads = torch.get_num_threads()
     try:  # the actor body sets one thread: give this process its count back
@@ -212,7 +223,7 @@ def test_actors_the_cluster_cannot_place_fail_with_the_reason(ray_local, tmp_pat
     """A GPU learner on a machine without GPUs: a clear error in bounded time, not a hang."""
     import ray
 
-    from iif_ray.lm.runtime import wait_started
+    from iif_ray.lm.workers import wait_started
 
     @ray.remote(num_gpus=1)
     class Stuck:
@@ -228,14 +239,12 @@ def test_resume_takes_new_placement_and_checks_it_before_ray(tmp_path, capsys):
     before Ray) unless the placement is changed, which --resume accepts."""
     import argparse
 
-    from iif_ray.atomic_files import write_json_atomically
     from iif_ray.cli import build_parser, main
     from iif_ray.cli.train_lm import TrainLMCommand, resume_spec
-    from iif_ray.lm.runtime import RUN_SPEC
+    from iif_ray.run import LM, write_run_spec
 
     run = tmp_path / "run"
-    write_json_atomically(run / RUN_SPEC, LMRunSpec(model="m", out_dir=str(run),
-                                                    learner_gpus=1).to_dict())
+    write_run_spec(run, LMRunSpec(model="m", out_dir=str(run), learner_gpus=1).to_dict(), LM)
     if not torch.cuda.is_available():
         assert main(["train-lm", "--resume", str(run)]) == 2
         err = capsys.readouterr().err
@@ -249,3 +258,85 @@ def test_resume_takes_new_placement_and_checks_it_before_ray(tmp_path, capsys):
     # Flags not given keep the run's own values.
     args = build_parser().parse_args(["train-lm", "--resume", str(run)])
     assert resume_spec(args).learner_gpus == 1
+
+
+def test_spec_selection_defaults_to_each_algos_rule_and_old_specs_load():
+    from iif_ray.attribution.selection import SELECTION_RULES
+
+    assert LMRunSpec(model="m", out_dir="o").selection_rule == "neg-bottom"
+    assert LMRunSpec(model="m", out_dir="o", algo="random").selection_rule == "random"
+    assert LMRunSpec(model="m", out_dir="o", selection="negative").selection_rule == "negative"
+    for rule in SELECTION_RULES:
+        LMRunSpec(model="m", out_dir="o", selection=rule)
+    with pytest.raises(ValueError, match="unknown selection rule 'worst'"):
+        LMRunSpec(model="m", out_dir="o", selection="worst")
+    with pytest.raises(ValueError, match="algo 'random' takes selection 'random'"):
+        LMRunSpec(model="m", out_dir="o", algo="random", selection="neg-bottom")
+    # A spec recorded before the field existed loads with the algo's own rule.
+    old = LMRunSpec(model="m", out_dir="o", algo="random").to_dict()
+    del old["selection"]
+    assert LMRunSpec.from_dict(old).selection_rule == "random"
+
+
+@pytest.mark.ray
+def test_selection_negative_drops_exactly_the_negative_records(ray_local, tiny_model_dir,
+                                                              tmp_path):
+    """The paper's official rule reaches the update: every negative-scored record dropped,
+    every other one kept (minibatches of 1, so nothing is trimmed), whatever p is."""
+    from iif_ray.ledger import read_ledger
+
+    spec = _spec(tiny_model_dir, tmp_path, rounds=1, selection="negative", drop_fraction=0.1,
+                 update={"minibatch_size": 1})
+    fit(spec, echo=lambda _: None)
+    ledger = read_ledger(str(tmp_path / "ledger")).to_pandas()
+    assert (ledger.score < 0).any() and (ledger.score >= 0).any()
+    assert (ledger.kept == (ledger.score >= 0)).all()
+    progress = pd.read_csv(tmp_path / PROGRESS_CSV)
+    assert progress.rows_updated.item() == (ledger.score >= 0).sum()
+
+
+@pytest.mark.ray
+def test_a_legacy_lm_directory_resumes(ray_local, tiny_model_dir, tmp_path):
+    """A run directory under the LM engine's old file names (``lm_run.json``,
+    ``lm_progress.csv``, ``lm_checkpoint.pt``), killed after its checkpoint, resumes with
+    ``train-lm --resume``: migrated to the run model's names, the same figures as a run
+    never interrupted."""
+    import json
+    import os
+
+    from iif_ray.cli import main
+    from iif_ray.ledger import read_ledger
+    from iif_ray.run import learner_state_path
+
+    kw = dict(rounds=2, checkpoint_every=1, eval_every=2, algo="random")
+    straight = _spec(tiny_model_dir, tmp_path / "straight", **kw)
+    fit(straight, echo=lambda _: None)
+
+    def kill_in_round_2(row: dict) -> None:  # written, not yet checkpointed
+        if row["round"] == 2:
+            raise _Killed
+
+    run = tmp_path / "legacy"
+    with pytest.raises(_Killed):
+        fit(_spec(tiny_model_dir, run, **kw), echo=lambda _: None, on_round=kill_in_round_2)
+    assert pd.read_csv(run / PROGRESS_CSV)["round"].tolist() == [1, 2]
+    # Written as the LM engine wrote it before the run model: its old names, no kind.
+    spec = json.loads((run / "run.json").read_text())
+    del spec["kind"], spec["selection"]
+    (run / "lm_run.json").write_text(json.dumps(spec))
+    (run / "run.json").unlink()
+    os.replace(run / "progress.csv", run / "lm_progress.csv")
+    os.replace(learner_state_path(run), run / "lm_checkpoint.pt")
+    learner_state_path(run).parent.rmdir()
+    assert main(["train-lm", "--resume", str(run),
+                 "--address", ray_local.get_runtime_context().gcs_address]) == 0
+    assert not list(run.glob("lm_*"))
+    assert json.loads((run / "run.json").read_text())["kind"] == "lm"
+    assert learner_state_path(run).is_file() and (run / SUMMARY).is_file()
+    a = pd.read_csv(tmp_path / "straight" / PROGRESS_CSV)
+    b = pd.read_csv(run / PROGRESS_CSV)
+    assert b["round"].tolist() == [1, 2]
+    figures = ["reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated", "eval_reward"]
+    pd.testing.assert_frame_equal(a[figures], b[figures])
+    pd.testing.assert_frame_equal(read_ledger(str(tmp_path / "straight" / "ledger")).to_pandas(),
+                                  read_ledger(str(run / "ledger")).to_pandas())

@@ -1,0 +1,304 @@
+"""The LM engine's driver, shaped like veRL's single-controller ``fit`` loop on Ray Core.
+
+One driver, three kinds of actors (:mod:`.workers`) and a scorer (:mod:`.scorers`)::
+
+    rollout actor(s)  --generate-->  records (prompt + response)
+    reward actor      --score----->  one reward per record
+    learner actor     --prepare--->  old / reference log-probs, values
+    driver            --advantages over whole groups, BEFORE any row is dropped
+    scorer            --score----->  influence of every record (pre-update weights)
+    driver            --select: drop rows (the spec's selection rule), trim to minibatches
+    learner actor     --update---->  PPO / GRPO over the kept rows only
+
+The rollout actors get the learner's adapter weights at the start of every round. The
+scorer is the learner itself (``num_scorers = 0``) or a pool of scorer actors.
+
+The run directory is the run model's (:mod:`iif_ray.run`, kind ``"lm"``): ``progress.csv``
+in :data:`PROGRESS_FIELDS` (evaluation rounds add the held-out detector's reading), one
+ledger file per round with every record's prompt, response, reward, last-token advantage,
+score and whether it was kept (``iif_ray.ledger.SEQUENCE_LEDGER_SCHEMA``), and in
+``checkpoint/`` the learner's state (adapters, value head, optimiser, shuffler), the KL
+controller and the driver's generators, every ``checkpoint_every`` rounds and at the end.
+
+Every seed a round uses derives from (run seed, round), so a run resumed from its checkpoint
+trains the rounds after it exactly as an uninterrupted run does; the run model drops the
+progress rows and ledger files of rounds after the checkpoint first, so none is lost or
+duplicated.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from iif_ray.atomic_files import replace_atomically
+from iif_ray.attribution.selection import select
+from iif_ray.attribution.sequence import SequenceBatch
+from iif_ray.ledger import SEQUENCE_LEDGER_SCHEMA, LedgerWriter, ledger_columns
+from iif_ray.lm import detox
+from iif_ray.lm.advantages import (
+    AdaptiveKL,
+    advantages,
+    last_token_advantage,
+    validation_weights,
+)
+from iif_ray.lm.learner import trim_to_minibatches
+from iif_ray.lm.prompts import PromptFile
+from iif_ray.lm.scorers import ActorPoolScorer, LearnerScorer
+from iif_ray.lm.spec import LMRunSpec
+from iif_ray.lm.workers import LearnerWorker, RewardWorker, RolloutWorker, wait_started
+from iif_ray.run import (
+    LM,
+    ProgressWriter,
+    learner_state_path,
+    ledger_dir,
+    rewind,
+    write_run_spec,
+    write_summary,
+)
+from iif_ray.scoring.scorer import SequenceScorer
+
+# The LM engine's progress.csv columns.
+PROGRESS_FIELDS = ("round", "reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated",
+                   "generate_s", "reward_s", "prepare_s", "scoring_s", "update_s", "round_s",
+                   "eval_toxic_rate", "eval_negativity", "eval_reward")
+
+
+@dataclass
+class Actors:
+    """The run's actors: rollout, reward, learner, and the scorer (the learner or a pool)."""
+
+    rollout: Any
+    rewarder: Any
+    learner: Any
+    scorer: SequenceScorer
+
+    @classmethod
+    def start(cls, spec: LMRunSpec) -> Actors:
+        import ray
+
+        rollout = ray.remote(num_cpus=spec.rollout_cpus,
+                             num_gpus=spec.rollout_gpus)(RolloutWorker).remote(spec)
+        rewarder = ray.remote(num_cpus=0)(RewardWorker).remote(spec)
+        learner = ray.remote(num_cpus=spec.learner_cpus,
+                             num_gpus=spec.learner_gpus)(LearnerWorker).remote(spec)
+        wait_started({"rollout": rollout, "reward": rewarder, "learner": learner}, spec)
+        scorer: SequenceScorer = (
+            ActorPoolScorer(spec, learner, spec.num_scorers, num_cpus=spec.cpus_per_scorer,
+                            num_gpus=spec.gpus_per_scorer, timeout_s=spec.scorer_timeout_s)
+            if spec.num_scorers else LearnerScorer(learner, spec.scoring_method))
+        return cls(rollout, rewarder, learner, scorer)
+
+    def stop(self) -> None:
+        import ray
+
+        for actor in (self.rollout, self.rewarder, self.learner):
+            ray.kill(actor)
+        self.scorer.shutdown()
+
+
+@dataclass
+class DriverState:
+    """What the driver itself carries from round to round: the KL controller, the selection
+    rule's generator and the minibatch trimmer's; saved with the learner's state."""
+
+    spec: LMRunSpec
+    kl: AdaptiveKL = field(init=False)
+    rng: np.random.Generator = field(init=False)
+    generator: torch.Generator = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kl = AdaptiveKL(beta=self.spec.kl_beta, target=self.spec.kl_target)
+        self.rng = np.random.default_rng(self.spec.seed)
+        self.generator = torch.Generator().manual_seed(self.spec.seed)
+
+    def state(self) -> dict[str, Any]:
+        return {"kl_beta": self.kl.beta, "numpy_rng": self.rng.bit_generator.state,
+                "torch_generator": self.generator.get_state()}
+
+    def load(self, state: dict[str, Any]) -> None:
+        self.kl.beta = state["kl_beta"]
+        self.rng.bit_generator.state = state["numpy_rng"]
+        self.generator.set_state(state["torch_generator"])
+
+
+def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
+        on_round: Callable[[dict[str, float]], None] | None = None,
+        resume: bool = False) -> dict[str, Any]:
+    """Train ``spec.rounds`` rounds on the connected Ray; returns the run's summary.
+
+    Args:
+        spec: the run.
+        echo: one progress line per round.
+        on_round: called with every round's progress row, in round order; a resumed run
+            first passes the rows its checkpoint holds (a Tune trial reports them again).
+        resume: continue the run in ``spec.out_dir`` from its last checkpoint (from round 1
+            when it has none); a directory with the LM engine's old file names is migrated.
+    """
+    import ray
+
+    out = Path(spec.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    # Also on resume: the placement may have changed (train-lm --resume --num-gpus-per-*).
+    write_run_spec(out, spec.to_dict(), LM)
+    lang = PromptFile(spec.prompts) if spec.prompts else detox.Language.build(0)
+    actors = Actors.start(spec)
+    driver = DriverState(spec)
+    rows: list[dict[str, float]] = []
+    done = 0  # the round the checkpoint resumed from was taken after
+
+    def restore(_checkpoint: Path) -> int | None:
+        nonlocal done
+        path = learner_state_path(out)
+        if not path.is_file():
+            return None
+        state = torch.load(path, weights_only=False)
+        ray.get(actors.learner.load_state.remote(state["learner"]))
+        driver.load(state)
+        rows.extend(state["rows"])
+        done = state["round"]
+        echo(f"resuming {out} after round {done} (its checkpoint)")
+        return done
+
+    def save_checkpoint(k: int) -> None:
+        state = {"round": k, "rows": rows, "learner": ray.get(actors.learner.state.remote()),
+                 **driver.state()}
+        replace_atomically(learner_state_path(out), lambda p: torch.save(state, p))
+
+    try:
+        rewind(out, PROGRESS_FIELDS, restore if resume else None)
+        for row in rows:
+            if on_round:
+                on_round(row)
+        progress = ProgressWriter(out, PROGRESS_FIELDS, append=True)
+        ledger = LedgerWriter(str(ledger_dir(out)))
+        try:
+            for k in range(done + 1, spec.rounds + 1):
+                row = train_round(spec, k, actors, driver, lang, ledger)
+                progress.write(row)
+                rows.append(row)
+                if on_round:
+                    on_round(row)
+                if k % spec.checkpoint_every == 0 or k == spec.rounds:
+                    save_checkpoint(k)
+                echo(round_line(spec, row))
+        finally:
+            progress.close()
+    finally:
+        actors.stop()
+    summary = {"spec": spec.to_dict(), "rounds": rows}
+    write_summary(out, summary)
+    return summary
+
+
+def train_round(spec: LMRunSpec, k: int, actors: Actors, driver: DriverState, lang: Any,
+                ledger: LedgerWriter) -> dict[str, float]:
+    """Round ``k``: generate, reward, advantages, score, select, update; its ledger file is
+    written and its progress row returned."""
+    import ray
+
+    t0 = time.perf_counter()
+    # The round's pre-update weights: the rollout samples with them, scorers score at them.
+    weights_ref = actors.learner.adapter_weights.remote()
+    ray.get(actors.rollout.set_weights.remote(weights_ref))
+    prompts = lang.prompts(spec.prompts_per_round, split="train", seed=1000 * spec.seed + k)
+    grouped = [p for p in prompts for _ in range(spec.group_size)]
+    batch, texts = ray.get(actors.rollout.generate.remote(
+        grouped, seed=_sampling_seed(spec, 2 * k)))
+    t_gen = time.perf_counter()
+    rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
+    t_rew = time.perf_counter()
+    prepared = ray.get(actors.learner.prepare.remote(batch))
+    full, targets, kl = advantages(spec, batch, rewards, prepared, driver.kl.beta)
+    t_prep = time.perf_counter()
+    kept = torch.arange(len(rewards))
+    scores = torch.full((len(rewards),), math.nan)
+    scoring_s = 0.0
+    if spec.algo != "ppo":
+        validation, weights = validation_target(spec, k, actors, driver, lang)
+        ts = time.perf_counter()
+        scores = actors.scorer.score(full, validation, weights, policy_weights=weights_ref)
+        scoring_s = time.perf_counter() - ts
+        sel = select(scores.numpy(), spec.selection_rule, spec.drop_fraction, rng=driver.rng,
+                     advantages=last_token_advantage(full).numpy(), iteration=k)
+        kept = torch.as_tensor(np.flatnonzero(sel.keep))
+    kept = trim_to_minibatches(kept, spec.update.minibatch_size, driver.generator)
+    frac = 1 - len(kept) / len(rewards)
+    metrics = ray.get(actors.learner.update.remote(full, kept, targets))
+    write_ledger(ledger, k, grouped, texts, rewards, full, scores, kept,
+                 per_group=spec.group_size)
+    driver.kl.update(kl, n_steps=len(rewards))
+    row = {"round": k, "reward_mean": float(rewards.mean()), "kl": kl,
+           "kl_beta": driver.kl.beta, "frac_dropped": frac, "rows_updated": len(kept),
+           "generate_s": t_gen - t0, "reward_s": t_rew - t_gen,
+           "prepare_s": t_prep - t_rew, "scoring_s": scoring_s,
+           "update_s": metrics["update_s"], "round_s": time.perf_counter() - t0}
+    if k % spec.eval_every == 0 or k == spec.rounds:
+        row.update(evaluate(spec, actors, lang))
+    return row
+
+
+def validation_target(spec: LMRunSpec, k: int, actors: Actors, driver: DriverState,
+                      lang: Any) -> tuple[SequenceBatch, torch.Tensor]:
+    """Round ``k``'s fresh validation responses (one per prompt) and the target's per-token
+    weights on them, at the round's pre-update weights."""
+    import ray
+
+    prompts = lang.prompts(spec.validation_prompts, split="train",
+                           seed=10_000 + 1000 * spec.seed + k)
+    validation, texts = ray.get(actors.rollout.generate.remote(
+        prompts, seed=_sampling_seed(spec, 2 * k + 1)))
+    rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
+    prepared = ray.get(actors.learner.prepare.remote(validation))
+    return validation, validation_weights(spec, validation, rewards, prepared, driver.kl.beta)
+
+
+def evaluate(spec: LMRunSpec, actors: Actors, lang: Any) -> dict[str, float]:
+    """The updated policy on the fixed held-out prompts: the detector's and reward's reading."""
+    import ray
+
+    prompts = lang.prompts(spec.eval_prompts, split="eval", seed=7)
+    ray.get(actors.rollout.set_weights.remote(actors.learner.adapter_weights.remote()))
+    _, texts = ray.get(actors.rollout.generate.remote(prompts, seed=99))
+    ev = ray.get(actors.rewarder.evaluate.remote(texts))
+    return {"eval_toxic_rate": ev["toxic_rate"], "eval_negativity": ev["negativity"],
+            "eval_reward": ev["reward"]}
+
+
+def round_line(spec: LMRunSpec, row: dict[str, float]) -> str:
+    """The line ``echo`` prints for a round."""
+    line = (f"round {row['round']}/{spec.rounds}: reward {row['reward_mean']:.3f}, KL "
+            f"{row['kl']:.3f}, dropped {row['frac_dropped']:.2f}, scoring "
+            f"{row['scoring_s']:.2f} s, update {row['update_s']:.2f} s")
+    if "eval_toxic_rate" in row:
+        line += f", held-out toxic rate {row['eval_toxic_rate']:.3f}"
+    return line
+
+
+def write_ledger(ledger: LedgerWriter, k: int, prompts: list[str], texts: list[str],
+                 rewards: torch.Tensor, full: SequenceBatch, scores: torch.Tensor,
+                 kept: torch.Tensor, *, per_group: int) -> None:
+    """Round ``k``'s records (every one, dropped ones too) as one ledger file."""
+    n = len(texts)
+    mask = full.response_mask
+    keep = np.zeros(n, dtype=bool)
+    keep[kept.numpy()] = True
+    cols = ledger_columns(
+        iteration=k, env_steps=k * n, learner=0, schema=SEQUENCE_LEDGER_SCHEMA,
+        group=np.arange(n) // per_group, prompt=np.asarray(prompts, dtype=object),
+        response=np.asarray(texts, dtype=object), response_tokens=mask.sum(1).numpy(),
+        reward=rewards.numpy(), advantage=last_token_advantage(full).numpy(),
+        logp=(full.old_logp * mask).sum(1).numpy(), score=scores.numpy(), kept=keep)
+    ledger.write(k, 0, cols)
+
+
+def _sampling_seed(spec: LMRunSpec, stream: int) -> int:
+    """Each (run seed, stream) its own generation seed: seeds differ in sampling noise too."""
+    return 1_000_003 * spec.seed + stream

@@ -1,0 +1,88 @@
+"""``progress.csv``: one row per round, its columns (the schema) given by the engine.
+
+The run model owns the file and its one shared column, ``round`` (the round index, from 1);
+each engine names the rest. Classic runs written before the two engines shared the file
+call that column ``iteration``: readers rename it to ``round``, and a resumed run rewrites
+its kept rows under the new name. The *ledger*'s ``iteration`` column keeps its name
+(:mod:`iif_ray.ledger`): committed ledgers and users' readers depend on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TextIO
+
+from iif_ray.run.layout import progress_path
+from iif_ray.run.legacy import migrate_legacy_lm
+
+ROUND = "round"
+LEGACY_ROUND = "iteration"  # the classic engine's name for it before the engines shared it
+_INT_FIELDS = (ROUND, "env_steps")
+
+
+class ProgressWriter:
+    """Appends ``progress.csv`` rows in the engine's schema, flushed every round so a crash
+    keeps what ran. A field a row lacks is written as ``nan`` (e.g. evaluation figures in
+    rounds without an evaluation).
+
+    Args:
+        run_dir: the run directory.
+        fields: the engine's columns, ``round`` first.
+        append: continue the file (after :func:`~iif_ray.run.rewind.rewind`); otherwise a new
+            file with its header.
+    """
+
+    def __init__(self, run_dir: str | Path, fields: Sequence[str], *,
+                 append: bool = False) -> None:
+        if not fields or fields[0] != ROUND:
+            raise ValueError(f"a progress schema starts with {ROUND!r}, got {list(fields)[:1]}")
+        self.fields = tuple(fields)
+        path = progress_path(run_dir)
+        fresh = not (append and path.exists())
+        self._file: TextIO = path.open("w" if fresh else "a", newline="")
+        self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
+        if fresh:
+            self._writer.writeheader()
+
+    def write(self, row: dict[str, float]) -> None:
+        self._writer.writerow({k: row.get(k, math.nan) for k in self.fields})
+        self._file.flush()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+def read_progress_text(run_dir: str | Path) -> list[dict[str, str]]:
+    """The rows as written (text), the round column under its current name, in file order.
+    An absent file reads as no rows."""
+    migrate_legacy_lm(run_dir)
+    path = progress_path(run_dir)
+    if not path.exists():
+        return []
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    return [{(ROUND if k == LEGACY_ROUND else k): v for k, v in r.items()} for r in rows]
+
+
+def round_of(row: dict[str, str]) -> int:
+    return int(float(row[ROUND]))
+
+
+def parse_rows(rows: list[dict[str, str]]) -> list[dict[str, float]]:
+    """Text rows as numbers (``nan`` where a round has no value), in round order; ``round``
+    and ``env_steps`` as integers."""
+    parsed = [{k: (float(v) if v not in ("", None) else math.nan) for k, v in r.items()}
+              for r in rows]
+    for r in parsed:
+        for k in _INT_FIELDS:
+            if k in r:
+                r[k] = int(r[k])
+    return sorted(parsed, key=lambda r: r[ROUND])
+
+
+def read_progress(run_dir: str | Path) -> list[dict[str, float]]:
+    """``progress.csv`` rows as numbers (see :func:`parse_rows`); no file reads as no rows."""
+    return parse_rows(read_progress_text(run_dir))

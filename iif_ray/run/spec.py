@@ -1,0 +1,77 @@
+"""``run.json``: the run spec inside an envelope that says which engine's run it is.
+
+The file is the engine's spec (its own ``to_dict``) plus one key, ``kind``: ``"classic"``
+(the RLlib engine, ``iif-ray train``) or ``"lm"`` (the language-model engine, ``iif-ray
+train-lm``). Readers of a run directory tell the two apart by it and nothing else. A
+``run.json`` without ``kind`` was written by the classic engine before kinds were recorded
+(the LM engine then wrote ``lm_run.json``, see :mod:`iif_ray.run.legacy`).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from iif_ray.atomic_files import write_json_atomically
+from iif_ray.run.layout import RUN_SPEC
+from iif_ray.run.legacy import LM_KIND, migrate_legacy_lm
+
+CLASSIC = "classic"
+LM = LM_KIND
+KINDS = (CLASSIC, LM)
+KIND_KEY = "kind"
+# What each kind is called in messages, and the command that writes it.
+_LABELS = {CLASSIC: ("run", "iif-ray train"), LM: ("LM run", "iif-ray train-lm")}
+
+
+class RunKindError(ValueError):
+    """A run directory holds the other engine's run."""
+
+
+def write_run_spec(run_dir: str | Path, spec: dict[str, Any], kind: str) -> Path:
+    """Write ``run.json`` (what was asked for, and its kind) atomically, before round 1.
+
+    Raises:
+        ValueError: an unknown ``kind``, or a spec that already names one.
+    """
+    if kind not in KINDS:
+        raise ValueError(f"unknown run kind {kind!r}; accepted: {list(KINDS)}")
+    if KIND_KEY in spec:
+        raise ValueError(f"a run spec must not hold the envelope's {KIND_KEY!r} key")
+    migrate_legacy_lm(run_dir)
+    return write_json_atomically(Path(run_dir) / RUN_SPEC, {KIND_KEY: kind, **spec})
+
+
+def run_kind(run_dir: str | Path) -> str | None:
+    """``"classic"`` or ``"lm"``; ``None`` where ``run_dir`` holds no run."""
+    migrate_legacy_lm(run_dir)
+    path = Path(run_dir) / RUN_SPEC
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text()).get(KIND_KEY, CLASSIC)
+
+
+def read_run_spec(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
+    """The spec (envelope removed) an interrupted or finished run was started with.
+
+    Args:
+        run_dir: the run directory.
+        kind: the kind the caller can continue; ``None`` accepts either.
+
+    Raises:
+        FileNotFoundError: the directory holds no run.
+        RunKindError: it holds a run of the other kind.
+    """
+    migrate_legacy_lm(run_dir)
+    path = Path(run_dir) / RUN_SPEC
+    label, command = _LABELS.get(kind, _LABELS[CLASSIC])
+    if not path.is_file():
+        raise FileNotFoundError(f"{str(run_dir)!r} holds no {label} (no {RUN_SPEC}); "
+                                f"accepted: the --out directory of an {command} run")
+    spec = json.loads(path.read_text())
+    found = spec.pop(KIND_KEY, CLASSIC)
+    if kind is not None and found != kind:
+        raise RunKindError(f"{str(run_dir)!r} holds a run of {_LABELS[found][1]}, not of "
+                           f"{command}; accepted: the --out directory of an {command} run")
+    return spec
