@@ -3,18 +3,17 @@
 Two schemas: transitions (classic RL, :data:`LEDGER_SCHEMA`) and prompt -> response sequences
 (language models, :data:`SEQUENCE_LEDGER_SCHEMA`); one file layout for both.
 
-One Parquet file per (round, learner): ``iter-000007-learner0.parquet``. The round index is
-the ``iteration`` column, and ``iter-`` in file names: the one place the project's word for
-it is not "round", kept because committed ledgers and users' readers (``pyarrow.dataset``
-filters, diagnostics) use these names. Files are flat (no hive directories, so the
-``iteration`` column never clashes with a partition key) and written
+One Parquet file per (round, learner): ``iter-000007-learner0.parquet``. Files are flat (no
+hive directories, so the ``iteration`` column never clashes with a partition key) and written
 to a temporary name first, then renamed: a reader never sees a half-written file.
 ``ledger_dir`` may be a local path or any URI pyarrow understands (``s3://``, ``gs://``),
 which a multi-node run needs.
 
-The round index is the ``iteration`` column, in both schemas. ``progress.csv`` calls the
-same index ``round`` (:mod:`iif_ray.run.progress`); the ledger keeps ``iteration``, since
-the committed ledgers and users' readers select on it and a rename would break them.
+The round index is the ``iteration`` column (and ``iter-`` in file names), in both schemas:
+the one place the project's word for it is not "round". ``progress.csv`` calls it ``round``
+(:mod:`iif_ray.run.progress`); the ledger keeps ``iteration``, since the committed ledgers
+and users' readers (``pyarrow.dataset`` filters, diagnostics) select on it and a rename
+would break them.
 
 Observations are optional (``ledger_obs=True``): stored flattened as a fixed-size list column
 with their shape in the schema metadata, and restored to that shape by :func:`read_ledger_obs`.

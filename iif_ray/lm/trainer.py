@@ -227,7 +227,7 @@ def train_round(spec: LMRunSpec, k: int, actors: Actors, driver: DriverState, la
         scores = actors.scorer.score(full, validation, weights, policy_weights=weights_ref)
         scoring_s = time.perf_counter() - ts
         sel = select(scores.numpy(), spec.selection_rule, spec.drop_fraction, rng=driver.rng,
-                     advantages=last_token_advantage(full).numpy(), iteration=k)
+                     advantages=last_token_advantage(full).numpy(), round_index=k)
         kept = torch.as_tensor(np.flatnonzero(sel.keep))
     kept = trim_to_minibatches(kept, spec.update.minibatch_size, driver.generator)
     frac = 1 - len(kept) / len(rewards)
