@@ -102,3 +102,51 @@ def test_train_flags_are_generated_from_the_attribution_settings() -> None:
         parser.parse_args(["train", "--out", "x", "--min-keep", "-1"])
     with pytest.raises(ValueError, match=r"min_keep must be an integer >= 0, got -1"):
         AttributionSettings(min_keep=-1)
+
+
+def test_train_lm_flags_are_generated_from_the_lm_settings() -> None:
+    """train-lm's flags set the spec, its update and its sampling settings; what is not
+    given keeps the dataclasses' defaults (the CLI has no defaults of its own)."""
+    from iif_ray.cli import build_parser
+    from iif_ray.cli.train_lm import spec_from_flags
+    from iif_ray.lm.spec import LMRunSpec
+
+    args = build_parser().parse_args(
+        ["train-lm", "--out", "x", "--validation-prompts", "256", "--lr", "1e-5",
+         "--minibatch-size", "1", "--temperature", "0.7", "--num-gpus-per-learner", "1",
+         "--selection", "negative"])
+    spec = spec_from_flags(args, model="m", out_dir="x")
+    default = LMRunSpec(model="m", out_dir="x")
+    assert (spec.validation_prompts, spec.update.lr, spec.update.minibatch_size,
+            spec.sampling.temperature, spec.learner_gpus, spec.selection) == (
+        256, 1e-5, 1, 0.7, 1.0, "negative")
+    assert spec.rounds == default.rounds and spec.update.epochs == default.update.epochs
+
+
+def test_train_lm_resume_refuses_a_flag_that_changes_what_the_run_trains(tmp_path, capsys):
+    """A resumed run continues what it started: a flag that would change it is refused
+    with the stored value named, before Ray starts; placement flags may change."""
+    from iif_ray.cli import main
+    from iif_ray.lm.spec import LMRunSpec
+    from iif_ray.run import LM, write_run_spec
+
+    run = tmp_path / "run"
+    run.mkdir()
+    write_run_spec(run, LMRunSpec(model="m", out_dir=str(run), rounds=7).to_dict(), LM)
+    for argv, message in [
+        (["--rounds", "9"], "--rounds 9 conflicts with the run's stored rounds=7"),
+        (["--lr", "0.5"], "--lr 0.5 conflicts with the run's stored lr=0.001"),
+        (["--model", "other"], "--model 'other' conflicts with the run's stored model 'm'"),
+        (["--num-gpus-per-learner", "64"], "ask for 64 GPU(s); this machine has"),
+    ]:
+        assert main(["train-lm", "--resume", str(run), *argv]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    # The same value as stored is no change.
+    from iif_ray.cli import build_parser
+    from iif_ray.cli.train_lm import resume_spec
+
+    args = build_parser().parse_args(["train-lm", "--resume", str(run), "--rounds", "7",
+                                      "--scorer-timeout", "60"])
+    spec = resume_spec(args)
+    assert spec.rounds == 7 and spec.scorer_timeout_s == 60.0

@@ -77,10 +77,6 @@ def nonneg_float(what: str):
     return _finite_float(what, lambda v: v >= 0, "a number >= 0")
 
 
-def positive_float(what: str):
-    return _finite_float(what, lambda v: v > 0, "a number > 0")
-
-
 def int_list(text: str) -> list[int]:
     try:
         values = sorted({int(v) for v in text.split(",") if v.strip()})

@@ -107,3 +107,38 @@ def add_address(parser: argparse.ArgumentParser | Any, *,
     parser.add_argument("--address", help=f"Ray address of {purpose}: omit for an embedded "
                                           "local Ray; 'auto', host:port or ray://host:port "
                                           "for a cluster")
+
+
+def add_run_dir(parser: argparse.ArgumentParser | Any, *, what: str = "run") -> None:
+    """``--out``, ``--overwrite`` and ``--resume``, declared once for the commands that
+    write one run directory (``train``, ``train-lm``). ``--resume DIR`` and
+    ``--out DIR --resume`` both name the run to continue."""
+    parser.add_argument("--out", metavar="DIR", help=f"the {what} directory to create")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace --out if it already holds files")
+    parser.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
+                        help=f"continue the interrupted {what} in DIR (or in --out) from its "
+                             "last checkpoint, with the settings it was started with")
+
+
+def resume_dir(args: argparse.Namespace) -> str | None:
+    """The run directory ``--resume`` continues, or ``None`` for a new run.
+
+    Raises:
+        ValueError: neither or both of a new run and a resumed one are named, or
+            ``--overwrite`` is given with ``--resume`` (a resumed run keeps its files).
+    """
+    resume = args.resume
+    if resume is True:
+        if args.out is None:
+            raise ValueError("--resume without DIR continues the run in --out; give --out DIR")
+        resume = args.out
+    elif resume is not None and args.out is not None and args.out != resume:
+        raise ValueError(f"--out {args.out!r} and --resume {resume!r} name different runs; "
+                         "give one of them")
+    if resume is None and args.out is None:
+        raise ValueError("give --out DIR for a new run or --resume DIR to continue one")
+    if resume is not None and args.overwrite:
+        raise ValueError("--overwrite cannot be combined with --resume (a resumed run keeps "
+                         "its files)")
+    return resume

@@ -17,7 +17,13 @@ from iif_ray.cli.common import (
     round_printer,
     train_runs,
 )
+from iif_ray.cli.flags import add_run_dir, flag_name, given, resume_dir
 from iif_ray.presets import ALGOS
+from iif_ray.rllib.settings import AttributionSettings
+
+# What a new run takes when --algo / --seed are not given (None: "not given", so --resume can
+# tell a flag the user gave from a default).
+DEFAULT_ALGO, DEFAULT_SEED, DEFAULT_CHECKPOINT_EVERY = "iif", 0, 10
 
 
 class TrainCommand(Command):
@@ -26,32 +32,41 @@ class TrainCommand(Command):
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         add_run_args(parser)
-        parser.add_argument("--algo", choices=ALGOS, default="iif")
-        parser.add_argument("--seed", type=int_at_least(0, "seed"), default=0)
-        parser.add_argument("--out", required=True, help="run directory to create")
-        parser.add_argument("--overwrite", action="store_true",
-                            help="replace a non-empty --out")
+        parser.add_argument("--algo", choices=ALGOS,
+                            help=f"the filter or a control (default {DEFAULT_ALGO})")
+        parser.add_argument("--seed", type=int_at_least(0, "seed"),
+                            help=f"the run's seed (default {DEFAULT_SEED})")
+        add_run_dir(parser)
         parser.add_argument("--checkpoint-every", type=int_at_least(1, "checkpoint-every"),
-                            default=10, help="rounds between checkpoints (what --resume "
-                                             "restarts from)")
-        parser.add_argument("--resume", action="store_true",
-                            help="continue the interrupted run in --out from its last "
-                                 "checkpoint, with the settings it was started with")
+                            help=f"rounds between checkpoints, what --resume restarts from "
+                                 f"(default {DEFAULT_CHECKPOINT_EVERY})")
 
     def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
-        checked_run_inputs(args, here=here)
+        try:
+            resume = resume_dir(args)
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        if resume is None:
+            checked_run_inputs(args, here=here)
+        elif here:
+            self._stored_spec(args, resume)
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.run import CONTENTS
 
-        if args.resume:
-            summary, out = self._resume(args)
+        self.validate(args)
+        resume = resume_dir(args)
+        if resume is not None:
+            summary, out = self._resume(args, resume)
         else:
             preset, overrides = checked_run_inputs(args)
             out = prepare_out(args.out, args.overwrite)
-            [summary] = train_runs(args, preset, [(args.algo, args.seed, str(out))],
+            algo = args.algo or DEFAULT_ALGO
+            seed = DEFAULT_SEED if args.seed is None else args.seed
+            [summary] = train_runs(args, preset, [(algo, seed, str(out))],
                                    args.timesteps, overrides,
-                                   checkpoint_every=args.checkpoint_every)
+                                   checkpoint_every=args.checkpoint_every
+                                   or DEFAULT_CHECKPOINT_EVERY)
         console.print(f"final return {fmt(summary['final_return'])} after "
                       f"{summary['env_steps']:,} env steps in {summary['wall_s']:.1f} s")
         scorers = [s for lr in summary["resources"]["learners"] for s in lr["scorers"]]
@@ -62,24 +77,42 @@ class TrainCommand(Command):
         return 0
 
     @staticmethod
-    def _resume(args: argparse.Namespace) -> tuple[dict, Path]:
-        from iif_ray.driver import resume
-        from iif_ray.ray_session import ray_session
+    def _stored_spec(args: argparse.Namespace, resume: str) -> dict:
+        """The resumed run's spec; a flag that would change what it trains is refused,
+        naming the stored value (a resumed run continues what it started)."""
         from iif_ray.run import CLASSIC, read_run_spec
 
-        given = [flag for flag, value in (("--preset", args.preset), ("--env", args.env),
-                                          ("--timesteps", args.timesteps),
-                                          ("--overwrite", args.overwrite)) if value]
-        if given:
-            raise UsageError(f"--resume continues with the run's own settings; {given[0]} "
-                             "cannot change them (accepted with --resume: --out, --address)")
-        out = Path(args.out).resolve()
         try:
-            spec = read_run_spec(out, CLASSIC)
+            spec = read_run_spec(Path(resume).resolve(), CLASSIC)
         except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
+        if args.preset or args.env:
+            given_env = f"--preset {args.preset}" if args.preset else f"--env {args.env}"
+            raise UsageError(f"{given_env} conflicts with the run's stored preset "
+                             f"{spec['preset']['name']!r} ({spec['preset']['env_id']}); a "
+                             "resumed run keeps its environment")
+        stored_attr = spec.get("attribution") or {}
+        changes = [("--algo", args.algo, spec["algo"]), ("--seed", args.seed, spec["seed"]),
+                   ("--timesteps", args.timesteps, spec.get("timesteps")),
+                   ("--checkpoint-every", args.checkpoint_every,
+                    spec.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))
+                   ] + [
+            (flag_name(AttributionSettings, k), v, stored_attr.get(k, "the preset's"))
+            for k, v in given(args, AttributionSettings).items()]
+        for flag, value, stored in changes:
+            if value is not None and value != stored:
+                raise UsageError(f"{flag} {value} conflicts with the run's stored value "
+                                 f"{stored!r}; with --resume only --address may be given")
+        return spec
+
+    def _resume(self, args: argparse.Namespace, resume: str) -> tuple[dict, Path]:
+        from iif_ray.driver import resume as resume_run
+        from iif_ray.ray_session import ray_session
+
+        spec = self._stored_spec(args, resume)
+        out = Path(resume).resolve()
         label = f"resuming {spec['algo']} on {spec['preset']['env_id']} (seed {spec['seed']})"
         with ray_session(args.address):
-            summary = resume(out, round_printer(
+            summary = resume_run(out, round_printer(
                 label, int(spec.get("timesteps") or spec["preset"]["timesteps"])))
         return summary, out

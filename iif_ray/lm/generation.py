@@ -16,13 +16,19 @@ import torch
 from torch import nn
 
 from iif_ray.attribution.sequence import SequenceBatch
+from iif_ray.options import above, at_least, check_options, option
 
 
 @dataclass(frozen=True)
 class SamplingSettings:
-    max_new_tokens: int = 12
-    temperature: float = 1.0
-    top_k: int = 0  # 0: the full distribution (the policy's own probabilities)
+    max_new_tokens: int = option(12, accepts=at_least(1), help="response length limit, tokens")
+    temperature: float = option(1.0, accepts=above(0), help="sampling temperature")
+    top_k: int = option(0, accepts=at_least(0),
+                        help="sample among the k likeliest tokens (0: the policy's own "
+                             "distribution)")
+
+    def __post_init__(self) -> None:
+        check_options(self)
 
 
 def records_from_generation(output_ids: torch.Tensor, prompt_mask: torch.Tensor,

@@ -33,29 +33,28 @@ from iif_ray.attribution.sequence import (
     sequence_scores,
     target_gradient,
 )
+from iif_ray.options import above, at_least, check_options, option
 
 
 @dataclass(frozen=True)
 class UpdateSettings:
     """The PPO/GRPO update (the paper's RLHF run: 4 epochs, minibatch 1)."""
 
-    estimator: str = "ppo"  # "ppo" (value head, GAE, KL in the reward) or "grpo"
-    epochs: int = 4
-    minibatch_size: int = 32  # sequences
-    lr: float = 1e-3
-    clip: float = 0.2
-    vf_coef: float = 0.1
-    vf_clip: float = 0.2
-    max_grad_norm: float = 1.0
-    kl_coef: float = 0.0  # GRPO: KL(pi || ref) in the loss
+    estimator: str = option("ppo", choices=("ppo", "grpo"),
+                            help="ppo: value head, GAE, KL in the reward; grpo: "
+                                 "group-relative advantages")
+    epochs: int = option(4, accepts=at_least(1), help="passes over the kept rows per round")
+    minibatch_size: int = option(32, accepts=at_least(1), help="sequences per gradient step")
+    lr: float = option(1e-3, accepts=above(0), help="Adam learning rate")
+    clip: float = option(0.2, accepts=above(0), help="PPO ratio clip")
+    vf_coef: float = option(0.1, accepts=at_least(0), help="value-loss coefficient (ppo)")
+    vf_clip: float = option(0.2, accepts=above(0), help="value clip (ppo)")
+    max_grad_norm: float = option(1.0, accepts=above(0), help="gradient-norm clip")
+    kl_coef: float = option(0.0, accepts=at_least(0), help="KL(pi || ref) in the loss (grpo)")
     aggregation: str | None = None  # default: token-mean (ppo), seq-mean-token-mean (grpo)
 
     def __post_init__(self) -> None:
-        if self.estimator not in ("ppo", "grpo"):
-            raise ValueError(f"unknown estimator {self.estimator!r}; accepted: ppo, grpo")
-        for name in ("epochs", "minibatch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        check_options(self)
 
     def policy_loss(self) -> PolicyLoss:
         agg = self.aggregation or ("token-mean" if self.estimator == "ppo"

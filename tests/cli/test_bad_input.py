@@ -22,7 +22,7 @@ CASES: list[tuple[list[str], str]] = [
     (["train", "--preset", "frozenlake", "--env", "CartPole-v1", *OUT],
      "--preset frozenlake is the recipe for FrozenLake-v1"),
     (["train", *OUT], "give --env or --preset"),
-    (["train", *CP], "the following arguments are required: --out"),
+    (["train", *CP], "give --out DIR for a new run or --resume DIR to continue one"),
     (["train", *CP, "--bogus", *OUT], "unrecognized arguments: --bogus"),
     (["train", *CP, "--algo", "sac", *OUT], "invalid choice: 'sac'"),
     (["train", *CP, "--seed", "-1", *OUT], "seed must be >= 0, got '-1'"),
@@ -82,27 +82,51 @@ CASES: list[tuple[list[str], str]] = [
     (["train-lm", "--out", "{tmp}/run", "--reward", "{tmp}/nowhere"],
      "--reward '{tmp}/nowhere' is not a local model directory"),
     (["train-lm", "--out", "{tmp}/run", "--estimator", "grpo", "--group-size", "1"],
-     "--estimator grpo needs --group-size >= 2"),
+     "estimator grpo needs group_size >= 2"),
     (["train-lm", "--out", "{tmp}/run", "--minibatch-size", "999"],
-     "--minibatch-size 999 is larger than a round's 256 sequences"),
-    (["train-lm", "--out", "{tmp}/run", "--rounds", "0"], "rounds must be >= 1, got '0'"),
+     "minibatch_size 999 is larger than a round's 256 sequences"),
+    (["train-lm", "--out", "{tmp}/run", "--rounds", "0"],
+     "rounds must be an integer >= 1, got '0'"),
     (["train-lm", "--out", "{tmp}/run", "--drop-fraction", "1.5"],
      "drop-fraction must be a number in [0, 1), got '1.5'"),
     (["train-lm", "--out", "{tmp}/run", "--algo", "dpo"], "invalid choice: 'dpo'"),
     (["train-lm"], "give --out DIR for a new run or --resume DIR"),
     (["train-lm", "--resume", "{tmp}"], "holds no LM run (no run.json)"),
+    # resume: a flag that would change what the run trains names the stored value
+    (["train", "--resume", "{tmp}/cprun", "--seed", "3"],
+     "--seed 3 conflicts with the run's stored value 0"),
+    (["train", "--resume", "{tmp}/cprun", "--algo", "ppo"],
+     "--algo ppo conflicts with the run's stored value 'iif'"),
+    (["train", "--resume", "{tmp}/cprun", "--drop-fraction", "0.3"],
+     "--drop-fraction 0.3 conflicts with the run's stored value \"the preset's\""),
+    (["train", "--resume", "{tmp}/cprun", "--timesteps", "99999"],
+     "--timesteps 99999 conflicts with the run's stored value 4096"),
+    (["train", "--resume", "{tmp}/cprun", "--preset", "acrobot"],
+     "--preset acrobot conflicts with the run's stored preset 'cartpole'"),
+    (["train", "--resume", "{tmp}/cprun", "--overwrite"],
+     "--overwrite cannot be combined with --resume"),
+    (["train", "--out", "{tmp}/a", "--resume", "{tmp}/cprun"], "name different runs"),
+    (["train", "--resume"], "--resume without DIR continues the run in --out"),
+    (["train", "--resume", "{tmp}/lmrun"], "holds a run of iif-ray train-lm"),
+    (["train-lm", "--resume", "{tmp}/cprun"], "holds a run of iif-ray train,"),
+    (["train-lm", "--resume", "{tmp}/lmrun", "--rounds", "9"],
+     "--rounds 9 conflicts with the run's stored rounds=3"),
+    (["train-lm", "--out", "{tmp}/lmrun", "--resume", "--epochs", "2"],
+     "--epochs 2 conflicts with the run's stored epochs=4"),
     (["train-lm", "--out", "{tmp}/run", "--algo", "random", "--selection", "negative"],
-     "--selection applies to --algo iif"),
+     "algo 'random' takes selection 'random', got 'negative'"),
     (["train-lm", "--out", "{tmp}/run", "--selection", "worst"], "invalid choice: 'worst'"),
     (["train-lm", "--out", "{tmp}/run", "--num-scorers", "-1"],
-     "num-scorers must be >= 0, got '-1'"),
+     "num-scorers must be an integer >= 0, got '-1'"),
     (["train-lm", "--out", "{tmp}/run", "--num-gpus-per-learner", "64"],
      "ask for 64 GPU(s); this machine has"),
     (["train-lm", "--out", "{tmp}/run", "--num-gpus-per-rollout", "-1"],
-     "num-gpus-per-rollout must be a number >= 0, got '-1'"),
+     "num-gpus-per-rollout must be a number in [0, 1] or a whole number of GPUs (Ray's "
+     "rule), got '-1'"),
     (["train-lm", "--out", "{tmp}/run", "--dtype", "float16"], "invalid choice: 'float16'"),
     (["train-lm", "--out", "{tmp}/run", "--num-gpus-per-scorer", "1.5"],
-     "--num-gpus-per-scorer 1.5: accepted: a fraction in [0, 1] or a whole number"),
+     "num-gpus-per-scorer must be a number in [0, 1] or a whole number of GPUs (Ray's "
+     "rule), got '1.5'"),
     (["train-lm", "--out", "{tmp}/run", "--scorer-timeout", "0"],
      "scorer-timeout must be a number > 0, got '0'"),
     (["train-lm", "--out", "{tmp}/run", "--prompts", "{tmp}/nowhere.jsonl"],
@@ -138,11 +162,24 @@ CASES: list[tuple[list[str], str]] = [
     (["submit", "--", "iif-ray", "train", *CP, "--drop-fraction", "2", "--out", "x"],
      "must be a number in [0, 1), got '2'"),
     (["submit", "--", "iif-ray", "train-lm", "--out", "x", "--minibatch-size", "999"],
-     "--minibatch-size 999 is larger than a round's 256 sequences"),
+     "minibatch_size 999 is larger than a round's 256 sequences"),
     (["submit", "--"], "no command after '--'"),
     (["submit", "--", "iif-ray", "submit", "--", "x"], "cannot submit itself"),
     ([], "the following arguments are required: command"),
 ]
+
+
+def _stored_runs(root) -> None:
+    """An interrupted classic run (cprun) and LM run (lmrun): what --resume reads."""
+    from iif_ray.driver import RunSpec
+    from iif_ray.lm.spec import LMRunSpec
+    from iif_ray.presets import get_preset
+    from iif_ray.run import CLASSIC, LM, write_run_spec
+
+    spec = RunSpec(preset=get_preset("cartpole"), timesteps=4096, out_dir=str(root / "cprun"))
+    write_run_spec(root / "cprun", spec.to_dict(), CLASSIC)
+    lm = LMRunSpec(model="m", out_dir=str(root / "lmrun"), rounds=3)
+    write_run_spec(root / "lmrun", lm.to_dict(), LM)
 
 
 def _files(root) -> set[str]:
@@ -165,6 +202,7 @@ def test_bad_input_is_refused_in_one_line(tmp_path, monkeypatch, capsys, argv, m
         "sampling_s,scoring_s,filter_s,update_s,eval_s,train_s\n")
     (tmp_path / "garbled").mkdir()
     (tmp_path / "garbled" / "rounds.csv").write_text("a,b\n1,2\n")
+    _stored_runs(tmp_path)
     before = _files(tmp_path)
 
     code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
