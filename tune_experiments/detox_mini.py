@@ -3,7 +3,7 @@
     iif-ray sweep detox_mini --seeds 5 --out runs/lm-sweep       # rerun to resume
     iif-ray report runs/lm-sweep
 
-Every trial is one LM run (``iif_ray.benchmarks.lm_trials``) with its own run directory under
+Every trial is one LM run (``iif_ray.experiments.lm_trials``) with its own run directory under
 ``<out>/lm/``; it reports round records like the classic trials, so ``rounds.csv`` and the
 report (IQM, P(IIF > PPO), SE_ave / SE_peak) read it the same way. The evaluation return is
 the held-out reward (log-odds of "not offensive" on held-out prompt topics, every 5 rounds);
@@ -17,8 +17,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iif_ray.benchmarks.lm_trials import LM_ENV, lm_tuner
-from iif_ray.benchmarks.sweeps import SweepOptions
+from iif_ray.experiments.lm_trials import LM_ENV, lm_tuner
+from iif_ray.experiments.sweeps import SweepOptions
 from iif_ray.lm.runtime import LMRunSpec
 
 ROUNDS = 100

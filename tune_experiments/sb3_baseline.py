@@ -15,10 +15,10 @@ from pathlib import Path
 
 from ray import tune
 
-from iif_ray.benchmarks.sb3 import SB3_ALGO, sb3_trainable
-from iif_ray.benchmarks.sweeps import SweepOptions, resumable_tuner
+from iif_ray.experiments.results import LABEL_KEY
+from iif_ray.experiments.sb3 import SB3_ALGO, sb3_trainable
+from iif_ray.experiments.sweeps import SweepOptions, resumable_tuner
 from iif_ray.presets import get_preset
-from iif_ray.rllib.settings import LABEL_KEY
 
 
 def tuners(opts: SweepOptions):

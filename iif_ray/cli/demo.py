@@ -42,7 +42,7 @@ class DemoCommand(Command):
                                     f"{preset.rounds}; accepted: 1 to {10 * preset.rounds}")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.benchmarks.demo import DemoOptions, run_demo
+        from iif_ray.experiments.demo import DemoOptions, run_demo
         from iif_ray.ray_session import ray_session
 
         self.validate(args)

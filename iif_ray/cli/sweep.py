@@ -32,7 +32,7 @@ class SweepCommand(Command):
         parser.add_argument("--address")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.benchmarks.sweeps import SweepError, SweepOptions, load_sweep, run_sweep
+        from iif_ray.experiments.sweeps import SweepError, SweepOptions, load_sweep, run_sweep
         from iif_ray.ray_session import ray_session
 
         try:

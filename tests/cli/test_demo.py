@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iif_ray.benchmarks import statistics as st
-from iif_ray.benchmarks.demo import MIN_SEEDS_FOR_READING, demo_reading, paired_scores
+from iif_ray.experiments.demo import MIN_SEEDS_FOR_READING, demo_reading, paired_scores
+from iif_ray.reporting import stats as st
 
 
 @pytest.mark.ray

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from iif_ray.benchmarks.lm_trials import LM_ENV, lm_tuner
-from iif_ray.benchmarks.sweeps import SweepOptions, fit_and_export
+from iif_ray.experiments.lm_trials import LM_ENV, lm_tuner
+from iif_ray.experiments.sweeps import SweepOptions, fit_and_export
 from iif_ray.lm.learner import UpdateSettings
 from iif_ray.lm.runtime import PROGRESS_CSV, LMRunSpec
 

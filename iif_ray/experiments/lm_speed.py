@@ -17,7 +17,7 @@ from dataclasses import replace
 
 import torch
 
-from iif_ray.benchmarks.threads import torch_threads
+from iif_ray.experiments.threads import torch_threads
 from iif_ray.lm.detox import Language
 from iif_ray.lm.generation import SamplingSettings, sample_records
 from iif_ray.lm.learner import LMLearner, LMPolicy, UpdateSettings

@@ -17,11 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from iif_ray.benchmarks.records import ROUNDS_CSV, merge_rounds, rounds_from_results
-from iif_ray.benchmarks.snapshots import snapshot_root
-from iif_ray.benchmarks.trials import EVAL_EPISODES, TrialSpec, trial_config
+from iif_ray.experiments.results import LABEL_KEY, rounds_from_results
+from iif_ray.experiments.snapshots import snapshot_root
+from iif_ray.experiments.trials import EVAL_EPISODES, TrialSpec, trial_config
 from iif_ray.presets import BENCHMARK_ALGOS, algo_settings, get_preset
-from iif_ray.rllib.settings import CONFIG_KEY, LABEL_KEY
+from iif_ray.reporting.records import ROUNDS_CSV, merge_rounds
+from iif_ray.rllib.settings import CONFIG_KEY
 
 logger = logging.getLogger(__name__)
 

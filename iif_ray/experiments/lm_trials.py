@@ -22,20 +22,14 @@ round counter and the run's rounds stay the same numbers.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from iif_ray.benchmarks.records import RECORD_KEY, round_record
-from iif_ray.lm.runtime import PROGRESS_CSV, RUN_SPEC, LMRunSpec, fit, read_progress
-
-# The key trial_label reads the algorithm from, shared with the classic trials' configs.
-from iif_ray.rllib.settings import LABEL_KEY
-
-LM_ENV = "detox-mini"
+# LABEL_KEY: the key trial_label reads the algorithm from, shared with the classic trials.
+from iif_ray.experiments.results import LABEL_KEY, RECORD_KEY
+from iif_ray.lm.runtime import RUN_SPEC, LMRunSpec, fit
+from iif_ray.reporting.records import LM_ENV, round_record, run_name
 
 
 def record_from_row(row: dict[str, float], sequences_per_round: int) -> dict[str, float]:
@@ -55,29 +49,6 @@ def record_from_row(row: dict[str, float], sequences_per_round: int) -> dict[str
         eval_s=0.0,
         train_s=row["round_s"],
     )
-
-
-def run_name(algo: str, seed: int) -> str:
-    """A trial's run directory under the spec's ``out_dir``: ``<algo>-seed<k>``."""
-    return f"{algo}-seed{seed}"
-
-
-_RUN_NAME = re.compile(r"^(?P<algo>.+)-seed(?P<seed>\d+)$")
-
-
-def progress_table(runs_dir: str | Path) -> pd.DataFrame:
-    """Every run's ``lm_progress.csv`` under ``runs_dir`` (the sweep's ``<out>/lm``) as one
-    tidy table with ``algo`` and ``seed`` columns (from the run directory's name)."""
-    frames = []
-    for path in sorted(Path(runs_dir).glob(f"*/{PROGRESS_CSV}")):
-        m = _RUN_NAME.match(path.parent.name)
-        if not m:
-            continue
-        rows = pd.DataFrame(read_progress(path.parent))
-        if rows.empty:
-            continue
-        frames.append(rows.assign(algo=m["algo"], seed=int(m["seed"])))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
 
 
 def lm_trainable(config: dict[str, Any]) -> None:
@@ -106,7 +77,7 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
     from ray import tune
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-    from iif_ray.benchmarks.sweeps import resumable_tuner, trial_name
+    from iif_ray.experiments.sweeps import resumable_tuner, trial_name
 
     space = {"spec": spec.to_dict(), "seed": tune.grid_search(opts.seed_list),
              "learner_config_dict": tune.grid_search([{LABEL_KEY: a} for a in opts.algos])}

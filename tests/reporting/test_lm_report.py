@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from rliable import metrics
 
-from iif_ray.benchmarks import lm_report
-from iif_ray.benchmarks import statistics as st
-from iif_ray.benchmarks.lm_trials import run_name
 from iif_ray.lm.runtime import ProgressWriter
-from tests.benchmarks.rliable_oracle import rliable_interval
+from iif_ray.reporting import lm as lm_report
+from iif_ray.reporting import stats as st
+from iif_ray.reporting.records import run_name
+from tests.reporting.rliable_oracle import rliable_interval
 
 ROUNDS, EVAL_EVERY, SEEDS = 20, 2, 6
 

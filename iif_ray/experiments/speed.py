@@ -21,8 +21,8 @@ from functools import partial
 
 import torch
 
-from iif_ray.benchmarks.sb3 import make_sb3, require_sb3, sb3_round
-from iif_ray.benchmarks.threads import torch_threads
+from iif_ray.experiments.sb3 import make_sb3, require_sb3, sb3_round
+from iif_ray.experiments.threads import torch_threads
 from iif_ray.presets import PRESETS, get_preset
 from iif_ray.rllib import build_config
 from iif_ray.rllib.module_bridge import functional_policy, policy_from_spec
