@@ -31,6 +31,7 @@ class DemoOptions:
     rounds: int = 8
     out: str = "runs/demo"
     max_concurrent: int = 2
+    verbose: bool = False  # Tune's own console tables instead of one line per trial round
 
 
 def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> tuple[Table, str]:
@@ -39,7 +40,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> tuple[Ta
     sweep = SweepOptions(envs=[preset.name], algos=["ppo", "iif"], seeds=opts.seeds,
                          budget_scale=opts.rounds / preset.rounds, out=opts.out,
                          max_concurrent=opts.max_concurrent, snapshots=True, eval_episodes=0,
-                         checkpoint_every=max(1, opts.rounds))
+                         checkpoint_every=max(1, opts.rounds), verbose=opts.verbose)
     echo(f"training ppo and iif on {preset.env_id}, seeds 0-{opts.seeds - 1}, "
          f"{opts.rounds} rounds of {preset.steps_per_round} steps each")
     fit_and_export([(preset.name, benchmark_tuner(preset.name, sweep,

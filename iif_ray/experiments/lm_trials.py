@@ -77,6 +77,7 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
     from ray import tune
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
+    from iif_ray.experiments.progress import console_output
     from iif_ray.experiments.sweeps import resumable_tuner, trial_name
 
     space = {"spec": spec.to_dict(), "seed": tune.grid_search(opts.seed_list),
@@ -96,7 +97,8 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
     resources = PlacementGroupFactory(bundles)
     run_config = tune.RunConfig(name=f"{name}-{opts.grid_tag()}",
                                 storage_path=str(Path(opts.out).resolve() / "tune"),
-                                failure_config=tune.FailureConfig(max_failures=3), verbose=1)
+                                failure_config=tune.FailureConfig(max_failures=3),
+                                **console_output(opts.verbose, spec.rounds))
     return resumable_tuner(
         tune.with_resources(lm_trainable, resources), param_space=space,
         run_config=run_config,

@@ -23,6 +23,9 @@ def test_demo_trains_evaluates_and_reads(ray_local, tmp_path, monkeypatch, capsy
     assert sorted(set(evals.algo)) == ["iif", "ppo"] and sorted(set(evals["round"])) == [0, 1, 2]
     assert (evals.eval_method == "exact").all()
     assert "FrozenLake-v1, 2 rounds, 1 seed(s)" in text and "no reading" in text
+    # One line per trial round, not Tune's per-trial configuration and status tables.
+    assert "ppo seed 0: round 2/2" in text and "iif seed 0: round 2/2" in text
+    assert "started with configuration" not in text and "Trial status" not in text
 
 
 def _evals(ppo_final, iif_final):
