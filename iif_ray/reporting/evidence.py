@@ -6,7 +6,10 @@ environments, every interval through rliable (:mod:`iif_ray.reporting.stats`).
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -237,23 +240,62 @@ def aggregate_evidence(found: list[EnvEvidence], directory: Path) -> list[str]:
 
 
 def evidence_sections(directory: Path) -> tuple[list[str], set[str]]:
-    """Markdown for every environment with evaluated snapshots, plus the aggregate."""
+    """Markdown for every environment with evaluated snapshots, plus the aggregate.
+
+    Each environment's main table and its two ablation views are independent until the
+    aggregate, and each costs many bootstraps, so they are computed in parallel processes where
+    the machine has more than one core; every interval seeds its own bootstrap, so the report
+    is the same either way.
+    """
     df = evaluated_rounds(directory)
     if df.empty:
         return [], set()
-    parts, found = [], []
-    for env in sorted(set(df.env)):
-        ev = env_evidence(df, env)
-        found.append(ev)
-        png = directory / f"curves_{env}.png"
-        plot_evidence(df, env, png)
-        parts += [f"## {env}", "", markdown_table(EVIDENCE_HEAD, ev.rows), "",
-                  f"- {ev.precision}"]
-        parts += [f"- {n}" for n in ev.notes]
-        parts += ["", *[f"{v}\n" for v in ev.verdicts], f"![{env}]({png.name})", ""]
-        parts += protocol_section(df, env) + p_sensitivity_section(df, env)
+    envs = sorted(set(df.env))
+    frames = {env: _env_frame(df, env) for env in envs}
+    # The bootstrap settings travel with each job: a spawned process has only the defaults.
+    jobs = [(frames[env], env, part, directory, (st.REPS, st.SEED))
+            for env in envs for part in SECTION_PARTS]
+    workers = min(len(envs), len(os.sched_getaffinity(0)))
+    if workers > 1:
+        # spawn: a fresh interpreter, whatever threads the calling process runs.
+        with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
+            done = list(pool.map(_section_part, *zip(*jobs, strict=True)))
+    else:
+        done = [_section_part(*job) for job in jobs]
+    found = [ev for ev, _ in done if ev is not None]
+    parts = [line for _, part_lines in done for line in part_lines]
     parts += aggregate_evidence(found, directory)
     return parts, {e.env for e in found}
+
+
+SECTION_PARTS = ("main", "protocol", "p")
+
+
+def _env_frame(df: pd.DataFrame, env: str) -> pd.DataFrame:
+    """``env``'s rows, with the off-grid counts the notes read."""
+    frame = df[df.env == env].copy()
+    frame.attrs = dict(df.attrs)
+    return frame
+
+
+def _section_part(df: pd.DataFrame, env: str, part: str, directory: Path,
+                  bootstrap: tuple[int, int]) -> tuple[EnvEvidence | None, list[str]]:
+    """One part of an environment's section: the main table with its notes, verdicts and
+    curve figure (``main``, which also returns the evidence the aggregate reads), or one of
+    the two ablation views."""
+    st.REPS, st.SEED = bootstrap
+    with st.memoised():
+        if part == "protocol":
+            return None, protocol_section(df, env)
+        if part == "p":
+            return None, p_sensitivity_section(df, env)
+        ev = env_evidence(df, env)
+        png = directory / f"curves_{env}.png"
+        plot_evidence(df, env, png)
+    parts = [f"## {env}", "", markdown_table(EVIDENCE_HEAD, ev.rows), "", f"- {ev.precision}"]
+    parts += [f"- {n}" for n in ev.notes]
+    parts += ["", *[f"{v}\n" for v in ev.verdicts], f"![{env}]({png.name})", ""]
+    return ev, parts
 
 
 EVIDENCE_INTRO = (

@@ -100,9 +100,19 @@ def reach_tolerance(env: str) -> float:
     return REACH_TOL * (rr[1] - rr[0]) if rr else 0.0
 
 
-def _first_reach(run: pd.DataFrame, level: float, tol: float) -> int | None:
-    hit = run[(run["round"] >= 1) & (run["eval_return"] >= level - tol)]
-    return int(hit["round"].iloc[0]) if len(hit) else None
+def _trained(run: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """A run's rounds >= 1 and their returns, in round order, as arrays: levels are looked
+    up a few thousand times per report, and a DataFrame filter per look-up is the slow part."""
+    rounds = run["round"].to_numpy()
+    trained = rounds >= 1
+    return rounds[trained], run["eval_return"].to_numpy()[trained]
+
+
+def _first_reach(run: tuple[np.ndarray, np.ndarray], level: float, tol: float) -> int | None:
+    """The first round (>= 1) whose return is at least ``level - tol``; None if none is."""
+    rounds, returns = run
+    hit = np.flatnonzero(returns >= level - tol)
+    return int(rounds[hit[0]]) if len(hit) else None
 
 
 def paired_efficiency(ppo: pd.DataFrame, other: pd.DataFrame, tol: float) -> Efficiency:
@@ -117,12 +127,13 @@ def paired_efficiency(ppo: pd.DataFrame, other: pd.DataFrame, tol: float) -> Eff
         return Efficiency(math.nan, math.nan, math.nan, False)
     budget = int(other["round"].max())
     levels = start + (peak - start) * np.arange(1, LEVELS + 1) / LEVELS
+    ppo_run, other_run = _trained(ppo), _trained(other)
     reductions = []
     for v in levels:
-        m_ppo = _first_reach(ppo, v, tol)
-        m_oth = _first_reach(other, v, tol)
+        m_ppo = _first_reach(ppo_run, v, tol)
+        m_oth = _first_reach(other_run, v, tol)
         reductions.append(1 - (m_oth if m_oth is not None else budget + 1) / m_ppo)
-    m_peak = _first_reach(other, peak, tol)
+    m_peak = _first_reach(other_run, peak, tol)
     t_reach = (float(other.loc[other["round"] == m_peak, "clock_s"].iloc[0])
                if m_peak is not None else float(other["clock_s"].max()))
     return Efficiency(float(np.mean(reductions)), float(reductions[-1]),
