@@ -6,7 +6,8 @@ The layout is the map (each layer imports only from its own layer or below):
 * L1 ``scoring/`` (in-process scorer, Ray actor pool);
 * L2 ``rllib/`` (config, learners, the influence round, connectors, module bridge);
 * L3 ``run_dir``, ``driver``, ``ray_session``;
-* L4 ``benchmarks/``, ``diagnostics/``, ``cluster/``;
+* L4 ``experiments/`` (trials, sweeps, baselines, demo, speed runs), ``diagnostics/``,
+  ``cluster/``; Ray-free ``reporting/`` (the report from committed CSVs) just below them;
 * L5 ``cli/``.
 """
 

@@ -3,11 +3,11 @@
     iif-ray sweep detox_mini --seeds 5 --out runs/lm-sweep       # rerun to resume
     iif-ray report runs/lm-sweep
 
-Every trial is one LM run (``iif_ray.benchmarks.lm_trials``) with its own run directory under
+Every trial is one LM run (``iif_ray.experiments.lm_trials``) with its own run directory under
 ``<out>/lm/``; it reports round records like the classic trials, so ``rounds.csv`` and the
 report (IQM, P(IIF > PPO), SE_ave / SE_peak) read it the same way. The evaluation return is
 the held-out reward (log-odds of "not offensive" on held-out prompt topics, every 5 rounds);
-``lm_progress.csv`` in each run directory also has the held-out detector's toxic rate.
+``progress.csv`` in each run directory also has the held-out detector's toxic rate.
 
 A trial reserves 2 CPUs (driver 0.5, rollout 0.5, learner 1): one trial at a time on a 2-core
 machine, about 7 s per round there.
@@ -17,9 +17,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from iif_ray.benchmarks.lm_trials import LM_ENV, lm_tuner
-from iif_ray.benchmarks.sweeps import SweepOptions
-from iif_ray.lm.runtime import LMRunSpec
+from iif_ray.experiments.lm_trials import LM_ENV, lm_tuner
+from iif_ray.experiments.sweeps import SweepOptions
+from iif_ray.lm.spec import LMRunSpec
 
 ROUNDS = 100
 

@@ -18,11 +18,13 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
-from iif_ray.benchmarks.sweeps import SweepOptions, resumable_tuner
-from iif_ray.benchmarks.trials import EVAL_EPISODES, TrialSpec, trial_config
+from iif_ray.experiments.progress import console_output
+from iif_ray.experiments.results import LABEL_KEY
+from iif_ray.experiments.sweeps import SweepOptions, resumable_tuner
+from iif_ray.experiments.trials import EVAL_EPISODES, TrialSpec, trial_config
 from iif_ray.presets import get_preset
 from iif_ray.rllib import IIFPPO
-from iif_ray.rllib.settings import CONFIG_KEY, LABEL_KEY
+from iif_ray.rllib.settings import CONFIG_KEY
 
 
 def tuners(opts: SweepOptions):
@@ -56,6 +58,6 @@ def tuners(opts: SweepOptions):
                 checkpoint_config=tune.CheckpointConfig(
                     checkpoint_frequency=opts.checkpoint_every, checkpoint_at_end=True,
                     num_to_keep=1),
-                verbose=1,
+                **console_output(opts.verbose, rounds),
             ),
         )

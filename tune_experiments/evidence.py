@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from iif_ray.benchmarks.sweeps import SweepOptions, benchmark_tuner
+from iif_ray.experiments.sweeps import SweepOptions, benchmark_tuner
 
 DEFAULT_ENVS = ["frozenlake", "minigrid", "acrobot", "lunarlander"]
 

@@ -15,10 +15,11 @@ from pathlib import Path
 
 from ray import tune
 
-from iif_ray.benchmarks.sb3 import SB3_ALGO, sb3_trainable
-from iif_ray.benchmarks.sweeps import SweepOptions, resumable_tuner
+from iif_ray.experiments.progress import console_output
+from iif_ray.experiments.results import LABEL_KEY
+from iif_ray.experiments.sb3 import SB3_ALGO, sb3_trainable
+from iif_ray.experiments.sweeps import SweepOptions, resumable_tuner
 from iif_ray.presets import get_preset
-from iif_ray.rllib.settings import LABEL_KEY
 
 
 def tuners(opts: SweepOptions):
@@ -37,5 +38,5 @@ def tuners(opts: SweepOptions):
             tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent),
             run_config=tune.RunConfig(name=f"sb3-{env}-{opts.grid_tag()}",
                                       storage_path=str(Path(opts.out).resolve() / "tune"),
-                                      verbose=1),
+                                      **console_output(opts.verbose, rounds)),
         )

@@ -41,11 +41,11 @@ class BenchCommand(Command):
         lm.add_argument("--epochs", type=int_at_least(1, "epochs"), default=4)
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.benchmarks.speed import POOL_WORKLOADS, bench_pool, bench_scoring, bench_speed
+        from iif_ray.experiments.speed import POOL_WORKLOADS, bench_pool, bench_scoring, bench_speed
         from iif_ray.ray_session import ray_session
 
         if args.bench == "lm":
-            from iif_ray.benchmarks.lm_speed import bench_lm
+            from iif_ray.experiments.lm_speed import bench_lm
 
             try:
                 sizes = [int(x) for x in args.minibatches.split(",") if x]

@@ -31,6 +31,9 @@ class DemoCommand(Command):
                             default=2, help="trials trained at once")
         parser.add_argument("--out", default="runs/demo", help="directory for the runs")
         parser.add_argument("--address", help="Ray address: omit for an embedded local Ray")
+        parser.add_argument("--verbose", action="store_true",
+                            help="Tune's own progress tables (each trial's configuration, "
+                                 "trial status every 30 s) instead of one line per round")
 
     def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
         try:
@@ -42,13 +45,14 @@ class DemoCommand(Command):
                                     f"{preset.rounds}; accepted: 1 to {10 * preset.rounds}")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.benchmarks.demo import DemoOptions, run_demo
+        from iif_ray.experiments.demo import DemoOptions, run_demo
         from iif_ray.ray_session import ray_session
 
         self.validate(args)
         out = common.prepare_out(args.out, overwrite=True)
         opts = DemoOptions(preset=args.preset, seeds=args.seeds, rounds=args.rounds,
-                           out=str(out), max_concurrent=args.max_concurrent)
+                           out=str(out), max_concurrent=args.max_concurrent,
+                           verbose=args.verbose)
         with ray_session(args.address):
             table, reading = run_demo(opts, echo=common.console.print)
         common.console.print(table)

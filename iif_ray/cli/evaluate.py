@@ -29,7 +29,7 @@ class EvaluateCommand(Command):
                                  f"{', '.join(sorted(PRESETS))}")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.benchmarks.evaluate import EvaluateOptions, evaluate_sweep, pending_work
+        from iif_ray.experiments.evaluate import EvaluateOptions, evaluate_sweep, pending_work
         from iif_ray.ray_session import ray_session
 
         self.validate(args)

@@ -17,7 +17,7 @@ class ReportCommand(Command):
         parser.add_argument("directory")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.benchmarks.report import write_report
+        from iif_ray.reporting.report import write_report
 
         try:
             path = write_report(args.directory)

@@ -30,9 +30,12 @@ class SweepCommand(Command):
                             default=10, help="rounds between trial checkpoints (resume points)")
         parser.add_argument("--out", default="runs/sweep")
         parser.add_argument("--address")
+        parser.add_argument("--verbose", action="store_true",
+                            help="Tune's own progress tables (each trial's configuration, "
+                                 "trial status every 30 s) instead of one line per round")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.benchmarks.sweeps import SweepError, SweepOptions, load_sweep, run_sweep
+        from iif_ray.experiments.sweeps import SweepError, SweepOptions, load_sweep, run_sweep
         from iif_ray.ray_session import ray_session
 
         try:
@@ -41,7 +44,8 @@ class SweepCommand(Command):
                 algos=[a for a in args.algos.split(",") if a],
                 seeds=args.seeds, first_seed=args.first_seed, budget_scale=args.budget_scale,
                 out=args.out, max_concurrent=args.max_concurrent, num_envs=args.num_envs,
-                eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every)
+                eval_episodes=args.eval_episodes, checkpoint_every=args.checkpoint_every,
+                verbose=args.verbose)
             module = load_sweep(args.sweep)
         except (ValueError, FileNotFoundError) as e:
             raise UsageError(str(e)) from None

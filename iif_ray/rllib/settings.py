@@ -5,14 +5,11 @@ remote) and lets Tune search spaces nested in it resolve per trial, so it carrie
 
 * ``"iif"`` (:data:`CONFIG_KEY`): the :class:`AttributionSettings` as a plain dict;
 * ``"optimizer"`` (:data:`OPTIMIZER_KEY`): ``{"type": "adam"|"sgd", **kwargs}``;
-* ``"advantage_normalization"`` (:data:`ADV_NORM_KEY`): ``"batch"`` or ``"minibatch"``;
-* ``"bench_algo"`` (:data:`LABEL_KEY`): a benchmark trial's algorithm label, read back by
-  the sweep export (it has no effect on training);
-* ``"bench_snapshots"`` (:data:`SNAPSHOT_KEY`): ``{"root": dir, "env": name, "final_round":
-  N}`` where a benchmark trial saves its per-round policy weights and the round it stops at
-  (no effect on training).
+* ``"advantage_normalization"`` (:data:`ADV_NORM_KEY`): ``"batch"`` or ``"minibatch"``.
 
-This module is the only place that names these keys.
+This module is the only place that names these keys. Benchmark trials add two keys of their
+own that training never reads (the algorithm label, where to save snapshots); those are named
+in :mod:`iif_ray.experiments.results`.
 """
 
 from __future__ import annotations
@@ -32,8 +29,6 @@ OPTIMIZER_KEY = "optimizer"
 OPTIMIZERS = ("adam", "sgd")
 ADV_NORM_KEY = "advantage_normalization"
 ADV_NORMS = ("batch", "minibatch")
-LABEL_KEY = "bench_algo"
-SNAPSHOT_KEY = "bench_snapshots"
 
 
 def _targets() -> list[str]:

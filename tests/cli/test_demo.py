@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from iif_ray.benchmarks import statistics as st
-from iif_ray.benchmarks.demo import MIN_SEEDS_FOR_READING, demo_reading, paired_scores
+from iif_ray.experiments.demo import MIN_SEEDS_FOR_READING, demo_reading, paired_scores
+from iif_ray.reporting import stats as st
 
 
 @pytest.mark.ray
@@ -23,6 +23,9 @@ def test_demo_trains_evaluates_and_reads(ray_local, tmp_path, monkeypatch, capsy
     assert sorted(set(evals.algo)) == ["iif", "ppo"] and sorted(set(evals["round"])) == [0, 1, 2]
     assert (evals.eval_method == "exact").all()
     assert "FrozenLake-v1, 2 rounds, 1 seed(s)" in text and "no reading" in text
+    # One line per trial round, not Tune's per-trial configuration and status tables.
+    assert "ppo seed 0: round 2/2" in text and "iif seed 0: round 2/2" in text
+    assert "started with configuration" not in text and "Trial status" not in text
 
 
 def _evals(ppo_final, iif_final):

@@ -186,7 +186,7 @@ def test_trim_and_reference_and_scores():
     assert ((ghost - oracle).abs().max() / oracle.abs().max()) < 1e-4
     with pytest.raises(ValueError, match="not a multiple of minibatch_size"):
         learner.update(full, torch.tensor([0, 1, 2]))
-    with pytest.raises(ValueError, match="unknown estimator 'a2c'"):
+    with pytest.raises(ValueError, match=r"estimator must be one of .*, got 'a2c'"):
         UpdateSettings(estimator="a2c")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from iif_ray.benchmarks.lm_speed import bench_lm
+from iif_ray.experiments.lm_speed import bench_lm
 
 
 def test_bench_lm_prints_ratios_side_by_side():

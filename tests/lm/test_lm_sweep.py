@@ -5,10 +5,11 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from iif_ray.benchmarks.lm_trials import LM_ENV, lm_tuner
-from iif_ray.benchmarks.sweeps import SweepOptions, fit_and_export
+from iif_ray.experiments.lm_trials import LM_ENV, lm_tuner
+from iif_ray.experiments.sweeps import SweepOptions, fit_and_export
 from iif_ray.lm.learner import UpdateSettings
-from iif_ray.lm.runtime import PROGRESS_CSV, LMRunSpec
+from iif_ray.lm.spec import LMRunSpec
+from iif_ray.run import PROGRESS
 
 
 @pytest.mark.ray
@@ -32,7 +33,7 @@ def test_lm_grid_exports_round_records_and_reports(ray_local, tiny_model_dir, tm
     iif = rounds[rounds.algo == "iif"]
     assert (iif.frac_dropped > 0).all() and (iif.scoring_s > 0).all()
     # Each trial's own run directory holds its LM progress, the same rewards as reported.
-    progress = pd.read_csv(out / "lm" / "iif-seed0" / PROGRESS_CSV)
+    progress = pd.read_csv(out / "lm" / "iif-seed0" / PROGRESS)
     assert progress.reward_mean.tolist() == pytest.approx(iif.train_return.tolist())
     assert main(["report", str(out)]) == 0
     text = (out / "report.md").read_text()

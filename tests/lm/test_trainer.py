@@ -142,12 +142,17 @@ def test_a_killed_lm_run_resumes_exactly(ray_local, tiny_model_dir, tmp_path):
 
 
 def test_spec_refuses_bad_values():
-    with pytest.raises(ValueError, match="unknown algo 'dpo'"):
+    with pytest.raises(ValueError, match=r"algo must be one of .*, got 'dpo'"):
         LMRunSpec(model="m", out_dir="o", algo="dpo")
     with pytest.raises(ValueError, match="grpo needs group_size >= 2"):
         LMRunSpec(model="m", out_dir="o", group_size=1, update=UpdateSettings(estimator="grpo"))
-    with pytest.raises(ValueError, match=r"drop_fraction must be in \[0, 1\)"):
+    with pytest.raises(ValueError, match=r"drop_fraction must be a number in \[0, 1\)"):
         LMRunSpec(model="m", out_dir="o", drop_fraction=1.0)
+    with pytest.raises(ValueError, match=r"minibatch_size 64 is larger than a round's 8"):
+        LMRunSpec(model="m", out_dir="o", prompts_per_round=2,
+                  update=UpdateSettings(minibatch_size=64))
+    with pytest.raises(ValueError, match=r"lr must be a number > 0, got -1"):
+        UpdateSettings(lr=-1)
 
 
 @pytest.mark.ray
@@ -268,7 +273,7 @@ def test_spec_selection_defaults_to_each_algos_rule_and_old_specs_load():
     assert LMRunSpec(model="m", out_dir="o", selection="negative").selection_rule == "negative"
     for rule in SELECTION_RULES:
         LMRunSpec(model="m", out_dir="o", selection=rule)
-    with pytest.raises(ValueError, match="unknown selection rule 'worst'"):
+    with pytest.raises(ValueError, match=r"selection must be one of .*, got 'worst'"):
         LMRunSpec(model="m", out_dir="o", selection="worst")
     with pytest.raises(ValueError, match="algo 'random' takes selection 'random'"):
         LMRunSpec(model="m", out_dir="o", algo="random", selection="neg-bottom")

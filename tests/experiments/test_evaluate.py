@@ -8,10 +8,10 @@ import pandas as pd
 import pytest
 import torch
 
-from iif_ray.benchmarks.evaluate import EvalProtocol, _adaptive_mc, protocol_for
-from iif_ray.benchmarks.snapshots import find_runs, read_snapshot, read_spec, round_file
 from iif_ray.envs import make_env
 from iif_ray.evaluation import PolicySampler, expected_return, finite_mdp
+from iif_ray.experiments.evaluate import EvalProtocol, _adaptive_mc, protocol_for
+from iif_ray.experiments.snapshots import find_runs, read_snapshot, read_spec, round_file
 
 
 @pytest.mark.ray
@@ -58,7 +58,7 @@ def test_evidence_sweep_snapshots_then_exact_evaluation(ray_local, tmp_path, mon
     again = pd.read_csv(out / "evals.csv")
     assert len(again) == 6 and np.allclose(again.eval_return, evals.eval_return)
     # A snapshot trained again (a trial resumed from an earlier checkpoint) is re-evaluated.
-    from iif_ray.benchmarks.snapshots import write_snapshot
+    from iif_ray.experiments.snapshots import write_snapshot
 
     changed = {k: v * 0.5 for k, v in last[1].items()}
     write_snapshot(runs["iif"].path, 2, changed)

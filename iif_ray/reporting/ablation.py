@@ -4,7 +4,8 @@ paper's gain come from the filter or from its protocol, and how does IIF depend 
 Both are views on rows the environment's main table already holds (``iif-restart``,
 ``ppo-sb3init``, ``iif-p0.25``, ...); what they add is the comparisons that answer each
 question side by side, every one paired by seed, and a sentence stating what the intervals
-support. Kept apart from :mod:`report` so that module stays the one about a method against PPO.
+support. Kept apart from :mod:`iif_ray.reporting.evidence` so that module stays the one about
+a method against PPO; both build on :mod:`iif_ray.reporting.metrics`.
 """
 
 from __future__ import annotations
@@ -16,9 +17,10 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from iif_ray.benchmarks import report
-from iif_ray.benchmarks import statistics as st
 from iif_ray.presets import PRESETS
+from iif_ray.reporting import stats as st
+from iif_ray.reporting.metrics import paired_efficiency, reach_tolerance, run_scores
+from iif_ray.reporting.tables import markdown_table, runs_of
 
 # (algo, reference, what the comparison isolates). The official IIF pipeline restarts every
 # round and uses SB3's output-layer init, while its PPO baseline samples continuously.
@@ -61,14 +63,14 @@ class Paired:
 
 def compare(df: pd.DataFrame, env: str, algo: str, ref: str) -> Paired | None:
     """``algo`` against ``ref`` on ``env``, paired by seed; None with fewer than two pairs."""
-    runs, refs = report.runs_of(df, env, algo), report.runs_of(df, env, ref)
+    runs, refs = runs_of(df, env, algo), runs_of(df, env, ref)
     seeds = sorted(set(runs) & set(refs))
     if len(seeds) < 2:
         return None
-    tol = report.reach_tolerance(env)
-    effs = [report.paired_efficiency(refs[s], runs[s], tol) for s in seeds]
-    finals = np.array([report.run_scores(runs[s])[0] for s in seeds])
-    ref_finals = np.array([report.run_scores(refs[s])[0] for s in seeds])
+    tol = reach_tolerance(env)
+    effs = [paired_efficiency(refs[s], runs[s], tol) for s in seeds]
+    finals = np.array([run_scores(runs[s])[0] for s in seeds])
+    ref_finals = np.array([run_scores(refs[s])[0] for s in seeds])
     dropped = float(np.mean([r["frac_dropped"][r["round"] >= 1].mean() for r in runs.values()]))
     return Paired(len(seeds), st.mean(np.array([e.se_peak for e in effs])),
                   st.mean(finals - ref_finals),
@@ -162,7 +164,7 @@ def protocol_section(df: pd.DataFrame, env: str) -> list[str]:
             "Cells: continuous sampling or a restart every round (each round fresh, re-seeded "
             "episodes, none carried over: the official IIF pipeline), RLlib's or SB3's "
             "output-layer init (orthogonal, gain 0.01 policy / 1 value). Each comparison pairs "
-            "seeds.", "", report.markdown_table(HEAD, rows), "",
+            "seeds.", "", markdown_table(HEAD, rows), "",
             *([verdict, ""] if verdict else [])]
 
 
@@ -201,7 +203,7 @@ def p_sensitivity_section(df: pd.DataFrame, env: str) -> list[str]:
             "and rliable's P(algo > ref) interval; the mean final difference (a percentile "
             "bootstrap over a few seeds, which covers less than it claims) shows the size only. "
             "The last column is the paper's SE_peak at that p (Table 2, 3 runs, mean ± spread).",
-            "", report.markdown_table([*HEAD, "paper SE_peak %"], rows), "", p_reading(found), ""]
+            "", markdown_table([*HEAD, "paper SE_peak %"], rows), "", p_reading(found), ""]
 
 
 def p_reading(found: list[tuple[str, Paired]]) -> str:

@@ -21,13 +21,13 @@ from functools import partial
 
 import torch
 
-from iif_ray.benchmarks.sb3 import make_sb3, require_sb3, sb3_round
-from iif_ray.benchmarks.threads import torch_threads
+from iif_ray.experiments.sb3 import make_sb3, require_sb3, sb3_round
+from iif_ray.experiments.threads import torch_threads
 from iif_ray.presets import PRESETS, get_preset
 from iif_ray.rllib import build_config
 from iif_ray.rllib.module_bridge import functional_policy, policy_from_spec
 from iif_ray.rllib.results import DEFAULT_MODULE
-from iif_ray.run_dir import progress_row
+from iif_ray.rllib.run_files import progress_row
 
 
 def bench_scoring(presets: list[str], rounds: int = 4, seed: int = 0,
@@ -56,7 +56,7 @@ def bench_scoring(presets: list[str], rounds: int = 4, seed: int = 0,
             for _ in range(rounds):
                 row = progress_row(algo.train(), 0.0)
                 rows.append(row)
-                echo(f"{row['iteration']:>5} {int(row['num_records']):>8} "
+                echo(f"{row['round']:>5} {int(row['num_records']):>8} "
                      f"{row['scoring_s']:>10.4f} {row['update_s']:>9.3f} "
                      f"{row['scoring_s'] / row['update_s']:>7.4f}")
         finally:

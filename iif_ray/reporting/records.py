@@ -1,9 +1,11 @@
-"""The round record: one benchmark round's figures, and the ``rounds.csv`` file that holds them.
+"""The round record and the files that hold the raw figures: ``rounds.csv``, ``evals.csv``
+and an LM run's per-round progress file.
 
-Every benchmark trial (ours through RLlib, SB3's through its own loop) reports one flat record
-per round under the result key ``bench``; a sweep exports them as ``rounds.csv``, one row per
-(env, algo, seed, round), which the report reads. This module is the only place that names
-those columns.
+Every benchmark trial (ours through RLlib, SB3's through its own loop, an LM run) reports one
+flat record per round; a sweep exports them as ``rounds.csv``, one row per (env, algo, seed,
+round), which the report reads. This module is the only place that names those columns, and it
+imports neither Ray nor an engine, so a report regenerates from committed files alone (turning
+an RLlib result into a record is :mod:`iif_ray.experiments.results`' job).
 
 ``train_s`` is the round's wall-clock without evaluation (sampling + filtering + update), the
 quantity wall-clock comparisons (RT_peak) use.
@@ -12,17 +14,15 @@ quantity wall-clock comparisons (RT_peak) use.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+import re
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from iif_ray.atomic_files import replace_atomically
-from iif_ray.rllib.results import iif_metrics
-from iif_ray.rllib.settings import CONFIG_KEY, LABEL_KEY
+from iif_ray.run import read_progress
 
-RECORD_KEY = "bench"
 RECORD_FIELDS = ("env_steps", "eval_return", "eval_episodes", "train_return", "frac_dropped",
                  "sampling_s", "scoring_s", "filter_s", "update_s", "eval_s", "train_s")
 RUN_KEYS = ("env", "algo", "seed", "round")
@@ -37,6 +37,8 @@ EVAL_FIELDS = ("eval_return", "eval_se", "eval_episodes", "eval_method", "eval_s
 EVAL_COLUMNS = RUN_KEYS + EVAL_FIELDS
 EVALS_CSV = "evals.csv"
 
+LM_ENV = "detox-mini"  # the environment name an LM sweep's rows carry
+
 
 def round_record(**values: float) -> dict[str, float]:
     """A complete record, every field a float.
@@ -47,65 +49,7 @@ def round_record(**values: float) -> dict[str, float]:
     if set(values) != set(RECORD_FIELDS):
         raise ValueError(f"round record: missing {sorted(set(RECORD_FIELDS) - set(values))}, "
                          f"unknown {sorted(set(values) - set(RECORD_FIELDS))}")
-    return {k: _num(values[k]) for k in RECORD_FIELDS}
-
-
-def record_from_result(result: dict[str, Any], eval_s: float) -> dict[str, float]:
-    """The record of one RLlib round, from ``algo.train()``'s result and its evaluation time."""
-    iif = iif_metrics(result)
-    ev = result.get("evaluation", {}).get("env_runners", {})
-    er = result.get("env_runners", {})
-    filter_s = _num(iif.get("filter_s"), 0.0)
-    update_s = _num(iif.get("update_s"), 0.0)
-    train_s = _num(result.get("time_this_iter_s")) - eval_s
-    return round_record(
-        env_steps=_num(result.get("num_env_steps_sampled_lifetime"), 0.0),
-        eval_return=_num(ev.get("episode_return_mean")),
-        eval_episodes=_num(ev.get("num_episodes"), 0.0),
-        train_return=_num(er.get("episode_return_mean")),
-        frac_dropped=_num(iif.get("frac_dropped"), 0.0),
-        scoring_s=_num(iif.get("scoring_s"), 0.0),
-        filter_s=filter_s,
-        update_s=update_s,
-        sampling_s=train_s - filter_s - update_s,
-        eval_s=eval_s,
-        train_s=train_s,
-    )
-
-
-def trial_label(config: dict[str, Any]) -> str:
-    """A trial's algorithm label (``iif``, ``ppo``, ``sb3-ppo``, ``iif-p0.125``, ...)."""
-    learner_dict = config.get("learner_config_dict", {})
-    algo = learner_dict.get(LABEL_KEY, "unknown")
-    if algo.endswith("-p-search"):  # one label per sampled drop fraction
-        algo = f"iif-p{learner_dict[CONFIG_KEY]['drop_fraction']:.3f}"
-    return algo
-
-
-def rounds_from_results(env: str, results: Iterable) -> pd.DataFrame:
-    """Tidy ``rounds.csv`` rows from a Tune ``ResultGrid``: exactly one row per trial and round.
-
-    A trial restored from a checkpoint (a resumed sweep, or Tune's own retry after a failure)
-    trains again the rounds after that checkpoint, and Tune appends them to the trial's
-    results after the first attempt's: the latest report of a round wins.
-    """
-    frames = []
-    for result in results:
-        if result.metrics_dataframe is None or result.metrics_dataframe.empty:
-            continue
-        df = result.metrics_dataframe
-        out = pd.DataFrame({
-            "env": env,
-            "algo": trial_label(result.config),
-            "seed": int(result.config["seed"]),
-            "round": df["training_iteration"].astype(int),
-        })
-        for col in RECORD_FIELDS:
-            out[col] = df.get(f"{RECORD_KEY}/{col}", math.nan)
-        frames.append(out.drop_duplicates("round", keep="last"))
-    if not frames:
-        return pd.DataFrame(columns=list(ROUND_COLUMNS))
-    return pd.concat(frames, ignore_index=True).sort_values(["env", "algo", "seed", "round"])
+    return {k: as_float(values[k]) for k in RECORD_FIELDS}
 
 
 def merge_rounds(path: Path, new: pd.DataFrame) -> pd.DataFrame:
@@ -188,8 +132,37 @@ def load_rounds(directory: str | Path) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-def _num(x: Any, default: float = math.nan) -> float:
+def as_float(x: Any, default: float = math.nan) -> float:
+    """``x`` as a float, ``default`` where it is missing or not a number: a trial's result may
+    lack a figure (no evaluation that round), and the record keeps a NaN, not a crash."""
     try:
         return float(x)
     except (TypeError, ValueError):
         return default
+
+
+def run_name(algo: str, seed: int) -> str:
+    """An LM trial's run directory under the sweep's ``<out>/lm``: ``<algo>-seed<k>``; written
+    by the sweep, parsed back by :func:`progress_table`, so both sides share this one form."""
+    return f"{algo}-seed{seed}"
+
+
+_RUN_NAME = re.compile(r"^(?P<algo>.+)-seed(?P<seed>\d+)$")
+
+
+def progress_table(runs_dir: str | Path) -> pd.DataFrame:
+    """Every LM run's progress file under ``runs_dir`` (the sweep's ``<out>/lm``) as one tidy
+    table in round order, with ``algo`` and ``seed`` columns from the run directory's name.
+
+    Read through the run model (:func:`iif_ray.run.read_progress`, Ray-free and engine-free),
+    so a run directory the LM engine wrote under its old file names is migrated first, as
+    every other reader of it does; an empty cell (a round without evaluation) reads as NaN.
+    """
+    frames = []
+    for run in sorted(p for p in Path(runs_dir).glob("*") if p.is_dir()):
+        m = _RUN_NAME.match(run.name)
+        rows = pd.DataFrame(read_progress(run)) if m else pd.DataFrame()
+        if rows.empty:
+            continue
+        frames.append(rows.assign(algo=m["algo"], seed=int(m["seed"])))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

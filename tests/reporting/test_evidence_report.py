@@ -9,11 +9,12 @@ import numpy as np
 import pandas as pd
 import pytest
 from rliable import library as rly
-from rliable import metrics
+from rliable import metrics as rly_metrics
 
-from iif_ray.benchmarks import report
-from iif_ray.benchmarks import statistics as st
-from iif_ray.benchmarks.records import ROUND_COLUMNS
+from iif_ray.presets import PRESETS
+from iif_ray.reporting import evidence, metrics, report, tables
+from iif_ray.reporting import stats as st
+from iif_ray.reporting.records import ROUND_COLUMNS
 
 ROUNDS = 20
 
@@ -73,25 +74,25 @@ def test_rliable_numbers_in_the_report_match_the_library(tmp_path):
     text = report.write_report(tmp_path).read_text()
 
     last = curves["ppo"].shape[1] - 1
-    final_rounds = [r for r in range(1, last + 1) if r > last * (1 - report.FINAL_FRACTION)]
+    final_rounds = [r for r in range(1, last + 1) if r > last * (1 - metrics.FINAL_FRACTION)]
     final = {a: c[:, final_rounds].mean(1, keepdims=True) for a, c in curves.items()}
     auc = {a: c[:, 1:].mean(1, keepdims=True) for a, c in curves.items()}
     state = np.random.RandomState(st.SEED)
     points, cis = rly.get_interval_estimates(
-        final, lambda x: np.array([metrics.aggregate_iqm(x)]), reps=st.REPS,
+        final, lambda x: np.array([rly_metrics.aggregate_iqm(x)]), reps=st.REPS,
         random_state=state)
     for algo in curves:
         p, lo, hi = _est(_row(text, "frozenlake", algo)[4])
         assert p == pytest.approx(points[algo][0], abs=0.006)
         assert lo == pytest.approx(cis[algo][0][0], abs=0.006)
         assert hi == pytest.approx(cis[algo][1][0], abs=0.006)
-    p_auc = rly.get_interval_estimates(auc, lambda x: np.array([metrics.aggregate_iqm(x)]),
+    p_auc = rly.get_interval_estimates(auc, lambda x: np.array([rly_metrics.aggregate_iqm(x)]),
                                        reps=st.REPS, random_state=np.random.RandomState(0))[0]
     assert _est(_row(text, "frozenlake", "iif")[5])[0] == pytest.approx(p_auc["iif"][0],
                                                                         abs=0.006)
     poi_p, poi_ci = rly.get_interval_estimates(
         {"p": (auc["iif"], auc["ppo"])},
-        lambda x, y: np.array([metrics.probability_of_improvement(x, y)]), reps=st.REPS,
+        lambda x, y: np.array([rly_metrics.probability_of_improvement(x, y)]), reps=st.REPS,
         random_state=np.random.RandomState(0))
     p, lo, hi = _est(_row(text, "frozenlake", "iif")[7])
     assert (p, lo, hi) == pytest.approx((poi_p["p"][0], poi_ci["p"][0][0], poi_ci["p"][1][0]),
@@ -125,7 +126,7 @@ def test_paired_efficiency_hand_computed():
                         "clock_s": np.arange(11.0)})
     fast = pd.DataFrame({"round": range(11), "eval_return": np.minimum(2.0 * np.arange(11), 10),
                          "clock_s": 0.5 * np.arange(11)})
-    eff = report.paired_efficiency(ppo, fast, tol=0.0)
+    eff = metrics.paired_efficiency(ppo, fast, tol=0.0)
     # Levels 1..10 reached by PPO in round v, by fast in round ceil(v / 2).
     expected = [1 - np.ceil(v / 2) / v for v in range(1, 11)]
     assert eff.se_ave == pytest.approx(np.mean(expected))
@@ -133,7 +134,7 @@ def test_paired_efficiency_hand_computed():
     assert eff.rt_peak == pytest.approx(1 - 2.5 / 10.0)  # 5 rounds x 0.5 s over PPO's 10 s
     never = pd.DataFrame({"round": range(11), "eval_return": np.zeros(11),
                           "clock_s": np.arange(11.0)})
-    censored = report.paired_efficiency(ppo, never, tol=0.0)
+    censored = metrics.paired_efficiency(ppo, never, tol=0.0)
     assert not censored.reached_peak and censored.se_peak == pytest.approx(1 - 11 / 10)
 
 
@@ -181,9 +182,9 @@ def test_protocol_gain_is_traced_to_the_protocol_when_the_filter_adds_nothing(tm
     cells = [c.strip() for c in paper.strip("|").split("|")]
     assert cells[1] == "`iif-restart-sb3init` vs `ppo-sb3init`" and cells[2] == "8"
     # The paired final difference is the mean of per-seed differences (a direct oracle).
-    df = report.evaluated_rounds(tmp_path)
-    diffs = [report.run_scores(report.runs_of(df, "frozenlake", "iif-restart-sb3init")[s])[0]
-             - report.run_scores(report.runs_of(df, "frozenlake", "ppo-sb3init")[s])[0]
+    df = evidence.evaluated_rounds(tmp_path)
+    diffs = [metrics.run_scores(tables.runs_of(df, "frozenlake", "iif-restart-sb3init")[s])[0]
+             - metrics.run_scores(tables.runs_of(df, "frozenlake", "ppo-sb3init")[s])[0]
              for s in range(8)]
     assert _est(cells[4])[0] == pytest.approx(np.mean(diffs), abs=0.05)
     assert cells[7].startswith("fewer rounds")
@@ -234,7 +235,7 @@ def test_p_sensitivity_rows_are_ordered_by_p_with_drop_all_last(tmp_path):
     section = _section(text, "### frozenlake: sensitivity to p")
     labels = [ln.split("|")[1].strip() for ln in section.splitlines() if ln.startswith("| p =")
               or ln.startswith("| negative")]
-    preset_p = report.PRESETS["frozenlake"].drop_fraction
+    preset_p = PRESETS["frozenlake"].drop_fraction
     expected = sorted([0.0625, preset_p, 0.5])
     assert labels == [f"p = {p:g}" for p in expected] + ["negative (all)"]
     # The paper's Table 2 figure sits beside each p it reports, a dash where it has none.
@@ -265,7 +266,7 @@ def test_points_off_the_common_round_grid_are_left_out(tmp_path):
     rows += [("iif", 1, r) for r in (0, 5, 10)]
     df = pd.DataFrame([{"env": "lunarlander", "algo": a, "seed": s, "round": r}
                        for a, s, r in rows])
-    kept = df[report.on_common_grid(df)]
+    kept = df[evidence.on_common_grid(df)]
     assert 7 not in set(kept["round"])
     assert len(kept) == len(df) - 1
 

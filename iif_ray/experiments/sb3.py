@@ -13,10 +13,11 @@ import math
 import time
 from typing import Any
 
-from iif_ray.benchmarks.records import RECORD_KEY, round_record
-from iif_ray.benchmarks.trials import EVAL_EPISODES
 from iif_ray.envs import make_env
+from iif_ray.experiments.results import RECORD_KEY
+from iif_ray.experiments.trials import EVAL_EPISODES
 from iif_ray.presets import Preset, get_preset
+from iif_ray.reporting.records import round_record
 
 SB3_ALGO = "sb3-ppo"
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from iif_ray.benchmarks import report
+from iif_ray.reporting import classic
 from tests.processes import kill_hard, start_marked
 
 
@@ -38,7 +38,7 @@ def test_short_tune_sweep_then_report(ray_local, tmp_path, monkeypatch):
     assert (iif.frac_dropped > 0).all() and (rounds[rounds.algo == "ppo"].frac_dropped == 0).all()
     assert ((rounds.train_s > 0) & (rounds.sampling_s > 0) & (rounds.update_s > 0)).all()
 
-    (out / report.BENCH_SB3).write_text("cartpole/envs=1: ours 1.00 s/round, SB3 0.50 s/round\n")
+    (out / classic.BENCH_SB3).write_text("cartpole/envs=1: ours 1.00 s/round, SB3 0.50 s/round\n")
     assert main(["report", str(out)]) == 0
     text = (out / "report.md").read_text()
     assert "```\ncartpole/envs=1: ours 1.00 s/round, SB3 0.50 s/round\n```" in text
@@ -52,9 +52,9 @@ def test_head_init_ablation_grid_carries_the_init_and_its_label():
     """The ablation sweep changes only the model's output-layer init and the algo label."""
     from pathlib import Path
 
-    from iif_ray.benchmarks.sweeps import SweepOptions, grid_space, load_sweep
+    from iif_ray.experiments.results import LABEL_KEY
+    from iif_ray.experiments.sweeps import SweepOptions, grid_space, load_sweep
     from iif_ray.rllib import IIFPPO
-    from iif_ray.rllib.settings import LABEL_KEY
 
     sweep = load_sweep(str(Path(__file__).parents[2] / "tune_experiments" / "head_init.py"))
     opts = SweepOptions(algos=["ppo", "iif"], seeds=2)
@@ -76,7 +76,7 @@ def test_head_init_ablation_grid_carries_the_init_and_its_label():
 
 
 def test_grid_tag_separates_grids_and_repeats_for_the_same_command():
-    from iif_ray.benchmarks.sweeps import SweepOptions
+    from iif_ray.experiments.sweeps import SweepOptions
 
     tag = SweepOptions().grid_tag()
     assert tag == "seeds0-2" and SweepOptions(envs=["acrobot"]).grid_tag() == tag
@@ -153,7 +153,7 @@ def test_a_killed_sweep_resumes_exactly(tmp_path):
 
 def test_rounds_file_keeps_one_row_per_round_latest_wins(tmp_path):
     """Merging never leaves a round twice, and a re-run round replaces the old value."""
-    from iif_ray.benchmarks.records import ROUND_COLUMNS, merge_rounds
+    from iif_ray.reporting.records import ROUND_COLUMNS, merge_rounds
 
     def frame(rounds, value):
         return pd.DataFrame([{c: 0.0 for c in ROUND_COLUMNS} | {
@@ -169,7 +169,7 @@ def test_rounds_file_keeps_one_row_per_round_latest_wins(tmp_path):
 
 
 def test_sweeps_are_found_by_name_from_any_directory(tmp_path, monkeypatch):
-    from iif_ray.benchmarks.sweeps import load_sweep
+    from iif_ray.experiments.sweeps import load_sweep
 
     monkeypatch.chdir(tmp_path)
     assert hasattr(load_sweep("benchmark"), "tuners")
@@ -181,10 +181,10 @@ def test_protocol_sweep_cells_carry_restart_init_and_labels():
     """The protocol grid: three cells beside the evidence grid's continuous RLlib-init one."""
     from pathlib import Path
 
-    from iif_ray.benchmarks.sweeps import SweepOptions, grid_space, load_sweep
+    from iif_ray.experiments.results import LABEL_KEY
+    from iif_ray.experiments.sweeps import SweepOptions, grid_space, load_sweep
     from iif_ray.rllib import IIFPPO
     from iif_ray.rllib.env_runner import RoundRestartEnvRunner
-    from iif_ray.rllib.settings import LABEL_KEY
 
     sweep = load_sweep(str(Path(__file__).parents[2] / "tune_experiments" / "protocol.py"))
     opts = SweepOptions(algos=["ppo", "iif"], seeds=2)
@@ -238,7 +238,7 @@ def test_an_interrupted_sweep_resumes_with_its_objects_under_a_grown_config(ray_
     the object and finish."""
     from ray import tune
 
-    from iif_ray.benchmarks.sweeps import resumable_tuner, space_for_restore
+    from iif_ray.experiments.sweeps import resumable_tuner, space_for_restore
 
     run_config = tune.RunConfig(name="grows", storage_path=str(tmp_path), verbose=0)
     space = {"a": tune.grid_search([1, 2, 3]), "kind": Fraction,

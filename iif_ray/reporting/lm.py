@@ -3,8 +3,8 @@
 An LM sweep's ``rounds.csv`` carries the classic round record (its ``eval_return`` is the
 held-out reward), which the report's generic table reads. What that record cannot carry is
 the evaluation *detector*: the paper judges detoxification with a detector other than the
-reward's, so ``lm_progress.csv`` records VADER's toxic rate on held-out prompts too. This
-module reads every run's ``lm_progress.csv`` (under the sweep's ``lm/`` directory) and states,
+reward's, so an LM run's progress file records VADER's toxic rate on held-out prompts too. This
+module reads every run's progress file (under the sweep's ``lm/`` directory) and states,
 per metric, the IQM with its 95% stratified-bootstrap interval, P(algo better than PPO) and
 the mean paired difference from PPO's same seed (both with intervals), and the verdict the
 intervals support. Evaluation rounds sample from fixed held-out prompts with a fixed seed, so
@@ -20,9 +20,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iif_ray.benchmarks import statistics as st
-from iif_ray.benchmarks.lm_trials import LM_ENV, progress_table
-from iif_ray.benchmarks.report import COLORS, FINAL_FRACTION, markdown_table, ordered_algos
+from iif_ray.reporting import stats as st
+from iif_ray.reporting.metrics import FINAL_FRACTION
+from iif_ray.reporting.records import LM_ENV, progress_table
+from iif_ray.reporting.tables import COLORS, markdown_table, ordered_algos, pyplot
 
 LM_RUNS = "lm"  # the LM sweep's run directories: <out>/lm/<algo>-seed<k>
 
@@ -117,11 +118,7 @@ def timing_table(df: pd.DataFrame) -> list[list[str]]:
 
 def plot_lm(df: pd.DataFrame, path: Path) -> None:
     """Both held-out metrics against rounds: mean over seeds and its standard error."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(METRICS), figsize=(11, 4))
     for ax, metric in zip(axes, METRICS, strict=True):
         for a in ordered_algos(set(df.algo)):

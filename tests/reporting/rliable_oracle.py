@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from iif_ray.benchmarks import statistics as st
+from iif_ray.reporting import stats as st
 
 
 def rliable_interval(scores: dict, func: Callable) -> tuple[dict, dict]:

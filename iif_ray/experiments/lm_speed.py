@@ -17,12 +17,13 @@ from dataclasses import replace
 
 import torch
 
-from iif_ray.benchmarks.threads import torch_threads
+from iif_ray.experiments.threads import torch_threads
+from iif_ray.lm.advantages import advantages, validation_weights
 from iif_ray.lm.detox import Language
 from iif_ray.lm.generation import SamplingSettings, sample_records
 from iif_ray.lm.learner import LMLearner, LMPolicy, UpdateSettings
 from iif_ray.lm.models import load_policy, tiny_llama, with_lora, word_tokenizer
-from iif_ray.lm.runtime import LMRunSpec, advantages, validation_weights
+from iif_ray.lm.spec import LMRunSpec
 
 
 def _model(model_dir: str | None):

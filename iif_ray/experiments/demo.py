@@ -14,11 +14,11 @@ import numpy as np
 import pandas as pd
 from rich.table import Table
 
-from iif_ray.benchmarks import statistics as st
-from iif_ray.benchmarks.evaluate import EvaluateOptions, evaluate_sweep
-from iif_ray.benchmarks.records import EVALS_CSV, read_evals
-from iif_ray.benchmarks.sweeps import SweepOptions, benchmark_tuner, fit_and_export
+from iif_ray.experiments.evaluate import EvaluateOptions, evaluate_sweep
+from iif_ray.experiments.sweeps import SweepOptions, benchmark_tuner, fit_and_export
 from iif_ray.presets import get_preset
+from iif_ray.reporting import stats as st
+from iif_ray.reporting.records import EVALS_CSV, read_evals
 
 # A percentile bootstrap over fewer runs has too few distinct resamples and is far too narrow.
 MIN_SEEDS_FOR_READING = 5
@@ -31,6 +31,7 @@ class DemoOptions:
     rounds: int = 8
     out: str = "runs/demo"
     max_concurrent: int = 2
+    verbose: bool = False  # Tune's own console tables instead of one line per trial round
 
 
 def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> tuple[Table, str]:
@@ -39,7 +40,7 @@ def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> tuple[Ta
     sweep = SweepOptions(envs=[preset.name], algos=["ppo", "iif"], seeds=opts.seeds,
                          budget_scale=opts.rounds / preset.rounds, out=opts.out,
                          max_concurrent=opts.max_concurrent, snapshots=True, eval_episodes=0,
-                         checkpoint_every=max(1, opts.rounds))
+                         checkpoint_every=max(1, opts.rounds), verbose=opts.verbose)
     echo(f"training ppo and iif on {preset.env_id}, seeds 0-{opts.seeds - 1}, "
          f"{opts.rounds} rounds of {preset.steps_per_round} steps each")
     fit_and_export([(preset.name, benchmark_tuner(preset.name, sweep,

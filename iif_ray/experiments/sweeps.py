@@ -17,11 +17,12 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from iif_ray.benchmarks.records import ROUNDS_CSV, merge_rounds, rounds_from_results
-from iif_ray.benchmarks.snapshots import snapshot_root
-from iif_ray.benchmarks.trials import EVAL_EPISODES, TrialSpec, trial_config
+from iif_ray.experiments.results import LABEL_KEY, rounds_from_results
+from iif_ray.experiments.snapshots import snapshot_root
+from iif_ray.experiments.trials import EVAL_EPISODES, TrialSpec, trial_config
 from iif_ray.presets import BENCHMARK_ALGOS, algo_settings, get_preset
-from iif_ray.rllib.settings import CONFIG_KEY, LABEL_KEY
+from iif_ray.reporting.records import ROUNDS_CSV, merge_rounds
+from iif_ray.rllib.settings import CONFIG_KEY
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,7 @@ class SweepOptions:
     # so their rows sit beside the plain ones in one rounds file.
     model_overrides: dict[str, Any] = field(default_factory=dict)
     label_suffix: str = ""
+    verbose: bool = False  # Tune's own console tables instead of one line per trial round
 
     def __post_init__(self) -> None:
         if self.seeds < 1:
@@ -256,6 +258,7 @@ def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
     """Grid over algorithm x seed for one environment (paper preset), stopped at its budget."""
     from ray import tune
 
+    from iif_ray.experiments.progress import console_output
     from iif_ray.rllib import IIFPPO
 
     params, budget = grid_space(env, opts)
@@ -268,7 +271,7 @@ def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
         checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=opts.checkpoint_every,
                                                 checkpoint_at_end=True, num_to_keep=1),
         failure_config=tune.FailureConfig(max_failures=3),
-        verbose=1,
+        **console_output(opts.verbose, budget // get_preset(env).steps_per_round),
     )
     return resumable_tuner(
         IIFPPO, param_space=params, run_config=run_config,

@@ -1,11 +1,11 @@
 """Benchmark trials: a paper preset plus evaluation (or policy snapshots) and the round record.
 
 Every benchmark trial is an :class:`~iif_ray.rllib.IIFPPO` built from a preset, and adds the
-round record (:mod:`iif_ray.benchmarks.records`) to each result under ``bench``. It either
+round record (:mod:`iif_ray.reporting.records`) to each result under ``bench``. It either
 
 * evaluates the *stochastic* policy after every round on a separate evaluation EnvRunner
   (vectorised, one sub-environment per episode; quick, imprecise), or
-* saves the policy after every round (:mod:`iif_ray.benchmarks.snapshots`) and evaluates
+* saves the policy after every round (:mod:`iif_ray.experiments.snapshots`) and evaluates
   nothing, leaving precise, paired evaluation to ``iif-ray evaluate`` after training.
 """
 
@@ -18,13 +18,17 @@ from typing import Any
 from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.annotations import override
 
-from iif_ray.benchmarks.records import RECORD_KEY, record_from_result, trial_label
-from iif_ray.benchmarks.snapshots import run_snapshot_dir, write_plan, write_snapshot, write_spec
+from iif_ray.experiments.results import (
+    RECORD_KEY,
+    SNAPSHOT_KEY,
+    record_from_result,
+    trial_label,
+)
+from iif_ray.experiments.snapshots import run_snapshot_dir, write_plan, write_snapshot, write_spec
 from iif_ray.presets import Preset
 from iif_ray.rllib import IIFConfig, build_config
 from iif_ray.rllib.module_bridge import policy_net
 from iif_ray.rllib.results import DEFAULT_MODULE
-from iif_ray.rllib.settings import SNAPSHOT_KEY
 
 TRAIN_RETURN_WINDOW = 20  # train_return: mean of the last 20 training episodes
 

@@ -25,16 +25,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from iif_ray.benchmarks.records import EVAL_COLUMNS, EVALS_CSV, merge_evals, read_evals
-from iif_ray.benchmarks.snapshots import (
-    SNAPSHOT_ROOT,
-    SnapshotRun,
-    find_runs,
-    load_snapshot,
-    read_spec,
-    round_file,
-    snapshot_digest,
-)
 from iif_ray.envs import make_env
 from iif_ray.evaluation import (
     PolicySampler,
@@ -45,7 +35,17 @@ from iif_ray.evaluation import (
     standard_error,
     supports_exact,
 )
+from iif_ray.experiments.snapshots import (
+    SNAPSHOT_ROOT,
+    SnapshotRun,
+    find_runs,
+    load_snapshot,
+    read_spec,
+    round_file,
+    snapshot_digest,
+)
 from iif_ray.presets import get_preset
+from iif_ray.reporting.records import EVAL_COLUMNS, EVALS_CSV, merge_evals, read_evals
 from iif_ray.rllib.module_bridge import policy_from_spec
 
 TARGET_SE_FRAC = 0.02  # standard error <= 2% of the environment's return range

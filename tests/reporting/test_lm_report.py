@@ -11,11 +11,12 @@ import numpy as np
 import pytest
 from rliable import metrics
 
-from iif_ray.benchmarks import lm_report
-from iif_ray.benchmarks import statistics as st
-from iif_ray.benchmarks.lm_trials import run_name
-from iif_ray.lm.runtime import ProgressWriter
-from tests.benchmarks.rliable_oracle import rliable_interval
+from iif_ray.lm.trainer import PROGRESS_FIELDS
+from iif_ray.reporting import lm as lm_report
+from iif_ray.reporting import stats as st
+from iif_ray.reporting.records import run_name
+from iif_ray.run import ProgressWriter
+from tests.reporting.rliable_oracle import rliable_interval
 
 ROUNDS, EVAL_EVERY, SEEDS = 20, 2, 6
 
@@ -27,10 +28,10 @@ def _fewer_bootstrap_reps(monkeypatch):
 
 def _write_run(root: Path, algo: str, seed: int, toxic: np.ndarray, reward: np.ndarray,
                rounds: int = ROUNDS) -> None:
-    """One run's lm_progress.csv, written by the runtime's own writer."""
+    """One LM run's progress.csv, written by the run model's writer with the LM schema."""
     out = root / lm_report.LM_RUNS / run_name(algo, seed)
     out.mkdir(parents=True)
-    writer = ProgressWriter(out)
+    writer = ProgressWriter(out, PROGRESS_FIELDS)
     for k in range(1, rounds + 1):
         row = {"round": k, "reward_mean": 0.0, "frac_dropped": 0.0 if algo == "ppo" else 0.3,
                "round_s": 2.0, "generate_s": 0.5, "scoring_s": 0.0 if algo == "ppo" else 0.4,

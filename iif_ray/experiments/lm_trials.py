@@ -1,6 +1,6 @@
 """LM runs as Tune trials: detox-mini (or any local model) x {ppo, iif, random} x seed.
 
-A trial is one :func:`iif_ray.lm.runtime.fit` run in a run directory of its own
+A trial is one :func:`iif_ray.lm.trainer.fit` run in a run directory of its own
 (``<out>/lm/<algo>-seed<k>``), reporting every round as a round record (the same schema as
 the classic trials, so ``rounds.csv``, ``iif-ray report`` and its statistics work unchanged):
 
@@ -22,24 +22,20 @@ round counter and the run's rounds stay the same numbers.
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
-
-from iif_ray.benchmarks.records import RECORD_KEY, round_record
-from iif_ray.lm.runtime import PROGRESS_CSV, RUN_SPEC, LMRunSpec, fit, read_progress
-
-# The key trial_label reads the algorithm from, shared with the classic trials' configs.
-from iif_ray.rllib.settings import LABEL_KEY
-
-LM_ENV = "detox-mini"
+# LABEL_KEY: the key trial_label reads the algorithm from, shared with the classic trials.
+from iif_ray.experiments.results import LABEL_KEY, RECORD_KEY
+from iif_ray.lm.spec import LMRunSpec
+from iif_ray.lm.trainer import fit
+from iif_ray.reporting.records import LM_ENV, round_record, run_name
+from iif_ray.run import run_kind
 
 
 def record_from_row(row: dict[str, float], sequences_per_round: int) -> dict[str, float]:
-    """The round record of one ``lm_progress.csv`` row."""
+    """The round record of one ``progress.csv`` row of an LM run."""
     scoring = row.get("scoring_s", 0.0)
     update = row.get("update_s", 0.0)
     return round_record(
@@ -57,29 +53,6 @@ def record_from_row(row: dict[str, float], sequences_per_round: int) -> dict[str
     )
 
 
-def run_name(algo: str, seed: int) -> str:
-    """A trial's run directory under the spec's ``out_dir``: ``<algo>-seed<k>``."""
-    return f"{algo}-seed{seed}"
-
-
-_RUN_NAME = re.compile(r"^(?P<algo>.+)-seed(?P<seed>\d+)$")
-
-
-def progress_table(runs_dir: str | Path) -> pd.DataFrame:
-    """Every run's ``lm_progress.csv`` under ``runs_dir`` (the sweep's ``<out>/lm``) as one
-    tidy table with ``algo`` and ``seed`` columns (from the run directory's name)."""
-    frames = []
-    for path in sorted(Path(runs_dir).glob(f"*/{PROGRESS_CSV}")):
-        m = _RUN_NAME.match(path.parent.name)
-        if not m:
-            continue
-        rows = pd.DataFrame(read_progress(path.parent))
-        if rows.empty:
-            continue
-        frames.append(rows.assign(algo=m["algo"], seed=int(m["seed"])))
-    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
-
-
 def lm_trainable(config: dict[str, Any]) -> None:
     """Tune function trainable: one LM run, resumed when its directory holds one."""
     from ray import tune
@@ -94,7 +67,8 @@ def lm_trainable(config: dict[str, Any]) -> None:
         tune.report({RECORD_KEY: record_from_row(row, per_round),
                      "reward_mean": row["reward_mean"]})
 
-    fit(spec, echo=lambda _: None, on_round=report, resume=(out / RUN_SPEC).exists())
+    # run_kind: the directory holds a run (an older LM one is migrated to the run model).
+    fit(spec, echo=lambda _: None, on_round=report, resume=run_kind(out) is not None)
 
 
 def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
@@ -106,7 +80,8 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
     from ray import tune
     from ray.tune.execution.placement_groups import PlacementGroupFactory
 
-    from iif_ray.benchmarks.sweeps import resumable_tuner, trial_name
+    from iif_ray.experiments.progress import console_output
+    from iif_ray.experiments.sweeps import resumable_tuner, trial_name
 
     space = {"spec": spec.to_dict(), "seed": tune.grid_search(opts.seed_list),
              "learner_config_dict": tune.grid_search([{LABEL_KEY: a} for a in opts.algos])}
@@ -125,7 +100,8 @@ def lm_tuner(spec: LMRunSpec, opts: Any, *, name: str = LM_ENV) -> Any:
     resources = PlacementGroupFactory(bundles)
     run_config = tune.RunConfig(name=f"{name}-{opts.grid_tag()}",
                                 storage_path=str(Path(opts.out).resolve() / "tune"),
-                                failure_config=tune.FailureConfig(max_failures=3), verbose=1)
+                                failure_config=tune.FailureConfig(max_failures=3),
+                                **console_output(opts.verbose, spec.rounds))
     return resumable_tuner(
         tune.with_resources(lm_trainable, resources), param_space=space,
         run_config=run_config,
