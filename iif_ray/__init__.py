@@ -1,14 +1,17 @@
 """iif-ray: influence-filtered PPO (IIF) and local data attribution on Ray RLlib.
 
-The layout is the map (each layer imports only from its own layer or below):
+Layers, top to bottom (each imports only from its own row or below; ``pyproject.toml``'s
+import-linter contracts enforce it and the README's "Layout" describes every module)::
 
-* L0 ``attribution/`` (pure torch), ``presets``, ``envs``, ``ledger``;
-* L1 ``scoring/`` (in-process scorer, Ray actor pool);
-* L2 ``rllib/`` (config, learners, the influence round, connectors, module bridge);
-* L3 ``run_dir``, ``driver``, ``ray_session``;
-* L4 ``experiments/`` (trials, sweeps, baselines, demo, speed runs), ``diagnostics/``,
-  ``cluster/``; Ray-free ``reporting/`` (the report from committed CSVs) just below them;
-* L5 ``cli/``.
+    L8  cli
+    L7  experiments | diagnostics | cluster
+    L6  reporting           Ray-free: report.md from committed files
+    L5  driver
+    L4  ray_session
+    L3  rllib | lm          the two engines
+    L2  run | scoring | evaluation
+    L1  presets
+    L0  attribution | envs | ledger | atomic_files | options
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-LAYERS = "iif_ray layers (L5 cli ... L0 attribution, presets, envs, ledger)"
+LAYERS = "iif_ray layers (L8 cli ... L0 attribution, envs, ledger, options)"
 RAY_FREE = "L0 and in-process scoring never import Ray"
 ENGINE_FREE = "The run model knows neither engine nor Ray"
 RAY_FREE_REPORTING = "reporting reads committed files without Ray or an engine"
@@ -44,11 +44,11 @@ def test_the_package_keeps_its_layers() -> None:
 @pytest.mark.parametrize(
     ("module", "upward_import", "contract"),
     [
-        # L0 reaching up to the CLI (L5), even inside a function, as lazy imports hide.
+        # L0 reaching up to the CLI (L8), even inside a function, as lazy imports hide.
         ("attribution/influence.py", "def _x():\n    import iif_ray.cli\n", "layers"),
-        # L1 reaching into the RLlib layer (L2).
+        # L2 reaching into the engines (L3).
         ("scoring/pool.py", "from iif_ray.rllib import settings\n", "layers"),
-        # L2 reaching into the reporting (L4).
+        # L3 reaching into the reporting (L6).
         ("rllib/influence_round.py", "import iif_ray.reporting.report\n", "layers"),
         # The Ray-free core importing Ray.
         ("ledger.py", "import ray\n", "ray-free"),
