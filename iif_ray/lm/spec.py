@@ -74,15 +74,13 @@ class LMRunSpec:
                             help="initial KL coefficient of the reward penalty (ppo)")
     kl_target: float = option(1.0, accepts=above(0),
                               help="per-token KL the adaptive controller steers toward (ppo)")
-    eval_every: int = option(5, accepts=at_least(1),
-                             help="rounds between held-out evaluations (and the last round)")
+    # Evaluations and checkpoints also come after the last round.
+    eval_every: int = option(5, accepts=at_least(1), help="rounds between held-out evaluations")
     eval_prompts: int = option(128, accepts=at_least(1), help="held-out prompts per evaluation")
-    checkpoint_every: int = option(5, accepts=at_least(1),
-                                   help="rounds between checkpoints (and the last round)")
+    checkpoint_every: int = option(5, accepts=at_least(1), help="rounds between checkpoints")
     num_scorers: int = option(0, accepts=at_least(0),
                               help="scorer actors (0: the learner scores the records itself)")
-    cpus_per_scorer: float = option(1.0, accepts=at_least(0),
-                                    help="CPUs each scorer actor reserves")
+    cpus_per_scorer: float = option(1.0, accepts=at_least(0), help="CPUs per scorer actor")
     # CPUs the rollout and learner actors reserve. They never compute at the same time (the
     # driver waits on each), so a Tune trial can give the rollout actor less.
     rollout_cpus: float = option(1.0, accepts=at_least(0), help="CPUs the rollout actor "
