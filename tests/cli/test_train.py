@@ -24,12 +24,13 @@ from tests.processes import kill_hard, start_marked
         (["--env", "LunarLander-v2"], "did you mean LunarLander-v3"),
         (["--preset", "pong"], "unknown preset 'pong'; available:"),
         (["--preset", "acrobot", "--drop-fraction", "1.0"],
-         "drop fraction must be in [0, 1), got '1.0'"),
+         "drop-fraction must be a number in [0, 1), got '1.0'"),
         (["--preset", "acrobot", "--drop-fraction", "-0.1"], "got '-0.1'"),
         (["--preset", "acrobot", "--timesteps", "-100"], "timesteps must be >= 1, got '-100'"),
         (["--preset", "acrobot", "--target", "reward"], "unknown target 'reward'"),
         (["--preset", "acrobot", "--target", "action"], "action target needs probe states"),
-        (["--preset", "acrobot", "--num-scorers", "-2"], "num-scorers must be >= 0, got '-2'"),
+        (["--preset", "acrobot", "--num-scorers", "-2"],
+         "num-scorers must be an integer >= 0, got '-2'"),
     ],
 )
 def test_bad_input_exits_nonzero_with_one_clear_message(tmp_path, capsys, args, message) -> None:
