@@ -52,6 +52,7 @@ def test_non_empty_out_dir_is_refused(tmp_path, capsys) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_train_writes_a_complete_run_directory(tmp_path) -> None:
     out = tmp_path / "run"
     proc = subprocess.run(
@@ -75,6 +76,7 @@ def test_train_writes_a_complete_run_directory(tmp_path) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_failed_run_leaves_nothing_that_looks_complete(ray_local, tmp_path) -> None:
     def fail_on_second_round(row: dict) -> None:
         if row["round"] == 2:
@@ -96,6 +98,7 @@ def test_failed_run_leaves_nothing_that_looks_complete(ray_local, tmp_path) -> N
     ("nohost", "Ray address 'nohost' is not host:port"),
     ("10.0.0.1:99999", "is not host:port"),
 ])
+@pytest.mark.slow
 def test_a_bad_address_fails_within_the_bound(tmp_path, address, message) -> None:
     """Ray itself would retry an unreachable GCS address for ever (more than 10 minutes)."""
     out = tmp_path / "run"

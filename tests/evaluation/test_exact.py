@@ -62,6 +62,7 @@ def test_frozenlake_greedy_path_is_one():
 
 
 @pytest.mark.parametrize(("seed", "bias"), [(0, 2.5), (3, 1.0)])
+@pytest.mark.slow
 def test_minigrid_exact_matches_monte_carlo(seed, bias):
     env_id = "MiniGrid-Empty-8x8-v0"
     mdp = finite_mdp(env_id)

@@ -229,6 +229,7 @@ def _count_to_three(config: dict) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_an_interrupted_sweep_resumes_with_its_objects_under_a_grown_config(ray_local,
                                                                             tmp_path):
     """Ctrl-C stops a one-at-a-time grid in its first trial, before Tune made the others;

@@ -50,6 +50,7 @@ def train(model_dir: Path, out: Path, num_scorers: int) -> None:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_seeded_lm_run_is_unchanged_by_the_run_model(ray_local, tiny_model_dir, tmp_path):
     before = np.load(BEFORE)
     now: dict[str, np.ndarray] = {}

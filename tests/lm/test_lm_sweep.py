@@ -13,6 +13,7 @@ from iif_ray.run import PROGRESS
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_lm_grid_exports_round_records_and_reports(ray_local, tiny_model_dir, tmp_path,
                                                    monkeypatch):
     from iif_ray.cli import main

@@ -24,6 +24,7 @@ def _spec(model, out, **kw) -> LMRunSpec:
 @pytest.mark.parametrize(("algo", "estimator", "scorers", "dtype"),
                          [("iif", "ppo", 1, "float32"), ("random", "grpo", 0, "float32"),
                           ("iif", "ppo", 0, "bfloat16")])
+@pytest.mark.slow
 def test_two_rounds_end_to_end(ray_local, tiny_model_dir, tmp_path, algo, estimator, scorers,
                                dtype):
     """One rollout actor, one reward actor, one learner and (IIF) one scorer actor; also
@@ -53,6 +54,7 @@ def test_two_rounds_end_to_end(ray_local, tiny_model_dir, tmp_path, algo, estima
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_scorer_actors_give_the_learners_scores(ray_local, tiny_model_dir, tmp_path):
     """Two scorer actors, each a shard: the same scores as the learner's own, in row order,
     also when one of them dies between rounds."""
@@ -105,6 +107,7 @@ class _Killed(RuntimeError):
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_killed_lm_run_resumes_exactly(ray_local, tiny_model_dir, tmp_path):
     """Killed during round 3 (round 2 checkpointed, round 3's progress row written), then
     resumed: every round once, and the same figures as a run never interrupted."""
@@ -156,6 +159,7 @@ def test_spec_refuses_bad_values():
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_train_lm_command_with_a_local_model(ray_local, tiny_model_dir, classifier_dir,
                                             tmp_path):
     """``iif-ray train-lm --model PATH --reward PATH --prompts FILE``: the user-facing path, on
@@ -284,6 +288,7 @@ def test_spec_selection_defaults_to_each_algos_rule_and_old_specs_load():
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_selection_negative_drops_exactly_the_negative_records(ray_local, tiny_model_dir,
                                                               tmp_path):
     """The paper's official rule reaches the update: every negative-scored record dropped,
@@ -301,6 +306,7 @@ def test_selection_negative_drops_exactly_the_negative_records(ray_local, tiny_m
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_a_legacy_lm_directory_resumes(ray_local, tiny_model_dir, tmp_path):
     """A run directory under the LM engine's old file names (``lm_run.json``,
     ``lm_progress.csv``, ``lm_checkpoint.pt``), killed after its checkpoint, resumes with

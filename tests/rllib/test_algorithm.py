@@ -31,6 +31,7 @@ def learner_info(algo: Algorithm) -> dict:
     return next(iter(algo.learner_group.foreach_learner(read))).get()
 
 
+@pytest.mark.slow
 def test_checkpoint_keeps_learner_settings_and_state(ray_local, tmp_path) -> None:
     ledger = tmp_path / "ledger"
     cfg = small(build_config(get_preset("cartpole"), algo="random", seed=3,
@@ -58,6 +59,7 @@ def test_checkpoint_keeps_learner_settings_and_state(ray_local, tmp_path) -> Non
         restored.stop()
 
 
+@pytest.mark.slow
 def test_remote_env_runner_and_paper_preset_semantics(ray_local) -> None:
     cfg = small(build_config(get_preset("acrobot"), algo="iif", num_env_runners=1))
     assert cfg.lambda_ == 0.95 and cfg.use_kl_loss is False and cfg.grad_clip is None

@@ -41,6 +41,7 @@ def _run(restart: bool, rounds: int = 3) -> list[list[np.ndarray]]:
 
 
 @pytest.mark.ray
+@pytest.mark.slow
 def test_restart_per_round_starts_each_round_from_its_seed(ray_local):
     env = make_env("CartPole-v1")
     restarted = _run(restart=True)

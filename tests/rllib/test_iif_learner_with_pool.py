@@ -33,6 +33,7 @@ def scores_of(ledger: str, iteration: int) -> np.ndarray:
     return table.column("score").to_numpy()[it == iteration]
 
 
+@pytest.mark.slow
 def test_pool_in_training_matches_local_and_survives_a_killed_scorer(ray_local, tmp_path) -> None:
     local, pooled = str(tmp_path / "local"), str(tmp_path / "pool")
     algo = config(0, local).build_algo()
@@ -57,6 +58,7 @@ def test_pool_in_training_matches_local_and_survives_a_killed_scorer(ray_local, 
         assert np.max(np.abs(a - b)) <= 1e-6 * np.max(np.abs(a))
 
 
+@pytest.mark.slow
 def test_remote_learner_with_scorer_pool(ray_local) -> None:
     cfg = config(1).learners(num_learners=1, num_cpus_per_learner=1)
     algo = cfg.build_algo()
@@ -70,6 +72,7 @@ def test_remote_learner_with_scorer_pool(ray_local) -> None:
     assert len(info) == 1 and info[0]["pid"] > 0
 
 
+@pytest.mark.slow
 def test_several_learners_share_the_all_reduced_direction(ray_local) -> None:
     cfg = config(0).learners(num_learners=2, num_cpus_per_learner=0.5,
                              learner_class=DiagnosticLearner)
@@ -92,6 +95,7 @@ def test_several_learners_share_the_all_reduced_direction(ray_local) -> None:
 
 
 @pytest.mark.parametrize("num_learners", [0, 1])
+@pytest.mark.slow
 def test_tune_trial_with_scorers_does_not_hang(ray_local, tmp_path, num_learners) -> None:
     """2-CPU cluster: the trial's placement group holds the scorer bundles IIFPPO reserves."""
     cfg = config(2 if num_learners == 0 else 1)

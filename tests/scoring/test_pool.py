@@ -65,6 +65,7 @@ def pool(n: int, worker_cls=ScorerWorker, **kw) -> AttributionPool:
 
 
 @pytest.mark.parametrize(("num_scorers", "n"), [(1, 500), (2, 1001), (3, 1000), (3, 2)])
+@pytest.mark.slow
 def test_pool_scores_equal_local_scores(ray_local, num_scorers: int, n: int) -> None:
     policy, records, direction = workload(n)
     expected = local_scores(policy, records, direction)
@@ -87,6 +88,7 @@ class SlowWorker(ScorerWorker):
         return super().score(*args, **kwargs)
 
 
+@pytest.mark.slow
 def test_killed_scorer_is_replaced_and_shard_rescored(ray_local) -> None:
     policy, records, direction = workload(900)
     expected = local_scores(policy, records, direction)
@@ -116,6 +118,7 @@ def hang_once_worker(flag: str) -> type[ScorerWorker]:
     return HangOnceWorker
 
 
+@pytest.mark.slow
 def test_hanging_scorer_times_out_and_is_replaced(ray_local, tmp_path) -> None:
     policy, records, direction = workload(300)
     expected = local_scores(policy, records, direction)
@@ -139,6 +142,7 @@ class DyingWorker(ScorerWorker):
         os._exit(1)
 
 
+@pytest.mark.slow
 def test_round_fails_loudly_after_retries(ray_local) -> None:
     policy, records, direction = workload(100)
     p = pool(1, DyingWorker, max_retries=1)
@@ -151,6 +155,7 @@ def test_round_fails_loudly_after_retries(ray_local) -> None:
         p.shutdown()
 
 
+@pytest.mark.slow
 def test_unschedulable_scorers_fail_instead_of_hanging(ray_local) -> None:
     t0 = time.perf_counter()
     with pytest.raises(ScoringFailedError, match="did not start within 3 s"):
