@@ -85,3 +85,70 @@ def test_the_ray_free_layers_load_without_ray() -> None:
             "bad = [m for m in sys.modules if m == 'ray' or m.startswith(('ray.', 'tree'))]; "
             "print(bad); assert not bad")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def import_cycles(package: str) -> list[list[str]]:
+    """The groups of modules of ``package`` that import each other, directly or through
+    others (lazy imports inside functions included): Tarjan's strongly connected components
+    of grimp's import graph, iteratively."""
+    import grimp
+
+    graph = grimp.build_graph(package)
+    edges = {m: sorted(n for n in graph.find_modules_directly_imported_by(m)
+                       if n in graph.modules) for m in graph.modules}
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    cycles: list[list[str]] = []
+    for root in sorted(edges):
+        if root in index:
+            continue
+        work = [(root, iter(edges[root]))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is None:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        top = stack.pop()
+                        on_stack.discard(top)
+                        component.append(top)
+                        if top == node:
+                            break
+                    if len(component) > 1:
+                        cycles.append(sorted(component))
+            elif child not in index:
+                index[child] = low[child] = len(index)
+                stack.append(child)
+                on_stack.add(child)
+                work.append((child, iter(edges[child])))
+            elif child in on_stack:
+                low[node] = min(low[node], index[child])
+    return cycles
+
+
+def test_no_import_cycle_anywhere_in_the_package() -> None:
+    """The layers alone do not rule out a circle among siblings that may import each other,
+    or inside one package (the report sections once imported each other in a circle)."""
+    assert import_cycles("iif_ray") == []
+
+
+def test_the_cycle_check_sees_a_cycle(tmp_path, monkeypatch) -> None:
+    """A package whose modules import each other through a third, one of them lazily."""
+    pkg = tmp_path / "circ"
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text("")
+    (pkg / "a.py").write_text("def f():\n    from circ import b\n")
+    (pkg / "b.py").write_text("import circ.c\n")
+    (pkg / "c.py").write_text("import circ.a\n")
+    (pkg / "d.py").write_text("import circ.a\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert import_cycles("circ") == [["circ.a", "circ.b", "circ.c"]]
