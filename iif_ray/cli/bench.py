@@ -6,6 +6,7 @@ import argparse
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import UsageError, console, int_at_least
+from iif_ray.cli.flags import add_address
 from iif_ray.presets import get_preset
 
 
@@ -20,18 +21,18 @@ class BenchCommand(Command):
         scoring.add_argument("--rounds", type=int_at_least(2, "rounds"), default=4)
         scoring.add_argument("--gpu", action="store_true",
                              help="also run each preset with the learner on a GPU, side by side")
-        scoring.add_argument("--address")
+        add_address(scoring)
         pool = bench_sub.add_parser("pool", help="records/s: in-process scoring vs scorer actors")
         pool.add_argument("--workloads", default="lunarlander-2k,mlp3x512-16k,minigrid-cnn-64k")
         pool.add_argument("--max-scorers", type=int_at_least(1, "max-scorers"),
                           help="largest pool (default: the cluster's CPU count)")
         pool.add_argument("--reps", type=int_at_least(1, "reps"), default=3)
-        pool.add_argument("--address")
+        add_address(pool)
         sb3 = bench_sub.add_parser("sb3", help="seconds per PPO round: ours vs Stable-Baselines3")
         sb3.add_argument("--presets", default="lunarlander,acrobot")
         sb3.add_argument("--rounds", type=int_at_least(2, "rounds"), default=5)
         sb3.add_argument("--num-envs", default="1,8", help="sampling layouts to compare")
-        sb3.add_argument("--address")
+        add_address(sb3)
         lm = bench_sub.add_parser("lm", help="LM path: scoring vs update seconds per round")
         lm.add_argument("--model", help="local causal-LM directory (default: an untrained "
                                         "detox-mini-sized model; timing does not need training)")

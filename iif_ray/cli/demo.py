@@ -13,6 +13,7 @@ import argparse
 
 from iif_ray.cli import common
 from iif_ray.cli.base import Command
+from iif_ray.cli.flags import add_address
 from iif_ray.presets import PRESETS, get_preset
 
 
@@ -30,7 +31,7 @@ class DemoCommand(Command):
         parser.add_argument("--max-concurrent", type=common.int_at_least(1, "max-concurrent"),
                             default=2, help="trials trained at once")
         parser.add_argument("--out", default="runs/demo", help="directory for the runs")
-        parser.add_argument("--address", help="Ray address: omit for an embedded local Ray")
+        add_address(parser)
         parser.add_argument("--verbose", action="store_true",
                             help="Tune's own progress tables (each trial's configuration, "
                                  "trial status every 30 s) instead of one line per round")

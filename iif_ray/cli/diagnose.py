@@ -6,6 +6,7 @@ import argparse
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import UsageError, console, int_at_least, int_list
+from iif_ray.cli.flags import add_address
 
 
 class DiagnoseCommand(Command):
@@ -28,8 +29,7 @@ class DiagnoseCommand(Command):
                                  "chose --probe-action in --probe-round")
         parser.add_argument("--probe-round", type=int_at_least(1, "probe-round"))
         parser.add_argument("--probe-action", type=int_at_least(0, "probe-action"))
-        parser.add_argument("--address",
-                            help="Ray address for --intervene (default: embedded)")
+        add_address(parser, purpose="the Ray cluster --intervene trains on")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.diagnostics import diagnose, write_probes

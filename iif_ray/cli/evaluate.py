@@ -6,6 +6,7 @@ import argparse
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import UsageError, console, int_at_least
+from iif_ray.cli.flags import add_address
 from iif_ray.presets import PRESETS
 
 
@@ -20,7 +21,7 @@ class EvaluateCommand(Command):
                             help="evaluate every N-th round (default: per environment)")
         parser.add_argument("--min-episodes", type=int_at_least(2, "min-episodes"),
                             help="Monte-Carlo episodes before the precision check (default 100)")
-        parser.add_argument("--address")
+        add_address(parser)
 
     def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
         for env in (e for e in args.envs.split(",") if e):

@@ -7,6 +7,7 @@ import sys
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import UsageError, console, int_at_least
+from iif_ray.cli.flags import add_address
 from iif_ray.presets import BENCHMARK_ALGOS
 
 
@@ -29,7 +30,7 @@ class SweepCommand(Command):
         parser.add_argument("--checkpoint-every", type=int_at_least(1, "checkpoint-every"),
                             default=10, help="rounds between trial checkpoints (resume points)")
         parser.add_argument("--out", default="runs/sweep")
-        parser.add_argument("--address")
+        add_address(parser)
         parser.add_argument("--verbose", action="store_true",
                             help="Tune's own progress tables (each trial's configuration, "
                                  "trial status every 30 s) instead of one line per round")
