@@ -57,7 +57,7 @@ def test_the_package_keeps_its_layers() -> None:
         # The reporting reaching up into the experiments, or sideways into an engine.
         ("reporting/tables.py", "import iif_ray.experiments.sweeps\n", "layers"),
         ("reporting/stats.py", "from ray import tune\n", "ray-free-reporting"),
-        ("reporting/records.py", "import iif_ray.lm.spec\n", "ray-free-reporting"),
+        ("reporting/rounds.py", "import iif_ray.lm.spec\n", "ray-free-reporting"),
         # A shared helper importing a section: the circle the split removed.
         ("reporting/metrics.py", "import iif_ray.reporting.evidence\n", "sections"),
     ],

@@ -7,7 +7,7 @@ Run it with::
 
 One Tune experiment per environment (budgets and networks differ), each a grid over the
 algorithms and seeds. Every trial evaluates the stochastic policy after every round on its own
-evaluation EnvRunner and reports a flat ``bench`` record (see ``iif_ray.reporting.records``).
+evaluation EnvRunner and reports a flat ``bench`` record (see ``iif_ray.reporting.rounds``).
 Trials checkpoint every 10 rounds and at the end; ``FailureConfig(max_failures=3)`` restarts a
 failed trial from its last checkpoint, and running the same command again resumes an
 interrupted experiment instead of starting over.

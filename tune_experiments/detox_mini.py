@@ -4,7 +4,7 @@
     iif-ray report runs/lm-sweep
 
 Every trial is one LM run (``iif_ray.experiments.lm_trials``) with its own run directory under
-``<out>/lm/``; it reports round records like the classic trials, so ``rounds.csv`` and the
+``<out>/lm/``; it reports round rows like the classic trials, so ``rounds.csv`` and the
 report (IQM, P(IIF > PPO), SE_ave / SE_peak) read it the same way. The evaluation return is
 the held-out reward (log-odds of "not offensive" on held-out prompt topics, every 5 rounds);
 ``progress.csv`` in each run directory also has the held-out detector's toxic rate.

@@ -1,7 +1,7 @@
 """Experiments: benchmark trials, sweeps, baselines, evaluation of snapshots, the demo and
 speed runs; everything here runs something, most of it on Ray.
 
-``results`` (trial keys; RLlib results to round records) <- ``trials`` (a preset + evaluation
+``results`` (trial keys; RLlib results to round rows) <- ``trials`` (a preset + evaluation
 or snapshots + the record) <- ``sweeps`` (Tune grids with resume) and ``sb3`` (the
 Stable-Baselines3 peer); ``lm_trials`` (LM runs as Tune trials); ``evaluate`` drives
 :mod:`iif_ray.evaluation` over a sweep's snapshots; ``demo`` chains a sweep, the evaluation and

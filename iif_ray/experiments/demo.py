@@ -18,7 +18,7 @@ from iif_ray.experiments.evaluate import EvaluateOptions, evaluate_sweep
 from iif_ray.experiments.sweeps import SweepOptions, benchmark_tuner, fit_and_export
 from iif_ray.presets import get_preset
 from iif_ray.reporting import stats as st
-from iif_ray.reporting.records import EVALS_CSV, read_evals
+from iif_ray.reporting.rounds import EVALS_CSV, read_evals
 
 # A percentile bootstrap over fewer runs has too few distinct resamples and is far too narrow.
 MIN_SEEDS_FOR_READING = 5

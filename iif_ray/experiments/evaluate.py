@@ -45,7 +45,7 @@ from iif_ray.experiments.snapshots import (
     snapshot_digest,
 )
 from iif_ray.presets import get_preset
-from iif_ray.reporting.records import EVAL_COLUMNS, EVALS_CSV, merge_evals, read_evals
+from iif_ray.reporting.rounds import EVAL_COLUMNS, EVALS_CSV, merge_evals, read_evals
 from iif_ray.rllib.module_bridge import policy_from_spec
 
 TARGET_SE_FRAC = 0.02  # standard error <= 2% of the environment's return range

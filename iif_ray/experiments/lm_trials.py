@@ -1,11 +1,11 @@
 """LM runs as Tune trials: detox-mini (or any local model) x {ppo, iif, random} x seed.
 
 A trial is one :func:`iif_ray.lm.trainer.fit` run in a run directory of its own
-(``<out>/lm/<algo>-seed<k>``), reporting every round as a round record (the same schema as
+(``<out>/lm/<algo>-seed<k>``), reporting every round as a round row (the same schema as
 the classic trials, so ``rounds.csv``, ``iif-ray report`` and its statistics work unchanged):
 
 ==================  ====================================================
-round record        LM figure
+round row        LM figure
 ==================  ====================================================
 env_steps           sequences trained on so far (round x batch)
 train_return        mean reward of the round's responses
@@ -27,18 +27,18 @@ from pathlib import Path
 from typing import Any
 
 # LABEL_KEY: the key trial_label reads the algorithm from, shared with the classic trials.
-from iif_ray.experiments.results import LABEL_KEY, RECORD_KEY
+from iif_ray.experiments.results import LABEL_KEY, ROUND_ROW_KEY
 from iif_ray.lm.spec import LMRunSpec
 from iif_ray.lm.trainer import fit
-from iif_ray.reporting.records import LM_ENV, round_record, run_name
+from iif_ray.reporting.rounds import LM_ENV, round_row, run_name
 from iif_ray.run import run_kind
 
 
-def record_from_row(row: dict[str, float], sequences_per_round: int) -> dict[str, float]:
-    """The round record of one ``progress.csv`` row of an LM run."""
+def round_row_from_progress(row: dict[str, float], sequences_per_round: int) -> dict[str, float]:
+    """The round row of one ``progress.csv`` row of an LM run."""
     scoring = row.get("scoring_s", 0.0)
     update = row.get("update_s", 0.0)
-    return round_record(
+    return round_row(
         env_steps=row["round"] * sequences_per_round,
         eval_return=row.get("eval_reward", math.nan),
         eval_episodes=0.0,
@@ -64,7 +64,7 @@ def lm_trainable(config: dict[str, Any]) -> None:
     per_round = spec.prompts_per_round * spec.group_size
 
     def report(row: dict[str, float]) -> None:
-        tune.report({RECORD_KEY: record_from_row(row, per_round),
+        tune.report({ROUND_ROW_KEY: round_row_from_progress(row, per_round),
                      "reward_mean": row["reward_mean"]})
 
     # run_kind: the directory holds a run (an older LM one is migrated to the run model).

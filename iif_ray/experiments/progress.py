@@ -20,7 +20,7 @@ from typing import Any
 from ray import tune
 from typing_extensions import override  # torch and gymnasium depend on it
 
-from iif_ray.experiments.results import LABEL_KEY, RECORD_KEY
+from iif_ray.experiments.results import LABEL_KEY, ROUND_ROW_KEY
 
 TUNE_VERBOSE = 1  # what sweeps printed before: each trial's start, config and result tables
 
@@ -34,7 +34,7 @@ def trial_line(config: Mapping[str, Any], result: Mapping[str, Any],
     done = int(result.get("training_iteration", 0))
     parts = [f"{algo} seed {config.get('seed')}: round {done}"
              + (f"/{rounds}" if rounds else "")]
-    record = result.get(RECORD_KEY) or {}
+    record = result.get(ROUND_ROW_KEY) or {}
     eval_return = _finite(record.get("eval_return"))
     train_return = _finite(record.get("train_return"))
     if eval_return is not None:

@@ -1,4 +1,4 @@
-"""From what a benchmark trial reports to the round records the report reads.
+"""From what a benchmark trial reports to the round rows the report reads.
 
 A benchmark trial carries two keys of its own in ``config.learner_config_dict`` (it survives
 checkpoints and lets Tune grid over it); neither has any effect on training:
@@ -8,9 +8,9 @@ checkpoints and lets Tune grid over it); neither has any effect on training:
 * ``"bench_snapshots"`` (:data:`SNAPSHOT_KEY`): ``{"root": dir, "env": name, "final_round":
   N}``, where the trial saves its per-round policy weights and the round it stops at.
 
-and reports its round record under :data:`RECORD_KEY` in every result. The key strings are
+and reports its round row under :data:`ROUND_ROW_KEY` in every result. The key strings are
 the ones earlier sweeps stored, so their Tune experiments still read. The schema of the record
-itself is :mod:`iif_ray.reporting.records`; this module is the RLlib/Tune side of it, which is
+itself is :mod:`iif_ray.reporting.rounds`; this module is the RLlib/Tune side of it, which is
 why it lives with the experiments and not with the Ray-free reporting.
 """
 
@@ -22,16 +22,16 @@ from typing import Any
 
 import pandas as pd
 
-from iif_ray.reporting.records import RECORD_FIELDS, ROUND_COLUMNS, as_float, round_record
+from iif_ray.reporting.rounds import ROUND_COLUMNS, ROUND_FIELDS, as_float, round_row
 from iif_ray.rllib.results import iif_metrics
 from iif_ray.rllib.settings import CONFIG_KEY
 
 LABEL_KEY = "bench_algo"
 SNAPSHOT_KEY = "bench_snapshots"
-RECORD_KEY = "bench"
+ROUND_ROW_KEY = "bench"
 
 
-def record_from_result(result: dict[str, Any], eval_s: float) -> dict[str, float]:
+def round_row_from_result(result: dict[str, Any], eval_s: float) -> dict[str, float]:
     """The record of one RLlib round, from ``algo.train()``'s result and its evaluation time."""
     iif = iif_metrics(result)
     ev = result.get("evaluation", {}).get("env_runners", {})
@@ -39,7 +39,7 @@ def record_from_result(result: dict[str, Any], eval_s: float) -> dict[str, float
     filter_s = as_float(iif.get("filter_s"), 0.0)
     update_s = as_float(iif.get("update_s"), 0.0)
     train_s = as_float(result.get("time_this_iter_s")) - eval_s
-    return round_record(
+    return round_row(
         env_steps=as_float(result.get("num_env_steps_sampled_lifetime"), 0.0),
         eval_return=as_float(ev.get("episode_return_mean")),
         eval_episodes=as_float(ev.get("num_episodes"), 0.0),
@@ -81,8 +81,8 @@ def rounds_from_results(env: str, results: Iterable) -> pd.DataFrame:
             "seed": int(result.config["seed"]),
             "round": df["training_iteration"].astype(int),
         })
-        for col in RECORD_FIELDS:
-            out[col] = df.get(f"{RECORD_KEY}/{col}", math.nan)
+        for col in ROUND_FIELDS:
+            out[col] = df.get(f"{ROUND_ROW_KEY}/{col}", math.nan)
         frames.append(out.drop_duplicates("round", keep="last"))
     if not frames:
         return pd.DataFrame(columns=list(ROUND_COLUMNS))

@@ -14,10 +14,10 @@ import time
 from typing import Any
 
 from iif_ray.envs import make_env
-from iif_ray.experiments.results import RECORD_KEY
+from iif_ray.experiments.results import ROUND_ROW_KEY
 from iif_ray.experiments.trials import EVAL_EPISODES
 from iif_ray.presets import Preset, get_preset
-from iif_ray.reporting.records import round_record
+from iif_ray.reporting.rounds import round_row
 
 SB3_ALGO = "sb3-ppo"
 
@@ -93,7 +93,7 @@ def sb3_trainable(config: dict) -> None:
         t0 = time.perf_counter()
         mean, _ = evaluate_policy(model, eval_env, n_eval_episodes=episodes, deterministic=False)
         eval_s = time.perf_counter() - t0
-        tune.report({RECORD_KEY: round_record(
+        tune.report({ROUND_ROW_KEY: round_row(
             env_steps=steps, eval_return=float(mean), eval_episodes=episodes,
             train_return=math.nan, frac_dropped=0.0, scoring_s=0.0, filter_s=0.0,
             update_s=math.nan, sampling_s=math.nan, eval_s=eval_s, train_s=train_s,

@@ -21,7 +21,7 @@ from iif_ray.experiments.results import LABEL_KEY, rounds_from_results
 from iif_ray.experiments.snapshots import snapshot_root
 from iif_ray.experiments.trials import EVAL_EPISODES, TrialSpec, trial_config
 from iif_ray.presets import BENCHMARK_ALGOS, algo_settings, get_preset
-from iif_ray.reporting.records import ROUNDS_CSV, merge_rounds
+from iif_ray.reporting.rounds import ROUNDS_CSV, merge_rounds
 from iif_ray.rllib.settings import CONFIG_KEY
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
-"""Benchmark trials: a paper preset plus evaluation (or policy snapshots) and the round record.
+"""Benchmark trials: a paper preset plus evaluation (or policy snapshots) and the round row.
 
 Every benchmark trial is an :class:`~iif_ray.rllib.IIFPPO` built from a preset, and adds the
-round record (:mod:`iif_ray.reporting.records`) to each result under ``bench``. It either
+round row (:mod:`iif_ray.reporting.rounds`) to each result under ``bench``. It either
 
 * evaluates the *stochastic* policy after every round on a separate evaluation EnvRunner
   (vectorised, one sub-environment per episode; quick, imprecise), or
@@ -19,9 +19,9 @@ from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.utils.annotations import override
 
 from iif_ray.experiments.results import (
-    RECORD_KEY,
+    ROUND_ROW_KEY,
     SNAPSHOT_KEY,
-    record_from_result,
+    round_row_from_result,
     trial_label,
 )
 from iif_ray.experiments.snapshots import run_snapshot_dir, write_plan, write_snapshot, write_spec
@@ -66,7 +66,7 @@ def _save_policy(algorithm, round_: int, *, overwrite: bool) -> None:
 
 
 class BenchCallbacks(RLlibCallback):
-    """Times evaluation, saves policy snapshots, writes the round record into every result.
+    """Times evaluation, saves policy snapshots, writes the round row into every result.
 
     ``on_train_result`` runs in ``log_result``, after Tune has timed the round, so neither
     the snapshot nor the record counts in ``time_this_iter_s``.
@@ -90,7 +90,7 @@ class BenchCallbacks(RLlibCallback):
     def on_train_result(self, *, algorithm, result: dict, **kwargs) -> None:
         eval_s = getattr(algorithm, "_iif_eval_s", 0.0)
         algorithm._iif_eval_s = 0.0
-        result[RECORD_KEY] = record_from_result(result, eval_s)
+        result[ROUND_ROW_KEY] = round_row_from_result(result, eval_s)
         _save_policy(algorithm, int(result["training_iteration"]), overwrite=True)
 
 

@@ -3,7 +3,7 @@
 Ray-free by contract (``pyproject.toml``): it imports neither Ray nor an engine (``rllib``,
 ``lm``, ``scoring``), so a report regenerates anywhere pandas, matplotlib and rliable run.
 
-``records`` (the round record; ``rounds.csv``, ``evals.csv`` and LM progress files) and
+``rounds`` (the round row: ``rounds.csv``, ``evals.csv`` and LM progress files) and
 ``stats`` (rliable intervals) <- ``tables`` (shared rendering) and ``metrics`` (the paper's
 efficiency metrics) <- the sections ``classic``, ``ablation``, ``lm`` <- ``evidence`` (which
 places the ablation views under each environment) <- ``report`` (assembles ``report.md``).

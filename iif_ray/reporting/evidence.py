@@ -25,7 +25,7 @@ from iif_ray.reporting.metrics import (
     reach_tolerance,
     run_scores,
 )
-from iif_ray.reporting.records import EVALS_CSV, RUN_KEYS, load_rounds, read_evals
+from iif_ray.reporting.rounds import EVALS_CSV, RUN_KEYS, load_rounds, read_evals
 from iif_ray.reporting.tables import (
     ALGO_ORDER,
     COLORS,

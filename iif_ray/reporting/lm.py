@@ -1,6 +1,6 @@
 """The LM sweep's section of ``report.md``: held-out toxicity and reward, with rliable intervals.
 
-An LM sweep's ``rounds.csv`` carries the classic round record (its ``eval_return`` is the
+An LM sweep's ``rounds.csv`` carries the classic round row (its ``eval_return`` is the
 held-out reward), which the report's generic table reads. What that record cannot carry is
 the evaluation *detector*: the paper judges detoxification with a detector other than the
 reward's, so an LM run's progress file records VADER's toxic rate on held-out prompts too. This
@@ -22,7 +22,7 @@ import pandas as pd
 
 from iif_ray.reporting import stats as st
 from iif_ray.reporting.metrics import FINAL_FRACTION
-from iif_ray.reporting.records import LM_ENV, progress_table
+from iif_ray.reporting.rounds import LM_ENV, progress_table
 from iif_ray.reporting.tables import COLORS, markdown_table, ordered_algos, pyplot
 
 LM_RUNS = "lm"  # the LM sweep's run directories: <out>/lm/<algo>-seed<k>

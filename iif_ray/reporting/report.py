@@ -21,7 +21,7 @@ from iif_ray.reporting.classic import (
 )
 from iif_ray.reporting.evidence import EVIDENCE_INTRO, evidence_sections
 from iif_ray.reporting.lm import lm_sections
-from iif_ray.reporting.records import load_rounds
+from iif_ray.reporting.rounds import load_rounds
 
 
 def write_report(directory: str | Path) -> Path:

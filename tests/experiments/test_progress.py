@@ -6,13 +6,13 @@ import math
 from types import SimpleNamespace
 
 from iif_ray.experiments.progress import TUNE_VERBOSE, TrialProgress, console_output, trial_line
-from iif_ray.experiments.results import LABEL_KEY, RECORD_KEY
+from iif_ray.experiments.results import LABEL_KEY, ROUND_ROW_KEY
 
 CONFIG = {"learner_config_dict": {LABEL_KEY: "iif"}, "seed": 3}
 
 
 def _result(**record: float) -> dict:
-    return {"training_iteration": 4, RECORD_KEY: record}
+    return {"training_iteration": 4, ROUND_ROW_KEY: record}
 
 
 def test_a_line_names_the_trial_its_round_return_drop_and_time():

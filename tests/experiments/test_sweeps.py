@@ -153,7 +153,7 @@ def test_a_killed_sweep_resumes_exactly(tmp_path):
 
 def test_rounds_file_keeps_one_row_per_round_latest_wins(tmp_path):
     """Merging never leaves a round twice, and a re-run round replaces the old value."""
-    from iif_ray.reporting.records import ROUND_COLUMNS, merge_rounds
+    from iif_ray.reporting.rounds import ROUND_COLUMNS, merge_rounds
 
     def frame(rounds, value):
         return pd.DataFrame([{c: 0.0 for c in ROUND_COLUMNS} | {

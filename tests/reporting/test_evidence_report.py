@@ -14,7 +14,7 @@ from rliable import metrics as rly_metrics
 from iif_ray.presets import PRESETS
 from iif_ray.reporting import evidence, metrics, report, tables
 from iif_ray.reporting import stats as st
-from iif_ray.reporting.records import ROUND_COLUMNS
+from iif_ray.reporting.rounds import ROUND_COLUMNS
 
 ROUNDS = 20
 

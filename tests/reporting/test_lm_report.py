@@ -14,7 +14,7 @@ from rliable import metrics
 from iif_ray.lm.trainer import PROGRESS_FIELDS
 from iif_ray.reporting import lm as lm_report
 from iif_ray.reporting import stats as st
-from iif_ray.reporting.records import run_name
+from iif_ray.reporting.rounds import run_name
 from iif_ray.run import ProgressWriter
 from tests.reporting.rliable_oracle import rliable_interval
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from iif_ray.reporting.records import EVALS_CSV, ROUNDS_CSV
+from iif_ray.reporting.rounds import EVALS_CSV, ROUNDS_CSV
 from iif_ray.run import PROGRESS
 
 ROOT = Path(__file__).resolve().parents[2]

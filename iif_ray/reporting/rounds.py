@@ -1,8 +1,8 @@
-"""The round record and the files that hold the raw figures: ``rounds.csv``, ``evals.csv``
+"""The round row and the files that hold the raw figures: ``rounds.csv``, ``evals.csv``
 and an LM run's per-round progress file.
 
 Every benchmark trial (ours through RLlib, SB3's through its own loop, an LM run) reports one
-flat record per round; a sweep exports them as ``rounds.csv``, one row per (env, algo, seed,
+flat row per round; a sweep exports them as ``rounds.csv``, one row per (env, algo, seed,
 round), which the report reads. This module is the only place that names those columns, and it
 imports neither Ray nor an engine, so a report regenerates from committed files alone (turning
 an RLlib result into a record is :mod:`iif_ray.experiments.results`' job).
@@ -23,10 +23,10 @@ import pandas as pd
 from iif_ray.atomic_files import replace_atomically
 from iif_ray.run import read_progress
 
-RECORD_FIELDS = ("env_steps", "eval_return", "eval_episodes", "train_return", "frac_dropped",
+ROUND_FIELDS = ("env_steps", "eval_return", "eval_episodes", "train_return", "frac_dropped",
                  "sampling_s", "scoring_s", "filter_s", "update_s", "eval_s", "train_s")
 RUN_KEYS = ("env", "algo", "seed", "round")
-ROUND_COLUMNS = RUN_KEYS + RECORD_FIELDS
+ROUND_COLUMNS = RUN_KEYS + ROUND_FIELDS
 ROUNDS_CSV = "rounds.csv"
 
 # Evaluations made after training from policy snapshots (``iif-ray evaluate``), keyed like the
@@ -40,16 +40,16 @@ EVALS_CSV = "evals.csv"
 LM_ENV = "detox-mini"  # the environment name an LM sweep's rows carry
 
 
-def round_record(**values: float) -> dict[str, float]:
+def round_row(**values: float) -> dict[str, float]:
     """A complete record, every field a float.
 
     Raises:
         ValueError: a field is missing or unknown.
     """
-    if set(values) != set(RECORD_FIELDS):
-        raise ValueError(f"round record: missing {sorted(set(RECORD_FIELDS) - set(values))}, "
-                         f"unknown {sorted(set(values) - set(RECORD_FIELDS))}")
-    return {k: as_float(values[k]) for k in RECORD_FIELDS}
+    if set(values) != set(ROUND_FIELDS):
+        raise ValueError(f"round row: missing {sorted(set(ROUND_FIELDS) - set(values))}, "
+                         f"unknown {sorted(set(values) - set(ROUND_FIELDS))}")
+    return {k: as_float(values[k]) for k in ROUND_FIELDS}
 
 
 def merge_rounds(path: Path, new: pd.DataFrame) -> pd.DataFrame:
