@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 
 from iif_ray.reporting import stats as st
-from iif_ray.reporting.metrics import FINAL_FRACTION
+from iif_ray.reporting.metrics import FINAL_FRACTION, run_scores
 from iif_ray.reporting.rounds import LM_ENV, progress_table
 from iif_ray.reporting.tables import COLORS, markdown_table, ordered_algos, pyplot
 
@@ -41,14 +41,6 @@ METRICS = (
     Metric("eval_reward", "held-out reward (the training classifier's log-odds of clean, on "
            "evaluation prompts)", higher_is_better=True),
 )
-
-
-def run_scores(run: pd.DataFrame, column: str, rounds: int) -> tuple[float, float]:
-    """(final, auc) of one run: the metric's mean over evaluation rounds in the last 10% of
-    the run, and over all its evaluation rounds."""
-    ev = run.dropna(subset=[column])
-    final = ev[ev["round"] > rounds * (1 - FINAL_FRACTION)]
-    return float(final[column].mean()), float(ev[column].mean())
 
 
 def complete_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int, list[str]]:

@@ -140,9 +140,12 @@ def paired_efficiency(ppo: pd.DataFrame, other: pd.DataFrame, tol: float) -> Eff
                       1 - t_reach / float(ppo["clock_s"].max()), m_peak is not None)
 
 
-def run_scores(run: pd.DataFrame) -> tuple[float, float]:
-    """(final, auc): mean return over the last 10% of rounds, and over all rounds >= 1."""
+def run_scores(run: pd.DataFrame, column: str = "eval_return",
+               rounds: int | None = None) -> tuple[float, float]:
+    """(final, auc) of one run's ``column``: its mean over the rounds in the last 10% of the
+    run, and over all rounds >= 1. ``rounds``: the run's length (default: its last round);
+    rounds without a value (NaN: not evaluated) are left out of both means."""
     trained = run[run["round"] >= 1]
-    last = int(trained["round"].max())
+    last = rounds if rounds is not None else int(trained["round"].max())
     final = trained[trained["round"] > last * (1 - FINAL_FRACTION)]
-    return float(final["eval_return"].mean()), float(trained["eval_return"].mean())
+    return float(final[column].mean()), float(trained[column].mean())
