@@ -15,7 +15,8 @@ interrupted experiment instead of starting over.
 
 from __future__ import annotations
 
-from iif_ray.experiments.sweeps import SweepOptions, benchmark_tuner
+from iif_ray.experiments.options import SweepOptions
+from iif_ray.experiments.sweeps import benchmark_tuner
 
 DEFAULT_ENVS = ["frozenlake", "acrobot", "minigrid", "lunarlander"]
 

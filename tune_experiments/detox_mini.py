@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from iif_ray.experiments.lm_trials import LM_ENV, lm_tuner
-from iif_ray.experiments.sweeps import SweepOptions
+from iif_ray.experiments.options import SweepOptions
 from iif_ray.lm.spec import LMRunSpec
 
 ROUNDS = 100

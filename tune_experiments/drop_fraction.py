@@ -18,9 +18,10 @@ from pathlib import Path
 from ray import tune
 from ray.tune.schedulers import ASHAScheduler
 
+from iif_ray.experiments.options import SweepOptions
 from iif_ray.experiments.progress import console_output
 from iif_ray.experiments.results import LABEL_KEY
-from iif_ray.experiments.sweeps import SweepOptions, resumable_tuner
+from iif_ray.experiments.sweeps import resumable_tuner
 from iif_ray.experiments.trials import EVAL_EPISODES, TrialSpec, trial_config
 from iif_ray.presets import get_preset
 from iif_ray.rllib import IIFPPO

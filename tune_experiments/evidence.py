@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from iif_ray.experiments.sweeps import SweepOptions, benchmark_tuner
+from iif_ray.experiments.options import SweepOptions
+from iif_ray.experiments.sweeps import benchmark_tuner
 
 DEFAULT_ENVS = ["frozenlake", "minigrid", "acrobot", "lunarlander"]
 

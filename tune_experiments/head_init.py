@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from iif_ray.experiments.sweeps import SweepOptions, benchmark_tuner
+from iif_ray.experiments.options import SweepOptions
+from iif_ray.experiments.sweeps import benchmark_tuner
 
 SB3_HEAD_GAINS = {"pi": 0.01, "vf": 1.0}
 

@@ -17,7 +17,8 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from iif_ray.experiments.sweeps import SweepOptions, benchmark_tuner
+from iif_ray.experiments.options import SweepOptions
+from iif_ray.experiments.sweeps import benchmark_tuner
 from tune_experiments.head_init import SB3_HEAD_GAINS
 
 CELLS = {  # label suffix -> (restart per round, SB3 output-layer init)

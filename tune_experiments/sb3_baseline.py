@@ -15,10 +15,11 @@ from pathlib import Path
 
 from ray import tune
 
+from iif_ray.experiments.options import SweepOptions
 from iif_ray.experiments.progress import console_output
 from iif_ray.experiments.results import LABEL_KEY
 from iif_ray.experiments.sb3 import SB3_ALGO, sb3_trainable
-from iif_ray.experiments.sweeps import SweepOptions, resumable_tuner
+from iif_ray.experiments.sweeps import resumable_tuner
 from iif_ray.presets import get_preset
 
 

@@ -13,8 +13,8 @@ import argparse
 
 from iif_ray.cli import common
 from iif_ray.cli.base import Command
-from iif_ray.cli.flags import add_address
-from iif_ray.presets import PRESETS, get_preset
+from iif_ray.cli.flags import add_address, add_flags, given
+from iif_ray.experiments.options import DemoOptions
 
 
 class DemoCommand(Command):
@@ -22,38 +22,31 @@ class DemoCommand(Command):
     help = "short IIF-vs-PPO comparison on the same seeds, exact evaluation, one-line reading"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
-        parser.add_argument("--preset", default="frozenlake",
-                            help=f"paper preset: {', '.join(PRESETS)} (default frozenlake)")
-        parser.add_argument("--seeds", type=common.int_at_least(1, "seeds"), default=5,
-                            help="training seeds per algorithm (a reading needs 5 or more)")
-        parser.add_argument("--rounds", type=common.int_at_least(1, "rounds"), default=8,
-                            help="PPO rounds per run (2,048 env steps each)")
-        parser.add_argument("--max-concurrent", type=common.int_at_least(1, "max-concurrent"),
-                            default=2, help="trials trained at once")
-        parser.add_argument("--out", default="runs/demo", help="directory for the runs")
+        add_flags(parser, DemoOptions)
+        # Named even when defaulted, so a submitted job anchors it under the cluster's
+        # results root (iif_ray.cluster.jobs).
+        parser.set_defaults(out=DemoOptions().out)
         add_address(parser)
-        parser.add_argument("--verbose", action="store_true",
-                            help="Tune's own progress tables (each trial's configuration, "
-                                 "trial status every 30 s) instead of one line per round")
 
     def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
+        self._options(args)
+
+    @staticmethod
+    def _options(args: argparse.Namespace) -> DemoOptions:
         try:
-            preset = get_preset(args.preset)
+            return DemoOptions(**given(args, DemoOptions))
         except ValueError as e:
             raise common.UsageError(str(e)) from None
-        if args.rounds > 10 * preset.rounds:
-            raise common.UsageError(f"--rounds {args.rounds} is more than 10x the preset's "
-                                    f"{preset.rounds}; accepted: 1 to {10 * preset.rounds}")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.experiments.demo import DemoOptions, run_demo
+        from dataclasses import replace
+
+        from iif_ray.experiments.demo import run_demo
         from iif_ray.ray_session import ray_session
 
-        self.validate(args)
-        out = common.prepare_out(args.out, overwrite=True)
-        opts = DemoOptions(preset=args.preset, seeds=args.seeds, rounds=args.rounds,
-                           out=str(out), max_concurrent=args.max_concurrent,
-                           verbose=args.verbose)
+        opts = self._options(args)
+        out = common.prepare_out(opts.out, overwrite=True)
+        opts = replace(opts, out=str(out))
         with ray_session(args.address):
             table, reading = run_demo(opts, echo=common.console.print)
         common.console.print(table)

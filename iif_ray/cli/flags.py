@@ -36,6 +36,11 @@ def key_value(text: str) -> tuple[str, Any]:
     return key, value
 
 
+def comma_list(text: str) -> list[str]:
+    """``a,b,,c`` as ``["a", "b", "c"]``: a list field's flag."""
+    return [part for part in text.split(",") if part]
+
+
 def parser_for(cls: type, name: str, flag: str | None = None) -> Any:
     """argparse's ``type=``: text -> the field's type, checked as the dataclass checks it; the
     error names the flag and the text as typed."""
@@ -73,6 +78,9 @@ def add_flags(parser: argparse.ArgumentParser | Any, cls: type,
         if base is bool:
             parser.add_argument(flag, dest=name, default=None,
                                 action=argparse.BooleanOptionalAction, help=help_text)
+        elif base is list:
+            parser.add_argument(flag, dest=name, type=comma_list, default=None,
+                                metavar=opt.metavar or "A,B", help=help_text)
         elif base is dict:
             parser.add_argument(flag, dest=name, type=key_value, action="append",
                                 metavar=opt.metavar or "KEY=VALUE", help=help_text)

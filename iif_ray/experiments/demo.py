@@ -7,7 +7,6 @@ report's run scores and rliable bootstrap), at a budget two cores finish in a fe
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -15,23 +14,14 @@ import pandas as pd
 from rich.table import Table
 
 from iif_ray.experiments.evaluate import EvaluateOptions, evaluate_sweep
-from iif_ray.experiments.sweeps import SweepOptions, benchmark_tuner, fit_and_export
+from iif_ray.experiments.options import DemoOptions, SweepOptions
+from iif_ray.experiments.sweeps import benchmark_tuner, fit_and_export
 from iif_ray.presets import get_preset
 from iif_ray.reporting import stats as st
 from iif_ray.reporting.rounds import EVALS_CSV, read_evals
 
 # A percentile bootstrap over fewer runs has too few distinct resamples and is far too narrow.
 MIN_SEEDS_FOR_READING = 5
-
-
-@dataclass(frozen=True)
-class DemoOptions:
-    preset: str = "frozenlake"
-    seeds: int = 5
-    rounds: int = 8
-    out: str = "runs/demo"
-    max_concurrent: int = 2
-    verbose: bool = False  # Tune's own console tables instead of one line per trial round
 
 
 def run_demo(opts: DemoOptions, echo: Callable[[str], None] = print) -> tuple[Table, str]:

@@ -13,81 +13,19 @@ import logging
 import math
 import pickle
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from iif_ray.experiments.options import SweepOptions
 from iif_ray.experiments.results import LABEL_KEY, rounds_from_results
 from iif_ray.experiments.snapshots import snapshot_root
 from iif_ray.experiments.trials import EVAL_EPISODES, TrialSpec, trial_config
-from iif_ray.presets import BENCHMARK_ALGOS, algo_settings, get_preset
+from iif_ray.presets import algo_settings, get_preset
 from iif_ray.reporting.rounds import ROUNDS_CSV, merge_rounds
 from iif_ray.rllib.settings import CONFIG_KEY
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass
-class SweepOptions:
-    """What ``iif-ray sweep`` passes to a sweep file's ``tuners(opts)``.
-
-    Raises:
-        ValueError: (on construction) seeds < 1, budget_scale outside (0, 10], an unknown
-            preset or algorithm.
-    """
-
-    envs: list[str] = field(default_factory=list)
-    algos: list[str] = field(default_factory=lambda: list(BENCHMARK_ALGOS))
-    seeds: int = 3
-    first_seed: int = 0
-    budget_scale: float = 1.0
-    out: str = "runs/sweep"
-    max_concurrent: int | None = None
-    num_envs: int = 1
-    eval_episodes: int | None = None  # None: EVAL_EPISODES[env]; 0: no in-trial evaluation
-    snapshots: bool = False  # save every round's policy under <out>/policies (for evaluate)
-    restart_per_round: bool = False  # the paper's one-process-per-round sampling protocol
-    checkpoint_every: int = 10  # rounds between trial checkpoints (a resume restarts there)
-    # Ablations: keys merged into every preset's model config, and a suffix on the algo label
-    # so their rows sit beside the plain ones in one rounds file.
-    model_overrides: dict[str, Any] = field(default_factory=dict)
-    label_suffix: str = ""
-    verbose: bool = False  # Tune's own console tables instead of one line per trial round
-
-    def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be >= 1, got {self.seeds}")
-        if not (0 < self.budget_scale <= 10):
-            raise ValueError(f"budget_scale must be in (0, 10], got {self.budget_scale}")
-        if self.eval_episodes is not None and self.eval_episodes < 0:
-            raise ValueError(f"eval_episodes must be >= 0, got {self.eval_episodes}")
-        if self.checkpoint_every < 1:
-            raise ValueError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
-        for env in self.envs:
-            get_preset(env)
-        for algo in self.algos:
-            algo_settings(algo)
-
-    @property
-    def seed_list(self) -> list[int]:
-        return list(range(self.first_seed, self.first_seed + self.seeds))
-
-    def grid_tag(self) -> str:
-        """What makes one grid differ from another, for experiment names: rerunning the same
-        command resumes its experiment, while other seeds, algorithms or budget start their
-        own instead of silently resuming (and re-exporting) the old grid."""
-        parts = [f"seeds{self.first_seed}-{self.seed_list[-1]}"]
-        if tuple(self.algos) != BENCHMARK_ALGOS:
-            parts.append("+".join(self.algos))
-        if self.budget_scale != 1.0:
-            parts.append(f"budget{self.budget_scale:g}")
-        if self.num_envs != 1:
-            parts.append(f"envs{self.num_envs}")
-        if self.restart_per_round:
-            parts.append("restart")
-        if self.eval_episodes is not None:
-            parts.append(f"eval{self.eval_episodes}")
-        return "-".join(parts)
 
 
 def installed_sweeps() -> Path | None:

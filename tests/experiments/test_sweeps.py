@@ -52,8 +52,9 @@ def test_head_init_ablation_grid_carries_the_init_and_its_label():
     """The ablation sweep changes only the model's output-layer init and the algo label."""
     from pathlib import Path
 
+    from iif_ray.experiments.options import SweepOptions
     from iif_ray.experiments.results import LABEL_KEY
-    from iif_ray.experiments.sweeps import SweepOptions, grid_space, load_sweep
+    from iif_ray.experiments.sweeps import grid_space, load_sweep
     from iif_ray.rllib import IIFPPO
 
     sweep = load_sweep(str(Path(__file__).parents[2] / "tune_experiments" / "head_init.py"))
@@ -76,7 +77,7 @@ def test_head_init_ablation_grid_carries_the_init_and_its_label():
 
 
 def test_grid_tag_separates_grids_and_repeats_for_the_same_command():
-    from iif_ray.experiments.sweeps import SweepOptions
+    from iif_ray.experiments.options import SweepOptions
 
     tag = SweepOptions().grid_tag()
     assert tag == "seeds0-2" and SweepOptions(envs=["acrobot"]).grid_tag() == tag
@@ -181,8 +182,9 @@ def test_protocol_sweep_cells_carry_restart_init_and_labels():
     """The protocol grid: three cells beside the evidence grid's continuous RLlib-init one."""
     from pathlib import Path
 
+    from iif_ray.experiments.options import SweepOptions
     from iif_ray.experiments.results import LABEL_KEY
-    from iif_ray.experiments.sweeps import SweepOptions, grid_space, load_sweep
+    from iif_ray.experiments.sweeps import grid_space, load_sweep
     from iif_ray.rllib import IIFPPO
     from iif_ray.rllib.env_runner import RoundRestartEnvRunner
 

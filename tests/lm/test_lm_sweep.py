@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from iif_ray.experiments.lm_trials import LM_ENV, lm_tuner
-from iif_ray.experiments.sweeps import SweepOptions, fit_and_export
+from iif_ray.experiments.options import SweepOptions
+from iif_ray.experiments.sweeps import fit_and_export
 from iif_ray.lm.learner import UpdateSettings
 from iif_ray.lm.spec import LMRunSpec
 from iif_ray.run import PROGRESS
