@@ -16,6 +16,7 @@ argparse-free and Ray-free: settings at any layer can use it.
 
 from __future__ import annotations
 
+import functools
 import math
 import types
 import typing
@@ -73,11 +74,16 @@ def option(default: Any = MISSING, *, help: str, accepts: Accepts | None = None,
     return field(default=default, metadata=meta)
 
 
+# Both are read for every field of every settings object constructed (check_options), and a
+# class's fields never change: resolving its string annotations once per class, not once per
+# field per object, is what keeps constructing a spec cheap.
+@functools.cache
 def options(cls: type) -> dict[str, Option]:
-    """The fields of ``cls`` declared with :func:`option`, in declaration order."""
+    """The fields of ``cls`` declared with :func:`option`, in declaration order (read-only)."""
     return {f.name: f.metadata[OPTION] for f in fields(cls) if OPTION in f.metadata}
 
 
+@functools.cache
 def field_type(cls: type, name: str) -> tuple[type, bool]:
     """The base type of field ``name`` (``int``, ``float``, ``str``, ``bool``, ``dict``,
     ``tuple``...) and whether ``None`` is allowed (``int | None``)."""
@@ -97,7 +103,7 @@ def coerce(cls: type, name: str, value: Any) -> Any:
     base, optional = field_type(cls, name)
     if value is None and optional:
         return None
-    accepted, raw = _accepted(base, opt), value
+    raw = value
     if base is int:
         good = isinstance(value, int) and not isinstance(value, bool)
     elif base is float:
@@ -116,7 +122,7 @@ def coerce(cls: type, name: str, value: Any) -> Any:
     if good and choices is not None:
         good = value in choices
     if not good:
-        raise ValueError(f"{name} must be {accepted}, got {raw!r}")
+        raise ValueError(f"{name} must be {_accepted(base, opt)}, got {raw!r}")
     return value
 
 

@@ -54,10 +54,10 @@ def parser_for(cls: type, name: str, flag: str | None = None) -> Any:
             value = text  # coerce says what is accepted
         try:
             return coerce(cls, name, value)
-        except ValueError as e:
-            accepted = str(e).split(" must be ", 1)[1].rsplit(", got ", 1)[0]
+        except ValueError:
             raise argparse.ArgumentTypeError(
-                f"{flag.lstrip('-')} must be {accepted}, got {text!r}") from None
+                f"{flag.lstrip('-')} must be {accepted_words(cls, name)}, got {text!r}"
+            ) from None
 
     return parse
 
