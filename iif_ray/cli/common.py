@@ -16,7 +16,7 @@ from typing import Any
 import gymnasium as gym
 from rich.console import Console
 
-from iif_ray.cli.flags import add_address, add_flags, given, parser_for
+from iif_ray.cli.flags import add_address, add_flags, given
 from iif_ray.envs import spaces
 from iif_ray.presets import PRESETS, Preset, preset_for
 from iif_ray.rllib.settings import AttributionSettings
@@ -85,10 +85,6 @@ def int_list(text: str) -> list[int]:
     if not values or values[0] < 1:
         raise argparse.ArgumentTypeError(f"expected rounds >= 1 like 2,5,10, got {text!r}")
     return values
-
-
-# The LM path's --drop-fraction, checked as the classic path's is.
-drop_fraction = parser_for(AttributionSettings, "drop_fraction")
 
 
 def add_run_args(p: argparse.ArgumentParser) -> None:

@@ -50,7 +50,8 @@ def resume_spec(args: argparse.Namespace) -> LMRunSpec:
 
     spec = read_spec(args.resume)
     stored = {**asdict(spec), **{name: asdict(getattr(spec, name)) for name in SETTINGS}}
-    changes = [(LMRunSpec, given(args, LMRunSpec), stored)] + [
+    given_spec = given(args, LMRunSpec)
+    changes = [(LMRunSpec, given_spec, stored)] + [
         (cls, given(args, cls), stored[name]) for name, cls in SETTINGS.items()]
     for cls, values, old in changes:
         for field_name, value in values.items():
@@ -62,7 +63,7 @@ def resume_spec(args: argparse.Namespace) -> LMRunSpec:
     if args.model is not None and args.model != spec.model:
         raise UsageError(f"--model {args.model!r} conflicts with the run's stored model "
                          f"{spec.model!r}; a resumed run keeps its model")
-    placement = {k: v for k, v in given(args, LMRunSpec).items() if k in PLACEMENT}
+    placement = {k: v for k, v in given_spec.items() if k in PLACEMENT}
     return replace(spec, **placement)
 
 
