@@ -14,7 +14,7 @@ from the same estimator.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
@@ -100,14 +100,22 @@ def advantages(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Tensor,
                prepared: tuple[torch.Tensor, ...], beta: float
                ) -> tuple[SequenceBatch, ValueTargets | None, float]:
     """The round's advantages over the whole batch (every group complete), and the mean KL."""
+    return estimate(spec.update.estimator, spec.group_size, batch, rewards, prepared, beta)
+
+
+def estimate(estimator: str, group_size: int, batch: SequenceBatch, rewards: torch.Tensor,
+             prepared: tuple[torch.Tensor, ...], beta: float
+             ) -> tuple[SequenceBatch, ValueTargets | None, float]:
+    """:func:`advantages` by ``estimator`` ("ppo": GAE on KL-penalised rewards, whitened;
+    "grpo": relative to each group of ``group_size``), without a spec to build."""
     old, ref, values = prepared
     mask = batch.response_mask
     kl = float(((old - ref) * mask).sum() / mask.sum().clamp(min=1))
-    if spec.update.estimator == "ppo":
+    if estimator == "ppo":
         adv, returns = gae(kl_penalised_rewards(rewards, old, ref, mask, beta), values, mask)
         adv, targets = whiten(adv, mask), ValueTargets(values, returns)
     else:
-        adv, targets = grpo_advantages(rewards, mask, spec.group_size), None
+        adv, targets = grpo_advantages(rewards, mask, group_size), None
     full = SequenceBatch(batch.input_ids, batch.attention_mask, mask, old_logp=old,
                          advantages=adv, ref_logp=ref)
     return full, targets, kl
@@ -127,8 +135,9 @@ def validation_weights(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Ten
     """
     if spec.target != "seq-return":
         return target_weights("reward", batch, rewards - rewards.mean())
-    single = replace(spec, group_size=1, update=replace(spec.update, estimator="ppo"))
-    full, _, _ = advantages(single, batch, rewards, prepared, beta)
+    # PPO's GAE on single responses, whatever the run's estimator; not a spec of its own (one
+    # with group_size 1 would fail the spec's batch checks).
+    full, _, _ = estimate("ppo", 1, batch, rewards, prepared, beta)
     last = last_token_advantage(full)
     return target_weights("seq-return", batch, last - last.mean())
 

@@ -227,3 +227,29 @@ def test_bfloat16_base_weights_score_like_float32():
                                    atol=1e-4 * float(oracle.abs().max()))
     assert spearmanr(scores["float32"], scores["bfloat16"])[0] > 0.99
     assert (scores["float32"].sign() == scores["bfloat16"].sign()).float().mean() > 0.9
+
+
+def test_validation_weights_ignore_the_runs_estimator_and_batch_layout():
+    """The seq-return target weighs validation responses by PPO's single-response GAE,
+    whatever the run trains with: a GRPO run with large groups and a minibatch a single
+    response per prompt could not fill gets the same weights as a PPO run."""
+    from iif_ray.lm.advantages import validation_weights
+    from iif_ray.lm.learner import UpdateSettings
+    from iif_ray.lm.spec import LMRunSpec
+
+    g = torch.Generator().manual_seed(0)
+    n, t = 8, 6
+    response = torch.zeros(n, t)
+    response[:, 2:] = 1.0
+    batch = SequenceBatch(torch.randint(0, 9, (n, t), generator=g), torch.ones(n, t).long(),
+                          response)
+    prepared = tuple(torch.randn(n, t, generator=g) for _ in range(3))
+    rewards = torch.randn(n, generator=g)
+    ppo = LMRunSpec(model="m", out_dir="o", prompts_per_round=8, group_size=1,
+                    update=UpdateSettings(minibatch_size=4))
+    grpo = LMRunSpec(model="m", out_dir="o", prompts_per_round=8, group_size=4,
+                     update=UpdateSettings(estimator="grpo", minibatch_size=16))
+    expected = validation_weights(ppo, batch, rewards, prepared, 0.05)
+    torch.testing.assert_close(validation_weights(grpo, batch, rewards, prepared, 0.05),
+                               expected, rtol=0, atol=0)
+    assert expected.abs().sum() > 0
