@@ -42,10 +42,7 @@ class TrainCommand(Command):
                                  f"(default {DEFAULT_CHECKPOINT_EVERY})")
 
     def validate(self, args: argparse.Namespace, *, here: bool = True) -> None:
-        try:
-            resume = resume_dir(args)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        resume = _resume_dir(args)
         if resume is None:
             checked_run_inputs(args, here=here)
         elif here:
@@ -54,8 +51,9 @@ class TrainCommand(Command):
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.run import CONTENTS
 
-        self.validate(args)
-        resume = resume_dir(args)
+        # Each branch checks its own inputs first (checked_run_inputs, _stored_spec), before
+        # Ray starts: validate() would only do the same work twice.
+        resume = _resume_dir(args)
         if resume is not None:
             summary, out = self._resume(args, resume)
         else:
@@ -116,3 +114,11 @@ class TrainCommand(Command):
             summary = resume_run(out, round_printer(
                 label, int(spec.get("timesteps") or spec["preset"]["timesteps"])))
         return summary, out
+
+
+def _resume_dir(args: argparse.Namespace) -> str | None:
+    """:func:`~iif_ray.cli.flags.resume_dir`, a bad combination as one usage line."""
+    try:
+        return resume_dir(args)
+    except ValueError as e:
+        raise UsageError(str(e)) from None

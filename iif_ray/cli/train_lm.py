@@ -49,7 +49,7 @@ def resume_spec(args: argparse.Namespace) -> LMRunSpec:
     from iif_ray.lm.spec import read_spec
 
     spec = read_spec(args.resume)
-    stored = {**asdict(spec), **{name: asdict(getattr(spec, name)) for name in SETTINGS}}
+    stored = asdict(spec)  # the nested update and sampling settings as dicts too
     given_spec = given(args, LMRunSpec)
     changes = [(LMRunSpec, given_spec, stored)] + [
         (cls, given(args, cls), stored[name]) for name, cls in SETTINGS.items()]
