@@ -109,17 +109,17 @@ def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
     present = set(df[df.env == env].algo)
     algos = ordered_algos(present)
     runs = {a: runs_of(df, env, a) for a in algos}
-    scores, seeds = {}, {}
+    scores, seeds, raw = {}, {}, {}
     for a in algos:
         seeds[a] = sorted(runs[a])
-        raw = np.array([run_scores(runs[a][s]) for s in seeds[a]])
-        scores[a] = st.normalise(raw, rr)
+        raw[a] = np.array([run_scores(runs[a][s]) for s in seeds[a]])  # (final, auc) per seed
+        scores[a] = st.normalise(raw[a], rr)
     iqm_final = st.iqm({a: scores[a][:, :1] for a in algos})
     iqm_auc = st.iqm({a: scores[a][:, 1:] for a in algos})
     rows, verdicts, notes = [], [], []
     for a in algos:
         ref = reference(a, present)
-        raw_final = np.array([run_scores(runs[a][s])[0] for s in seeds[a]])
+        raw_final = raw[a][:, 0]
         effs, poi_f, poi_a = [], st.NAN, st.NAN
         if ref is not None:
             effs = [paired_efficiency(runs[ref][s], runs[a][s], tol)
@@ -141,7 +141,7 @@ def env_evidence(df: pd.DataFrame, env: str) -> EnvEvidence:
             paper_figures(env, a),
         ])
         if ref is not None and a.startswith("iif"):
-            ref_final = np.mean([run_scores(runs[ref][s])[0] for s in seeds[ref]])
+            ref_final = np.mean(raw[ref][:, 0])
             verdicts += _verdicts(a, ref, se_peak, poi_f, poi_a,
                                   (float(np.mean(raw_final)), float(ref_final)))
     sub = df[(df.env == env) & (df["round"] >= 1)]
