@@ -21,6 +21,7 @@ with their shape in the schema metadata, and restored to that shape by :func:`re
 
 from __future__ import annotations
 
+import contextlib
 import re
 import uuid
 from collections.abc import Mapping
@@ -158,9 +159,14 @@ class LedgerWriter:
         table = pa.table(arrays).replace_schema_metadata(meta or None)
         final = self.file_name(round_index, learner)
         tmp = f"{self._path}/.tmp-{uuid.uuid4().hex}.parquet"
-        with self._fs.open_output_stream(tmp) as sink:
-            pq.write_table(table, sink, compression="zstd")
-        self._fs.move(tmp, final)
+        try:
+            with self._fs.open_output_stream(tmp) as sink:
+                pq.write_table(table, sink, compression="zstd")
+            self._fs.move(tmp, final)
+        except BaseException:
+            with contextlib.suppress(OSError):  # a full disk: leave no temporary file
+                self._fs.delete_file(tmp)
+            raise
         return final
 
 

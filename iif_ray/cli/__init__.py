@@ -7,6 +7,7 @@ names the bad value, instead of after a cluster connection.
 from __future__ import annotations
 
 import argparse
+import errno
 import sys
 from collections.abc import Sequence
 
@@ -68,6 +69,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
+    except Exception as e:
+        full = _disk_full(e)
+        if full is None:
+            raise
+        where = getattr(args, "resume", None) or getattr(args, "out", None) or full.filename
+        print(f"iif-ray {args.command}: error: no space left on the device of "
+              f"{str(where)!r} ({full.strerror}); what was written before is whole, a run "
+              "continues from its last checkpoint with --resume once there is space",
+              file=sys.stderr)
+        return 1
+
+
+def _disk_full(error: BaseException) -> OSError | None:
+    """The full-disk error behind ``error`` (its causes, or a Ray task's error), if any."""
+    seen: set[int] = set()
+    todo: list[object] = [error]
+    while todo:
+        e = todo.pop()
+        if not isinstance(e, BaseException) or id(e) in seen:
+            continue
+        seen.add(id(e))
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return e
+        todo += [e.__cause__, e.__context__, getattr(e, "cause", None)]
+    return None
 
 
 def _prog(argv: Sequence[str] | None) -> str:

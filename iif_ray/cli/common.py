@@ -9,7 +9,8 @@ from __future__ import annotations
 import argparse
 import math
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -205,17 +206,22 @@ def check_local_gpus(gpus: float, who: str, hint: str = "") -> None:
                          f"{have} in total, or --address for a cluster{hint})")
 
 
-def prepare_out(out: str, overwrite: bool) -> Path:
-    """The run directory, created empty; a path that cannot be one is a usage error."""
-    from iif_ray.run import prepare_out_dir
+@contextmanager
+def owned_dir(out: str, *, mode: str, command: str, overwrite: bool = False,
+              markers: tuple[str, ...] | None = None, flag: str = "--out") -> Iterator[Path]:
+    """Own a run directory for the command (:func:`iif_ray.run.own_dir`), a directory that
+    cannot be owned (empty path, foreign, in use, unsafe to replace) refused as a usage error
+    before anything is written."""
+    from iif_ray.run import RUN_MARKERS, OwnershipError, own_dir
 
-    try:
-        return prepare_out_dir(out, overwrite=overwrite)
-    except FileExistsError as e:
-        raise UsageError(str(e)) from None
-    except OSError as e:
-        raise UsageError(f"--out {out!r} cannot be a run directory ({e.strerror or e}); "
-                         "accepted: a new or empty directory path you can write") from None
+    with ExitStack() as stack:
+        try:
+            directory = stack.enter_context(own_dir(
+                out, mode=mode, overwrite=overwrite, markers=markers or RUN_MARKERS,
+                command=f"iif-ray {command}", flag=flag, echo=console.print))
+        except OwnershipError as e:
+            raise UsageError(str(e)) from None
+        yield directory
 
 
 def checked_run_inputs(args: argparse.Namespace, *, here: bool = True

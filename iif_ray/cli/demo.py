@@ -42,13 +42,19 @@ class DemoCommand(Command):
         from dataclasses import replace
 
         from iif_ray.experiments.demo import run_demo
+        from iif_ray.experiments.sweeps import record_sweep
         from iif_ray.ray_session import ray_session
+        from iif_ray.run import NEW, SWEEP_MARKERS
 
         opts = self._options(args)
-        out = common.prepare_out(opts.out, overwrite=True)
-        opts = replace(opts, out=str(out))
-        with ray_session(args.address):
-            table, reading = run_demo(opts, echo=common.console.print)
+        # A demo's directory is replaced on every run, but only when it is one a demo or a
+        # sweep wrote: a directory of other files is refused, never emptied.
+        with common.owned_dir(opts.out, mode=NEW, overwrite=True, markers=SWEEP_MARKERS,
+                              command=self.name) as out:
+            opts = replace(opts, out=str(out))
+            record_sweep(out, self.name, opts)
+            with ray_session(args.address):
+                table, reading = run_demo(opts, echo=common.console.print)
         common.console.print(table)
         common.console.print(reading)
         common.console.print(f"runs, snapshots and evaluations in {out}/")

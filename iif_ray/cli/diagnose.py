@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from iif_ray.cli.base import Command
-from iif_ray.cli.common import UsageError, console, int_at_least, int_list
+from iif_ray.cli.common import UsageError, console, int_at_least, int_list, owned_dir
 from iif_ray.cli.flags import add_address
 
 
@@ -32,12 +32,22 @@ class DiagnoseCommand(Command):
         add_address(parser, purpose="the Ray cluster --intervene trains on")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+        from iif_ray.run import EXISTING, RUN_MARKERS, SUMMARY
+
+        if args.probes_out and (args.probe_round is None or args.probe_action is None):
+            raise UsageError("--probes-out needs --probe-round and --probe-action")
+        # It writes RUN/diagnostics/ (and --intervene trains beside the run): not while
+        # another command owns the run.
+        with owned_dir(args.run, mode=EXISTING, markers=(*RUN_MARKERS, SUMMARY),
+                       command=self.name, flag="run"):
+            return self._diagnose(args)
+
+    @staticmethod
+    def _diagnose(args: argparse.Namespace) -> int:
         from iif_ray.diagnostics import diagnose, write_probes
 
         try:
             if args.probes_out:
-                if args.probe_round is None or args.probe_action is None:
-                    raise UsageError("--probes-out needs --probe-round and --probe-action")
                 n = write_probes(args.run, args.probes_out, args.probe_round, args.probe_action)
                 console.print(f"wrote {n} probe states to {args.probes_out}; use it with "
                               f"--target action --target-option probe_file={args.probes_out}")

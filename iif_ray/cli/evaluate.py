@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from iif_ray.cli.base import Command
-from iif_ray.cli.common import UsageError, console, int_at_least
+from iif_ray.cli.common import UsageError, console, int_at_least, owned_dir
 from iif_ray.cli.flags import add_address
 from iif_ray.presets import PRESETS
 
@@ -44,7 +44,10 @@ class EvaluateCommand(Command):
         if not work:
             console.print(f"every snapshot under {args.directory} is already evaluated")
             return 0
-        with ray_session(args.address):
+        from iif_ray.run import EXISTING, SWEEP_MARKERS
+
+        with owned_dir(args.directory, mode=EXISTING, markers=SWEEP_MARKERS,
+                       command=self.name, flag="directory"), ray_session(args.address):
             path = evaluate_sweep(opts, echo=console.print, work=work)
         console.print(f"evaluations in {path}; next: iif-ray report {args.directory}")
         return 0

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from iif_ray.atomic_files import write_json_atomically
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import UsageError, console, int_at_least
 
@@ -22,12 +22,18 @@ class LMChecksCommand(Command):
         parser.add_argument("--seeds", type=int_at_least(1, "seeds"), default=5)
         parser.add_argument("--sequences", type=int_at_least(8, "sequences"), default=256)
         parser.add_argument("--out", required=True, help="JSON file for the results")
+        parser.add_argument("--overwrite", action="store_true",
+                            help="replace an existing --out file")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         out = Path(args.out)
         if not out.parent.is_dir():
             raise UsageError(f"--out {args.out!r}: directory {str(out.parent)!r} does not "
                              "exist; accepted: a file path in an existing directory")
+        if out.is_dir():
+            raise UsageError(f"--out {args.out!r} is a directory; accepted: a JSON file path")
+        if out.exists() and not args.overwrite:
+            raise UsageError(f"--out {args.out!r} exists; pass --overwrite to replace it")
         if args.model and not (Path(args.model) / "config.json").is_file():
             raise UsageError(f"--model {args.model!r} is not a local model directory (no "
                              "config.json); accepted: a directory written by save_pretrained")
@@ -39,6 +45,6 @@ class LMChecksCommand(Command):
 
             model = str(detox_model(args.model_cache, echo=console.print))
         results = run_checks(model, args.seeds, echo=console.print, sequences=args.sequences)
-        out.write_text(json.dumps({"model": model, **results}, indent=1))
+        write_json_atomically(out, {"model": model, **results})
         console.print(f"results in {out}")
         return 0

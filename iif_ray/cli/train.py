@@ -13,7 +13,7 @@ from iif_ray.cli.common import (
     console,
     fmt,
     int_at_least,
-    prepare_out,
+    owned_dir,
     round_printer,
     train_runs,
 )
@@ -49,7 +49,7 @@ class TrainCommand(Command):
             self._stored_spec(args, resume)
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
-        from iif_ray.run import CONTENTS
+        from iif_ray.run import CONTENTS, NEW
 
         # Each branch checks its own inputs first (checked_run_inputs, _stored_spec), before
         # Ray starts: validate() would only do the same work twice.
@@ -58,13 +58,14 @@ class TrainCommand(Command):
             summary, out = self._resume(args, resume)
         else:
             preset, overrides = checked_run_inputs(args)
-            out = prepare_out(args.out, args.overwrite)
             algo = args.algo or DEFAULT_ALGO
             seed = DEFAULT_SEED if args.seed is None else args.seed
-            [summary] = train_runs(args, preset, [(algo, seed, str(out))],
-                                   args.timesteps, overrides,
-                                   checkpoint_every=args.checkpoint_every
-                                   or DEFAULT_CHECKPOINT_EVERY)
+            with owned_dir(args.out, mode=NEW, overwrite=args.overwrite,
+                           command=self.name) as out:
+                [summary] = train_runs(args, preset, [(algo, seed, str(out))],
+                                       args.timesteps, overrides,
+                                       checkpoint_every=args.checkpoint_every
+                                       or DEFAULT_CHECKPOINT_EVERY)
         console.print(f"final return {fmt(summary['final_return'])} after "
                       f"{summary['env_steps']:,} env steps in {summary['wall_s']:.1f} s")
         scorers = [s for lr in summary["resources"]["learners"] for s in lr["scorers"]]
@@ -106,11 +107,12 @@ class TrainCommand(Command):
     def _resume(self, args: argparse.Namespace, resume: str) -> tuple[dict, Path]:
         from iif_ray.driver import resume as resume_run
         from iif_ray.ray_session import ray_session
+        from iif_ray.run import EXISTING
 
         spec = self._stored_spec(args, resume)
-        out = Path(resume).resolve()
         label = f"resuming {spec['algo']} on {spec['preset']['env_id']} (seed {spec['seed']})"
-        with ray_session(args.address):
+        with owned_dir(resume, mode=EXISTING, command=self.name, flag="--resume") as out, \
+                ray_session(args.address):
             summary = resume_run(out, round_printer(
                 label, int(spec.get("timesteps") or spec["preset"]["timesteps"])))
         return summary, out

@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from iif_ray.cli.base import Command
-from iif_ray.cli.common import UsageError, check_local_gpus, console, prepare_out
+from iif_ray.cli.common import UsageError, check_local_gpus, console, owned_dir
 from iif_ray.cli.flags import add_address, add_flags, add_run_dir, flag_name, given, resume_dir
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
@@ -134,22 +134,25 @@ class TrainLMCommand(Command):
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         from iif_ray.lm.trainer import fit
         from iif_ray.ray_session import ray_session
+        from iif_ray.run import EXISTING, NEW
 
         self.validate(args)
         if args.resume:
             spec = resume_spec(args)
-            with ray_session(args.address):
+            with owned_dir(args.resume, mode=EXISTING, command=self.name,
+                           flag="--resume") as out, ray_session(args.address):
                 summary = fit(spec, echo=console.print, resume=True)
-            return self._report(spec.algo, Path(args.resume), summary)
-        out = prepare_out(args.out, args.overwrite)
-        model = args.model
-        if model is None:
-            from iif_ray.lm.pretrain import detox_model
+            return self._report(spec.algo, out, summary)
+        with owned_dir(args.out, mode=NEW, overwrite=args.overwrite,
+                       command=self.name) as out:
+            model = args.model
+            if model is None:
+                from iif_ray.lm.pretrain import detox_model
 
-            model = str(detox_model(args.model_cache, echo=console.print))
-        spec = spec_from_flags(args, model=model, out_dir=str(out))
-        with ray_session(args.address):
-            summary = fit(spec, echo=console.print)
+                model = str(detox_model(args.model_cache, echo=console.print))
+            spec = spec_from_flags(args, model=model, out_dir=str(out))
+            with ray_session(args.address):
+                summary = fit(spec, echo=console.print)
         return self._report(spec.algo, out, summary)
 
     @staticmethod

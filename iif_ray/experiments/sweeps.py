@@ -12,11 +12,13 @@ import importlib.util
 import logging
 import math
 import pickle
+import time
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from iif_ray.atomic_files import write_json_atomically
 from iif_ray.experiments.options import SweepOptions
 from iif_ray.experiments.results import LABEL_KEY, rounds_from_results
 from iif_ray.experiments.snapshots import snapshot_root
@@ -24,6 +26,7 @@ from iif_ray.experiments.trials import EVAL_EPISODES, TrialSpec, trial_config
 from iif_ray.presets import algo_settings, get_preset
 from iif_ray.reporting.rounds import ROUNDS_CSV, merge_rounds
 from iif_ray.rllib.settings import CONFIG_KEY
+from iif_ray.run.layout import SWEEP_SPEC
 
 logger = logging.getLogger(__name__)
 
@@ -216,6 +219,19 @@ def benchmark_tuner(env: str, opts: SweepOptions, *, name: str):
         tune_config=tune.TuneConfig(max_concurrent_trials=opts.max_concurrent,
                                     trial_dirname_creator=trial_name,
                                     trial_name_creator=trial_name))
+
+
+def record_sweep(out: str | Path, sweep: str, opts: Any) -> Path:
+    """Write ``<out>/sweep.json`` (which sweep, with which options) when a sweep or demo
+    starts a directory: it makes the directory recognisably ours (``--overwrite``, ``demo``
+    and ``evaluate`` check for it) and tells a reader what ran. A resumed sweep keeps the
+    first record. The directory itself is not stored: it is wherever the file lies."""
+    path = Path(out) / SWEEP_SPEC
+    if not path.exists():
+        options = {k: v for k, v in asdict(opts).items() if k != "out"}
+        write_json_atomically(path, {"sweep": sweep, "options": options,
+                                     "started": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+    return path
 
 
 def run_sweep(module: Any, opts: SweepOptions) -> Path:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from iif_ray.rllib.results import DEFAULT_MODULE, iif_metrics
-from iif_ray.run import CHECKPOINT, ROUND, checkpoint_dir
+from iif_ray.run import CHECKPOINT, ROUND, checkpoint_dir, old_checkpoint_dir
 
 PROGRESS_FIELDS = (
     ROUND, "env_steps", "episode_return_mean", "num_episodes", "frac_dropped",
@@ -58,13 +58,27 @@ def progress_row(result: dict, wall_s: float) -> dict[str, float]:
 
 
 def save_checkpoint(algo: Any, run_dir: str | Path) -> Path:
-    """Save ``algo`` as ``checkpoint/``, replacing an older one only once the new one is whole."""
+    """Save ``algo`` as ``checkpoint/``, replacing an older one only once the new one is whole.
+
+    The new checkpoint is written beside the old one (a save that fails, e.g. on a full disk,
+    removes its partial copy and keeps the old), then swapped in by renames; a kill between
+    the two renames leaves the old one as ``.checkpoint.old``, which
+    :func:`iif_ray.run.rewind.recover_checkpoint` puts back.
+    """
     final = checkpoint_dir(run_dir)
     tmp = Path(run_dir) / f".{CHECKPOINT}.tmp"
+    old = old_checkpoint_dir(run_dir)
     shutil.rmtree(tmp, ignore_errors=True)
-    algo.save_to_path(str(tmp))
-    shutil.rmtree(final, ignore_errors=True)
+    try:
+        algo.save_to_path(str(tmp))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        os.replace(final, old)
     os.replace(tmp, final)
+    shutil.rmtree(old, ignore_errors=True)
     return final
 
 

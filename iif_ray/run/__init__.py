@@ -10,6 +10,7 @@ Layout of a run directory (:mod:`.layout` names the files)::
     checkpoint/      the engine's checkpoint, every few rounds and at the end: RLlib's own
                      directory (classic), or ``learner.pt`` (LM); replaced atomically
     summary.json     written last, atomically: its presence means the run completed
+    .iif-ray.lock    the owning command's pid and host, while it runs (:mod:`.ownership`)
 
 A run that fails leaves no ``summary.json``, so nothing half-written looks complete; its
 ``run.json``, ``checkpoint/``, ledger and progress let ``--resume`` continue it
@@ -34,8 +35,17 @@ from iif_ray.run.layout import (
     checkpoint_dir,
     learner_state_path,
     ledger_dir,
-    prepare_out_dir,
+    old_checkpoint_dir,
     progress_path,
+)
+from iif_ray.run.ownership import (
+    CONTINUE,
+    EXISTING,
+    NEW,
+    RUN_MARKERS,
+    SWEEP_MARKERS,
+    OwnershipError,
+    own_dir,
 )
 from iif_ray.run.progress import ROUND, ProgressWriter, read_progress
 from iif_ray.run.rewind import rewind
@@ -51,9 +61,37 @@ from iif_ray.run.spec import (
 from iif_ray.run.summary import is_complete, read_summary, read_summary_or_spec, write_summary
 
 __all__ = [
-    "CHECKPOINT", "CLASSIC", "CONTENTS", "KINDS", "LEDGER", "LM", "PROGRESS", "ROUND",
-    "RUN_SPEC", "SUMMARY", "ProgressWriter", "RunKindError", "checkpoint_dir", "is_complete",
-    "learner_state_path", "ledger_dir", "prepare_out_dir", "progress_path", "read_progress",
-    "read_run_spec", "read_summary", "read_summary_or_spec", "rewind", "run_kind",
-    "write_run_spec", "write_summary",
+    "CHECKPOINT",
+    "CLASSIC",
+    "CONTENTS",
+    "CONTINUE",
+    "EXISTING",
+    "KINDS",
+    "LEDGER",
+    "LM",
+    "NEW",
+    "PROGRESS",
+    "ROUND",
+    "RUN_MARKERS",
+    "RUN_SPEC",
+    "SUMMARY",
+    "SWEEP_MARKERS",
+    "OwnershipError",
+    "ProgressWriter",
+    "RunKindError",
+    "checkpoint_dir",
+    "is_complete",
+    "learner_state_path",
+    "ledger_dir",
+    "old_checkpoint_dir",
+    "own_dir",
+    "progress_path",
+    "read_progress",
+    "read_run_spec",
+    "read_summary",
+    "read_summary_or_spec",
+    "rewind",
+    "run_kind",
+    "write_run_spec",
+    "write_summary",
 ]

@@ -6,7 +6,6 @@ name itself, it asks for the path here.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 RUN_SPEC = "run.json"
@@ -17,24 +16,11 @@ SUMMARY = "summary.json"
 # An engine that saves its own state (the LM engine: learner, KL controller, generators)
 # keeps it in one file inside ``checkpoint/``; RLlib fills the directory itself.
 LEARNER_STATE = "learner.pt"
+# The owner's lock (:mod:`iif_ray.run.ownership`): hidden, present only while a command runs.
+LOCK = ".iif-ray.lock"
+# A sweep's or demo's directory: the options it was started with (what makes it ours).
+SWEEP_SPEC = "sweep.json"
 CONTENTS = f"{SUMMARY}, {PROGRESS}, {LEDGER}/, {CHECKPOINT}/"
-
-
-def prepare_out_dir(out_dir: str | Path, overwrite: bool = False) -> Path:
-    """Create an empty run directory, refusing to mix a new run into an old one.
-
-    Raises:
-        FileExistsError: ``out_dir`` is not empty and ``overwrite`` is false.
-    """
-    out = Path(out_dir).resolve()
-    if out.exists() and any(out.iterdir()):
-        if not overwrite:
-            raise FileExistsError(
-                f"output directory {str(out_dir)!r} is not empty; pass --overwrite to replace it"
-            )
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def ledger_dir(run_dir: str | Path) -> Path:
@@ -47,6 +33,11 @@ def progress_path(run_dir: str | Path) -> Path:
 
 def checkpoint_dir(run_dir: str | Path) -> Path:
     return Path(run_dir) / CHECKPOINT
+
+
+def old_checkpoint_dir(run_dir: str | Path) -> Path:
+    """Where the previous checkpoint waits while a new one is swapped in (hidden)."""
+    return Path(run_dir) / f".{CHECKPOINT}.old"
 
 
 def learner_state_path(run_dir: str | Path) -> Path:

@@ -10,11 +10,13 @@ its kept rows under the new name. The *ledger*'s ``iteration`` column keeps its 
 from __future__ import annotations
 
 import csv
+import io
 import math
+import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TextIO
 
+from iif_ray.atomic_files import replace_atomically
 from iif_ray.run.layout import progress_path
 from iif_ray.run.legacy import migrate_legacy_lm
 
@@ -24,9 +26,14 @@ _INT_FIELDS = (ROUND, "env_steps")
 
 
 class ProgressWriter:
-    """Appends ``progress.csv`` rows in the engine's schema, flushed every round so a crash
-    keeps what ran. A field a row lacks is written as ``nan`` (e.g. evaluation figures in
+    """Appends ``progress.csv`` rows in the engine's schema, one whole row per round, so a
+    crash keeps what ran. A field a row lacks is written as ``nan`` (e.g. evaluation figures in
     rounds without an evaluation).
+
+    A row is one ``write`` on an ``O_APPEND`` descriptor; a write that fails part-way (a full
+    disk) is cut back to the last whole row before the error propagates, and a new file's
+    header is written whole or not at all, so a reader never meets half a row or a headless
+    file.
 
     Args:
         run_dir: the run directory.
@@ -41,18 +48,29 @@ class ProgressWriter:
             raise ValueError(f"a progress schema starts with {ROUND!r}, got {list(fields)[:1]}")
         self.fields = tuple(fields)
         path = progress_path(run_dir)
-        fresh = not (append and path.exists())
-        self._file: TextIO = path.open("w" if fresh else "a", newline="")
-        self._writer = csv.DictWriter(self._file, fieldnames=self.fields)
-        if fresh:
-            self._writer.writeheader()
+        if not (append and path.exists()):
+            header = self._line({f: f for f in self.fields})
+            replace_atomically(path, lambda tmp: tmp.write_bytes(header))
+        self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+
+    def _line(self, row: dict[str, object]) -> bytes:
+        buf = io.StringIO()
+        csv.DictWriter(buf, fieldnames=self.fields).writerow(row)
+        return buf.getvalue().encode()
 
     def write(self, row: dict[str, float]) -> None:
-        self._writer.writerow({k: row.get(k, math.nan) for k in self.fields})
-        self._file.flush()
+        data = self._line({k: row.get(k, math.nan) for k in self.fields})
+        whole = os.fstat(self._fd).st_size
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(self._fd, view):]
+        except OSError:
+            os.ftruncate(self._fd, whole)  # no half row: the file ends at the last whole one
+            raise
 
     def close(self) -> None:
-        self._file.close()
+        os.close(self._fd)
 
 
 def read_progress_text(run_dir: str | Path) -> list[dict[str, str]]:

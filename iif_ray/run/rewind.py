@@ -3,18 +3,33 @@
 from __future__ import annotations
 
 import csv
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from iif_ray.atomic_files import replace_atomically
 from iif_ray.ledger import remove_rounds_after
-from iif_ray.run.layout import SUMMARY, checkpoint_dir, ledger_dir, progress_path
+from iif_ray.run.layout import (
+    SUMMARY,
+    checkpoint_dir,
+    ledger_dir,
+    old_checkpoint_dir,
+    progress_path,
+)
 from iif_ray.run.legacy import migrate_legacy_lm
 from iif_ray.run.progress import parse_rows, read_progress_text, round_of
 
 # Given ``checkpoint/``, the engine restores its own state from it and returns the round
 # the checkpoint was taken after (``None``: nothing there it can restore).
 Restore = Callable[[Path], "int | None"]
+
+
+def recover_checkpoint(run_dir: str | Path) -> None:
+    """Put back the previous checkpoint when a run was killed while swapping in a new one
+    (``checkpoint/`` moved aside, the new one not yet renamed into place)."""
+    old = old_checkpoint_dir(run_dir)
+    if old.is_dir() and not checkpoint_dir(run_dir).exists():
+        os.replace(old, checkpoint_dir(run_dir))
 
 
 def rewind(run_dir: str | Path, fields: Sequence[str], restore: Restore | None
@@ -32,6 +47,7 @@ def rewind(run_dir: str | Path, fields: Sequence[str], restore: Restore | None
     """
     migrate_legacy_lm(run_dir)
     run = Path(run_dir)
+    recover_checkpoint(run)
     done = 0
     if restore is not None and checkpoint_dir(run).is_dir():
         done = restore(checkpoint_dir(run)) or 0

@@ -17,6 +17,9 @@ from iif_ray.atomic_files import write_json_atomically
 from iif_ray.run.layout import RUN_SPEC
 from iif_ray.run.legacy import LM_KIND, migrate_legacy_lm
 
+# Never stored: a run directory is wherever its run.json lies, so a copied or moved run
+# resumes in its new place and never writes into the old one.
+OUT_DIR_KEY = "out_dir"
 CLASSIC = "classic"
 LM = LM_KIND
 KINDS = (CLASSIC, LM)
@@ -40,6 +43,7 @@ def write_run_spec(run_dir: str | Path, spec: dict[str, Any], kind: str) -> Path
     if KIND_KEY in spec:
         raise ValueError(f"a run spec must not hold the envelope's {KIND_KEY!r} key")
     migrate_legacy_lm(run_dir)
+    spec = {k: v for k, v in spec.items() if k != OUT_DIR_KEY}
     return write_json_atomically(Path(run_dir) / RUN_SPEC, {KIND_KEY: kind, **spec})
 
 
@@ -53,7 +57,8 @@ def run_kind(run_dir: str | Path) -> str | None:
 
 
 def read_run_spec(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
-    """The spec (envelope removed) an interrupted or finished run was started with.
+    """The spec (envelope removed) an interrupted or finished run was started with, its
+    ``out_dir`` the directory it lies in now (a value stored by an older version is ignored).
 
     Args:
         run_dir: the run directory.
@@ -71,6 +76,7 @@ def read_run_spec(run_dir: str | Path, kind: str | None = None) -> dict[str, Any
                                 f"accepted: the --out directory of an {command} run")
     spec = json.loads(path.read_text())
     found = spec.pop(KIND_KEY, CLASSIC)
+    spec[OUT_DIR_KEY] = str(Path(run_dir).resolve())  # where it is now, not where it was
     if kind is not None and found != kind:
         raise RunKindError(f"{str(run_dir)!r} holds a run of {_LABELS[found][1]}, not of "
                            f"{command}; accepted: the --out directory of an {command} run")

@@ -7,6 +7,8 @@ directory (so a command's default output directory would show up as a leftover t
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from iif_ray.cli import main
@@ -59,8 +61,8 @@ CASES: list[tuple[list[str], str]] = [
      "--num-gpus-per-scorer 64.0"),
     (["train", *CP, "--num-gpus-per-scorer", "nan", *OUT], "must be a number >= 0, got 'nan'"),
     # the run directory
-    (["train", *CP, "--out", "{tmp}/file.txt"], "cannot be a run directory"),
-    (["train", *CP, "--out", "{tmp}/full"], "is not empty; pass --overwrite"),
+    (["train", *CP, "--out", "{tmp}/file.txt"], "is a file, not a directory"),
+    (["train", *CP, "--out", "{tmp}/full"], "is not empty and holds no iif-ray run"),
     # cluster addresses
     (["train", *CP, "--address", "127.0.0.1:1", *OUT], "cannot reach Ray at '127.0.0.1:1'"),
     (["train", *CP, "--address", "nohost", *OUT], "Ray address 'nohost' is not host:port"),
@@ -154,9 +156,28 @@ CASES: list[tuple[list[str], str]] = [
     (["bench", "scoring", "--rounds", "1"], "rounds must be >= 2, got '1'"),
     (["bench", "pool", "--workloads", "huge"], "unknown workload(s) ['huge']"),
     # diagnose
-    (["diagnose", "{tmp}/norun"], "is not a run (no summary.json, no run.json)"),
+    (["diagnose", "{tmp}/norun"], "run '{tmp}/norun' holds none of ['run.json'"),
     (["diagnose", "{tmp}/norun", "--probes-out", "{tmp}/p.parquet"],
      "--probes-out needs --probe-round and --probe-action"),
+    # run directories: never emptied unless recognisably a run of ours, never cwd or home
+    (["train", *CP, "--out", ""], "--out '' is an empty path"),
+    (["train", *CP, "--out", "", "--overwrite"], "--out '' is an empty path"),
+    (["train", *CP, "--out", ".", "--overwrite"], "--out '.' holds files but no iif-ray run"),
+    (["train", *CP, "--out", "{tmp}/full", "--overwrite"],
+     "holds files but no iif-ray run (none of ['run.json'"),
+    (["train", *CP, "--out", "{tmp}/home", "--overwrite"], "holds files but no iif-ray run"),
+    (["train", *CP, "--out", "{tmp}/ourhome", "--overwrite"],
+     "is the home directory; --overwrite replaces only a run directory of its own"),
+    (["train-lm", "--out", "", "--overwrite"], "--out '' is an empty path"),
+    (["train-lm", "--out", "{tmp}/full", "--overwrite"], "holds files but no iif-ray run"),
+    (["demo", "--out", "{tmp}/full"], "holds files but no iif-ray run (none of ['sweep.json'"),
+    (["demo", "--out", ""], "--out '' is an empty path"),
+    (["demo", "--out", "."], "--out '.' holds files but no iif-ray run"),
+    (["demo", "--out", "{tmp}/home"], "holds files but no iif-ray run"),
+    (["sweep", "benchmark", "--out", "{tmp}/full"], "holds files but no iif-ray run"),
+    (["sweep", "benchmark", "--out", ""], "--out '' is an empty path"),
+    (["lm-checks", "--out", "{tmp}/full"], "is a directory; accepted: a JSON file path"),
+    (["lm-checks", "--out", "{tmp}/file.txt"], "exists; pass --overwrite to replace it"),
     # submit: checked here, before anything is uploaded
     (["submit", "--", "iif-ray", "train", "--preset", "cartpol", "--out", "x"],
      "unknown preset 'cartpol'"),
@@ -183,8 +204,10 @@ def _stored_runs(root) -> None:
     write_run_spec(root / "lmrun", lm.to_dict(), LM)
 
 
-def _files(root) -> set[str]:
-    return {str(p.relative_to(root)) for p in root.rglob("*")}
+def _files(root) -> dict[str, bytes | None]:
+    """Every path under ``root`` with its bytes: a refused command changes none of them."""
+    return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
+            for p in root.rglob("*")}
 
 
 @pytest.mark.parametrize(("argv", "message"), CASES,
@@ -204,6 +227,16 @@ def test_bad_input_is_refused_in_one_line(tmp_path, monkeypatch, capsys, argv, m
     (tmp_path / "garbled").mkdir()
     (tmp_path / "garbled" / "rounds.csv").write_text("a,b\n1,2\n")
     _stored_runs(tmp_path)
+    (tmp_path / "home").mkdir()  # a home directory: a user's files
+    (tmp_path / "home" / "thesis.tex").write_text("years of work")
+    (tmp_path / "ourhome").mkdir()  # a home directory that even looks like a run of ours
+    (tmp_path / "ourhome" / "run.json").write_text("{}")
+    for home in ("home", "ourhome"):  # the cases that name a home directory make it HOME
+        if f"{{tmp}}/{home}" in argv:
+            # libraries keep their caches where they were (matplotlib's is under HOME)
+            monkeypatch.setenv("MPLCONFIGDIR", os.environ.get(
+                "MPLCONFIGDIR", os.path.expanduser("~/.config/matplotlib")))
+            monkeypatch.setenv("HOME", str(tmp_path / home))
     before = _files(tmp_path)
 
     code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -47,7 +48,7 @@ def test_bad_input_exits_nonzero_with_one_clear_message(tmp_path, capsys, args, 
 def test_non_empty_out_dir_is_refused(tmp_path, capsys) -> None:
     (tmp_path / "old.txt").write_text("previous run")
     assert main(["train", "--preset", "cartpole", "--out", str(tmp_path)]) == 2
-    assert "not empty; pass --overwrite" in capsys.readouterr().err
+    assert "is not empty and holds no iif-ray run" in capsys.readouterr().err
     assert (tmp_path / "old.txt").exists()
 
 
@@ -116,6 +117,10 @@ def test_a_bad_address_fails_within_the_bound(tmp_path, address, message) -> Non
     assert not out.exists()
 
 
+def _file_bytes(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_run_resumes_into_the_same_directory(tmp_path) -> None:
@@ -144,6 +149,16 @@ def test_a_killed_run_resumes_into_the_same_directory(tmp_path) -> None:
 
     assert main(["diagnose", str(out)]) == 0  # the interrupted run's ledger is readable
     assert (out / "diagnostics" / "index.md").exists()
+
+    # A copy resumed elsewhere continues there and never touches the original.
+    copy = tmp_path / "elsewhere" / "copy"
+    shutil.copytree(out, copy)
+    original = _file_bytes(out)
+    proc = subprocess.run([sys.executable, "-m", "iif_ray", "train", "--resume", str(copy)],
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert _file_bytes(out) == original
+    assert (copy / "summary.json").exists() and not (copy / ".iif-ray.lock").exists()
 
     proc = subprocess.run([sys.executable, "-m", "iif_ray", "train", "--resume", "--out",
                            str(out)], capture_output=True, text=True, timeout=300, env=env)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+
 import pandas as pd
 import pytest
 import torch
@@ -106,11 +108,16 @@ class _Killed(RuntimeError):
     pass
 
 
+def _file_bytes(root) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
 @pytest.mark.ray
 @pytest.mark.slow
 def test_a_killed_lm_run_resumes_exactly(ray_local, tiny_model_dir, tmp_path):
     """Killed during round 3 (round 2 checkpointed, round 3's progress row written), then
-    resumed: every round once, and the same figures as a run never interrupted."""
+    copied elsewhere and the copy resumed: every round once, the same figures as a run never
+    interrupted, and the original directory byte for byte as it was."""
     from iif_ray.lm.spec import read_spec
     from iif_ray.run import learner_state_path
 
@@ -127,19 +134,23 @@ def test_a_killed_lm_run_resumes_exactly(ray_local, tiny_model_dir, tmp_path):
         fit(killed, echo=kill_in_round_3)
     assert not (tmp_path / "killed" / SUMMARY).exists()
     assert pd.read_csv(tmp_path / "killed" / PROGRESS_CSV)["round"].tolist() == [1, 2, 3]
+    # Resumed as a copy in another place: the copy continues, the original is not touched.
+    shutil.copytree(tmp_path / "killed", tmp_path / "moved" / "copy")
+    original = _file_bytes(tmp_path / "killed")
     lines: list[str] = []
-    fit(read_spec(tmp_path / "killed"), echo=lines.append, resume=True)
+    fit(read_spec(tmp_path / "moved" / "copy"), echo=lines.append, resume=True)
+    assert _file_bytes(tmp_path / "killed") == original
     assert lines[0].endswith("after round 2 (its checkpoint)")
     a = pd.read_csv(tmp_path / "straight" / PROGRESS_CSV)
-    b = pd.read_csv(tmp_path / "killed" / PROGRESS_CSV)
+    b = pd.read_csv(tmp_path / "moved" / "copy" / PROGRESS_CSV)
     assert b["round"].tolist() == [1, 2, 3, 4]
     figures = ["reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated", "eval_reward"]
     pd.testing.assert_frame_equal(a[figures], b[figures])
-    assert learner_state_path(tmp_path / "killed").exists()
+    assert learner_state_path(tmp_path / "moved" / "copy").exists()
     from iif_ray.ledger import read_ledger
 
     ledgers = [read_ledger(str(tmp_path / d / "ledger")).to_pandas()
-               for d in ("straight", "killed")]
+               for d in ("straight", "moved/copy")]
     assert ledgers[1].groupby("iteration").size().index.tolist() == [1, 2, 3, 4]
     pd.testing.assert_frame_equal(ledgers[0], ledgers[1])
 

@@ -28,6 +28,11 @@ from iif_ray.run import (
 FIELDS = ("round", "reward", "eval")  # an engine's schema
 
 
+def _here(run_dir) -> dict[str, str]:
+    """What a spec read back says about its directory: where it lies now."""
+    return {"out_dir": str(run_dir.resolve())}
+
+
 def _ledger_files(run) -> list[int]:
     return sorted(int(p.name[5:11]) for p in ledger_dir(run).glob("iter-*.parquet"))
 
@@ -49,8 +54,9 @@ def _run_with_rounds(run, n: int) -> None:
 def test_kind_round_trips_through_run_json(tmp_path, kind):
     write_run_spec(tmp_path, {"algo": "iif", "seed": 3}, kind)
     assert run_kind(tmp_path) == kind
-    assert read_run_spec(tmp_path) == {"algo": "iif", "seed": 3}  # the envelope is removed
-    assert read_run_spec(tmp_path, kind) == {"algo": "iif", "seed": 3}
+    # the envelope is removed
+    assert read_run_spec(tmp_path) == {"algo": "iif", "seed": 3, **_here(tmp_path)}
+    assert read_run_spec(tmp_path, kind) == {"algo": "iif", "seed": 3, **_here(tmp_path)}
     other = LM if kind == CLASSIC else CLASSIC
     with pytest.raises(RunKindError, match="holds a run of iif-ray train"):
         read_run_spec(tmp_path, other)
@@ -61,7 +67,8 @@ def test_a_run_json_without_kind_is_classic_and_no_run_json_is_no_run(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"holds no LM run \(no run.json\)"):
         read_run_spec(tmp_path, LM)
     (tmp_path / "run.json").write_text(json.dumps({"algo": "ppo"}))
-    assert run_kind(tmp_path) == CLASSIC and read_run_spec(tmp_path, CLASSIC) == {"algo": "ppo"}
+    assert run_kind(tmp_path) == CLASSIC and read_run_spec(tmp_path, CLASSIC) == {"algo": "ppo",
+                                                                        **_here(tmp_path)}
     with pytest.raises(ValueError, match="unknown run kind"):
         write_run_spec(tmp_path, {}, "dpo")
 
@@ -149,7 +156,7 @@ def test_a_legacy_lm_directory_is_migrated_on_first_read(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "checkpoint", "progress.csv", "run.json", "summary.json"]
     assert learner_state_path(tmp_path).read_bytes() == b"state"
-    assert read_run_spec(tmp_path, LM) == {"algo": "iif", "rounds": 2}
+    assert read_run_spec(tmp_path, LM) == {"algo": "iif", "rounds": 2, **_here(tmp_path)}
     assert [r["reward_mean"] for r in read_progress(tmp_path)] == [0.5, 0.25]
     assert read_summary(tmp_path) == {"rounds": []}
 
@@ -158,5 +165,5 @@ def test_a_legacy_migration_cut_short_is_finished_by_the_next_read(tmp_path):
     (tmp_path / "lm_run.json").write_text(json.dumps({"algo": "random"}))
     (tmp_path / "progress.csv").write_text("round\n1\n")  # renamed before the cut
     (tmp_path / "lm_summary.json").write_text("{}")
-    assert read_run_spec(tmp_path, LM) == {"algo": "random"}
+    assert read_run_spec(tmp_path, LM) == {"algo": "random", **_here(tmp_path)}
     assert not list(tmp_path.glob("lm_*")) and read_summary(tmp_path) == {}
