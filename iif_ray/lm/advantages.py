@@ -116,8 +116,12 @@ def estimate(estimator: str, group_size: int, batch: SequenceBatch, rewards: tor
         adv, targets = whiten(adv, mask), ValueTargets(values, returns)
     else:
         adv, targets = grpo_advantages(rewards, mask, group_size), None
+    # The value targets travel with the rows too: the scores' per-record loss has the
+    # update's value term.
     full = SequenceBatch(batch.input_ids, batch.attention_mask, mask, old_logp=old,
-                         advantages=adv, ref_logp=ref)
+                         advantages=adv, ref_logp=ref,
+                         old_values=None if targets is None else targets.values,
+                         returns=None if targets is None else targets.returns)
     return full, targets, kl
 
 

@@ -103,6 +103,11 @@ class LearnerWorker:
         return {n: p.detach().cpu().clone()
                 for n, p in self.learner.policy.model.named_parameters() if p.requires_grad}
 
+    def value_head_weights(self) -> dict[str, torch.Tensor]:
+        """The value head's weight and bias: scorer actors need them for the value term of
+        each record's loss."""
+        return to_cpu(self.learner.policy.value_head.state_dict())
+
     def prepare(self, batch: SequenceBatch) -> tuple[torch.Tensor, ...]:
         return to_cpu(self.learner.prepare(batch.to(self.device)))
 
