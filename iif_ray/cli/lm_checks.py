@@ -21,6 +21,9 @@ class LMChecksCommand(Command):
         parser.add_argument("--model-cache", default="runs/lm-models")
         parser.add_argument("--seeds", type=int_at_least(1, "seeds"), default=5)
         parser.add_argument("--sequences", type=int_at_least(8, "sequences"), default=256)
+        parser.add_argument("--validation-prompts", type=int_at_least(1, "validation-prompts"),
+                            default=1024, help="validation responses the influence target "
+                                               "is built from (default: the paper's 1,024)")
         parser.add_argument("--out", required=True, help="JSON file for the results")
 
     def run(self, args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
@@ -38,7 +41,8 @@ class LMChecksCommand(Command):
             from iif_ray.lm.pretrain import detox_model
 
             model = str(detox_model(args.model_cache, echo=console.print))
-        results = run_checks(model, args.seeds, echo=console.print, sequences=args.sequences)
+        results = run_checks(model, args.seeds, echo=console.print, sequences=args.sequences,
+                             validation=args.validation_prompts)
         out.write_text(json.dumps({"model": model, **results}, indent=1))
         console.print(f"results in {out}")
         return 0

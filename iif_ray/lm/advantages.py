@@ -72,6 +72,27 @@ def grpo_advantages(scores: Tensor, mask: Tensor, group_size: int) -> Tensor:
     return rel[:, None] * mask.float()
 
 
+def varied_groups(rewards: Tensor, group_size: int) -> Tensor:
+    """``[B]`` bool: the rows of the prompt groups (``group_size`` consecutive rows) whose
+    rewards are not all equal: DAPO's dynamic-sampling filter (veRL ``filter_groups``).
+
+    A group whose rewards do not vary has GRPO advantages of zero: it adds nothing to the
+    policy gradient but its tokens to the loss's denominators, shrinking every other
+    record's step. The round then trains on the shrunken batch; it is not refilled with more
+    generated groups as veRL can (up to ``max_num_gen_batches`` tries), so every algorithm
+    compared generates the same records per round and the filter's cost is only what it
+    saves; how much it shrinks the batch is in each round's ``groups_dropped``.
+
+    Raises:
+        ValueError: ``group_size`` does not divide the batch.
+    """
+    if group_size < 1 or len(rewards) % group_size:
+        raise ValueError(f"group_size must divide the batch of {len(rewards)}, got {group_size}")
+    g = rewards.view(-1, group_size)
+    varies = (g != g[:, :1]).any(dim=1)
+    return varies.repeat_interleave(group_size)
+
+
 def whiten(values: Tensor, mask: Tensor) -> Tensor:
     """Zero mean, unit variance over the masked entries (PPO's advantage normalisation)."""
     m = mask.float()

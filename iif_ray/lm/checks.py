@@ -114,11 +114,13 @@ def intervention(r: Round, *, seed: int = 0, eval_prompts: int = 256,
 
 
 def run_checks(model_dir: str, seeds: int = 5, echo: Callable[[str], None] = print,
-               sequences: int = 256) -> dict[str, list]:
-    """Both checks over ``seeds`` rounds (different samples from the same policy)."""
+               sequences: int = 256, validation: int = 1024) -> dict[str, list]:
+    """Both checks over ``seeds`` rounds (different samples from the same policy), the
+    target built from ``validation`` responses (the paper's 1,024; a target from a few dozen
+    is mostly noise: two independent 64-response targets have cosine 0.05-0.07)."""
     results: dict[str, list] = {"flip": [], "intervention": []}
     for s in range(seeds):
-        r = prepare_round(model_dir, s, sequences=sequences, validation=min(64, sequences))
+        r = prepare_round(model_dir, s, sequences=sequences, validation=validation)
         flip = flipped_reward_auroc(r, seed=s)
         results["flip"].append(flip)
         echo(f"seed {s}: flipped-reward AUROC {flip['auroc']:.3f} (negative scores: flipped "

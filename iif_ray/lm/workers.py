@@ -63,9 +63,17 @@ class RolloutWorker:
     def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(weights, strict=False)
 
-    def generate(self, prompts: list[str], seed: int) -> tuple[SequenceBatch, list[str]]:
-        batch = sample_records(self.model, self.tokenizer, prompts, self.spec.sampling,
-                               seed).to("cpu")
+    def generate(self, prompts: list[str], seed: int, reference: bool = False
+                 ) -> tuple[SequenceBatch, list[str]]:
+        """Responses from the current policy, or (``reference``) from the reference policy:
+        the same model with its adapters off."""
+        if reference:
+            with self.model.disable_adapter():
+                batch = sample_records(self.model, self.tokenizer, prompts,
+                                       self.spec.sampling, seed).to("cpu")
+        else:
+            batch = sample_records(self.model, self.tokenizer, prompts, self.spec.sampling,
+                                   seed).to("cpu")
         return batch, response_texts(self.tokenizer, batch)
 
 

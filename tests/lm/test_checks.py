@@ -14,7 +14,8 @@ def test_checks_report_auroc_and_three_paired_arms(tiny_model_dir, monkeypatch):
     monkeypatch.setattr(checks, "UpdateSettings",
                         lambda: UpdateSettings(epochs=1, minibatch_size=4))
     lines: list[str] = []
-    out = run_checks(str(tiny_model_dir), seeds=1, echo=lines.append, sequences=20)
+    out = run_checks(str(tiny_model_dir), seeds=1, echo=lines.append, sequences=20,
+                     validation=12)
     flip = out["flip"][0]
     assert 0 <= flip["auroc"] <= 1 and 0 <= flip["flipped_negative"] <= 1
     arms = out["intervention"][0]
