@@ -6,7 +6,7 @@ written before a field existed loads with that field's default.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -166,6 +166,24 @@ class LMRunSpec:
         """The rule a round selects with: ``selection``, else the algo's own ("neg-bottom"
         for iif, the paper's; "random" for the random control; ppo selects nothing)."""
         return self.selection or ALGO_SELECTION.get(self.algo, "neg-bottom")
+
+    def with_algo(self, algo: str) -> LMRunSpec:
+        """This run with ``algo`` (a sweep's arms share one base spec): the selection rule
+        the preset gives ``algo`` when the spec came from one; else ppo and group-filter
+        none, the random control the control of IIF's rule (``neg-random`` for
+        ``negative``), and the IIF algos the base's rule."""
+        if self.preset:
+            rule = LM_PRESETS[self.preset].get("selection", {}).get(algo)
+        else:
+            iif_rule = self.selection
+            if self.algo == "random":  # the rule this random control is the control of
+                iif_rule = {v: k for k, v in RANDOM_CONTROL.items()}.get(self.selection_rule)
+            rule = iif_rule
+            if algo in ("ppo", "group-filter"):
+                rule = None
+            elif algo == "random":
+                rule = RANDOM_CONTROL.get(iif_rule or "neg-bottom", "random")
+        return replace(self, algo=algo, selection=rule)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "update": asdict(self.update), "sampling": asdict(self.sampling),

@@ -156,3 +156,21 @@ def test_group_filter_then_iif_on_ray(ray_local, tiny_model_dir, tmp_path):
     assert (by_round.flat.sum() // 2).tolist() == progress.groups_dropped.tolist()
     assert by_round.kept.sum().tolist() == progress.rows_updated.tolist()
     assert all(math.isfinite(v) for v in progress.kl_beta)
+
+
+def test_a_sweeps_arms_get_each_algos_rule():
+    """A sweep replaces the base spec's algo per arm: each arm gets a rule it accepts, the
+    preset's when the spec came from one, and the random control stays IIF's control."""
+    from iif_ray.experiments.options import SweepOptions
+
+    paper = _spec("--preset", "paper-rlhf")
+    assert {a: paper.with_algo(a).selection for a in ("ppo", "iif", "random")} == \
+        {"ppo": None, "iif": "negative", "random": "neg-random"}
+    plain = LMRunSpec(model="m", out_dir="o", selection="negative")
+    assert plain.with_algo("random").selection_rule == "neg-random"
+    assert plain.with_algo("random").with_algo("iif").selection_rule == "negative"
+    assert plain.with_algo("group-filter").selection is None
+    assert LMRunSpec(model="m", out_dir="o").with_algo("random").selection_rule == "random"
+    SweepOptions(algos=["group-filter", "group-filter+iif", "iif"])
+    with pytest.raises(ValueError, match="unknown algo 'dpo'"):
+        SweepOptions(algos=["dpo"])
