@@ -102,6 +102,16 @@ def whiten(values: Tensor, mask: Tensor) -> Tensor:
     return (values - mean) * torch.rsqrt(var + 1e-8) * m
 
 
+def whiten_chunks(values: Tensor, mask: Tensor, chunk: int = 0) -> Tensor:
+    """:func:`whiten` over each ``chunk`` consecutive rows (the last chunk may be shorter),
+    or over all rows when ``chunk`` is 0: the paper's code whitens the validation
+    responses' advantages in the 64-sequence batches it generates them in."""
+    if not chunk or chunk >= len(values):
+        return whiten(values, mask)
+    return torch.cat([whiten(values[i:i + chunk], mask[i:i + chunk])
+                      for i in range(0, len(values), chunk)])
+
+
 @dataclass
 class AdaptiveKL:
     """Ziegler et al.'s controller: ``beta`` moves toward the KL ``target`` per ``horizon``
@@ -125,16 +135,17 @@ def advantages(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Tensor,
 
 
 def estimate(estimator: str, group_size: int, batch: SequenceBatch, rewards: torch.Tensor,
-             prepared: tuple[torch.Tensor, ...], beta: float
+             prepared: tuple[torch.Tensor, ...], beta: float, *, whiten_chunk: int = 0
              ) -> tuple[SequenceBatch, ValueTargets | None, float]:
-    """:func:`advantages` by ``estimator`` ("ppo": GAE on KL-penalised rewards, whitened;
-    "grpo": relative to each group of ``group_size``), without a spec to build."""
+    """:func:`advantages` by ``estimator`` ("ppo": GAE on KL-penalised rewards, whitened
+    over the batch, or over each ``whiten_chunk`` consecutive rows; "grpo": relative to each
+    group of ``group_size``), without a spec to build."""
     old, ref, values = prepared
     mask = batch.response_mask
     kl = float(((old - ref) * mask).sum() / mask.sum().clamp(min=1))
     if estimator == "ppo":
         adv, returns = gae(kl_penalised_rewards(rewards, old, ref, mask, beta), values, mask)
-        adv, targets = whiten(adv, mask), ValueTargets(values, returns)
+        adv, targets = whiten_chunks(adv, mask, whiten_chunk), ValueTargets(values, returns)
     else:
         adv, targets = grpo_advantages(rewards, mask, group_size), None
     # The value targets travel with the rows too: the scores' per-record loss has the
@@ -162,7 +173,8 @@ def validation_weights(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Ten
         return target_weights("reward", batch, rewards - rewards.mean())
     # PPO's GAE on single responses, whatever the run's estimator; not a spec of its own (one
     # with group_size 1 would fail the spec's batch checks).
-    full, _, _ = estimate("ppo", 1, batch, rewards, prepared, beta)
+    full, _, _ = estimate("ppo", 1, batch, rewards, prepared, beta,
+                          whiten_chunk=spec.target_whiten_chunk)
     last = last_token_advantage(full)
     return target_weights("seq-return", batch, last - last.mean())
 

@@ -57,6 +57,11 @@ class LMRunSpec:
     validation_prompts: int = option(64, accepts=at_least(1),
                                      help="validation responses the influence target is "
                                           "built from (the paper: 1,024)")
+    target_whiten_chunk: int = option(
+        0, accepts=at_least(0),
+        help="whiten the validation responses' token advantages (seq-return target) over "
+             "each this many consecutive responses (the paper's code: 64, the batches it "
+             "generates them in), or over all of them (0)")
     validation: str = option(
         "fresh", choices=VALIDATION_SOURCES,
         help="fresh: new prompts and responses from the current policy every round; "
@@ -201,12 +206,13 @@ class LMRunSpec:
 # round (one per prompt), minibatch 1, 4 epochs, Adam 1e-5, clip 0.2, value loss 0.1 x clipped
 # (0.2), no gradient clipping (TRL's default), adaptive KL from 0.04 toward 6 nats per
 # sequence (TRL's target; horizon 10,000), the target f^seq on 1,024 fixed held-out prompts
-# with reference-policy responses, and IIF keeping the records of score > 0 (its code drops
-# every negative one). Model-size settings (LoRA rank, response length) stay the task's.
+# with reference-policy responses (their advantages whitened in chunks of 64, as the code
+# generates them), and IIF keeping the records of score > 0 (its code drops every negative
+# one). Model-size settings (LoRA rank, response length) stay the task's.
 LM_PRESETS: dict[str, dict[str, Any]] = {
     "paper-rlhf": {
         "prompts_per_round": 256, "group_size": 1,
-        "validation_prompts": 1024, "validation": "reference",
+        "validation_prompts": 1024, "validation": "reference", "target_whiten_chunk": 64,
         "kl_beta": 0.04, "kl_target": 6.0, "kl_per": "sequence",
         "update": {"estimator": "ppo", "minibatch_size": 1, "epochs": 4, "lr": 1e-5,
                    "clip": 0.2, "vf_coef": 0.1, "vf_clip": 0.2, "max_grad_norm": 0.0},

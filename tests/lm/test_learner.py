@@ -378,3 +378,22 @@ def test_validation_weights_by_hand():
 
     reward = validation_weights(replace(spec, target="reward"), batch, rewards, prepared, 0.05)
     torch.testing.assert_close(reward, torch.tensor([[0, -0.5, -0.5], [0, 0.5, 0.5]]))
+    # Whitened one response at a time (chunks of 1), a two-token response's last advantage
+    # is +1/sqrt(2) whatever its reward: equal weights, centred to zero.
+    alone = validation_weights(replace(spec, target_whiten_chunk=1), batch, rewards,
+                               prepared, 0.05)
+    torch.testing.assert_close(alone, torch.zeros(2, 3), rtol=0, atol=1e-6)
+
+
+def test_whiten_in_chunks_by_hand():
+    """Chunks of 2 rows: each chunk's own mean and unbiased variance over its masked
+    entries; a shorter last chunk too."""
+    from iif_ray.lm.advantages import whiten_chunks
+
+    values = torch.tensor([[1.0, 3.0], [5.0, 7.0], [0.0, 10.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    got = whiten_chunks(values, mask, 2)
+    std = (((1 - 3) ** 2 + 0 + (5 - 3) ** 2) / 2) ** 0.5  # chunk 1: 1, 3, 5 (7 masked out)
+    expected = torch.tensor([[-2 / std, 0.0], [2 / std, 0.0], [-(50 ** -0.5) * 5, 5 / 50 ** 0.5]])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(whiten_chunks(values, mask, 0), whiten(values, mask))

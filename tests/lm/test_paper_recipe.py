@@ -28,6 +28,7 @@ def test_paper_preset_sets_the_papers_values_and_flags_override_them():
     assert (u.clip, u.vf_coef, u.vf_clip, u.max_grad_norm) == (0.2, 0.1, 0.2, 0.0)
     assert (spec.kl_beta, spec.kl_target, spec.kl_per) == (0.04, 6.0, "sequence")
     assert (spec.validation_prompts, spec.validation) == (1024, "reference")
+    assert spec.target_whiten_chunk == 64
     assert (spec.prompts_per_round, spec.group_size) == (256, 1)
     assert spec.selection_rule == "negative" and spec.preset == "paper-rlhf"
     # Explicit flags win, nested ones too; the rest stays the preset's.
