@@ -172,10 +172,14 @@ class LMLearner:
         self.generator.set_state(state["generator"])
 
     @torch.no_grad()
-    def prepare(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
-        """(old logp, reference logp, values) of the round's batch at the current weights."""
+    def prepare(self, batch: SequenceBatch, ref_logp: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """(old logp, reference logp, values) of the round's batch at the current weights;
+        ``ref_logp``: the batch's reference log-probabilities when already known (fixed
+        validation responses: the reference never changes), saving that forward pass."""
         logp, values = self.policy.logp_and_values(batch)
-        return logp, self.policy.reference_logp(batch), values
+        ref = self.policy.reference_logp(batch) if ref_logp is None else ref_logp
+        return logp, ref, values
 
     def target(self, validation: SequenceBatch, weights: Tensor) -> dict[str, Tensor]:
         """``grad f`` of the target ``sum c_jt log pi`` (validation responses) at the current

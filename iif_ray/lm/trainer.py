@@ -118,8 +118,8 @@ class DriverState:
     kl: AdaptiveKL = field(init=False)
     rng: np.random.Generator = field(init=False)
     generator: torch.Generator = field(init=False)
-    reference_validation: tuple[SequenceBatch, torch.Tensor] | None = field(init=False,
-                                                                           default=None)
+    reference_validation: tuple[SequenceBatch, torch.Tensor, torch.Tensor | None] | None = \
+        field(init=False, default=None)  # responses, rewards, reference log-probabilities
 
     def __post_init__(self) -> None:
         self.kl = AdaptiveKL(beta=self.spec.kl_beta, target=self.spec.kl_target)
@@ -278,13 +278,14 @@ def validation_target(spec: LMRunSpec, k: int, actors: Actors, driver: DriverSta
     """
     import ray
 
+    ref_logp = None
     if spec.validation == "reference":
         if driver.reference_validation is None:
             validation, texts = ray.get(actors.rollout.generate.remote(
                 validation_prompts(spec, lang), seed=_sampling_seed(spec, 0), reference=True))
             rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
-            driver.reference_validation = (validation, rewards)
-        validation, rewards = driver.reference_validation
+            driver.reference_validation = (validation, rewards, None)
+        validation, rewards, ref_logp = driver.reference_validation
     else:
         prompts = (validation_prompts(spec, lang) if spec.validation == "policy" else
                    lang.prompts(spec.validation_prompts, split="train",
@@ -292,7 +293,10 @@ def validation_target(spec: LMRunSpec, k: int, actors: Actors, driver: DriverSta
         validation, texts = ray.get(actors.rollout.generate.remote(
             prompts, seed=_sampling_seed(spec, 2 * k + 1)))
         rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
-    prepared = ray.get(actors.learner.prepare.remote(validation))
+    prepared = ray.get(actors.learner.prepare.remote(validation, ref_logp))
+    if spec.validation == "reference" and ref_logp is None:
+        # Fixed responses' reference log-probabilities never change: one forward pass a run.
+        driver.reference_validation = (validation, rewards, prepared[1])
     return validation, validation_weights(spec, validation, rewards, prepared, driver.kl.beta)
 
 

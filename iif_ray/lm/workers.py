@@ -116,8 +116,10 @@ class LearnerWorker:
         each record's loss."""
         return to_cpu(self.learner.policy.value_head.state_dict())
 
-    def prepare(self, batch: SequenceBatch) -> tuple[torch.Tensor, ...]:
-        return to_cpu(self.learner.prepare(batch.to(self.device)))
+    def prepare(self, batch: SequenceBatch, ref_logp: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, ...]:
+        ref = None if ref_logp is None else ref_logp.to(self.device)
+        return to_cpu(self.learner.prepare(batch.to(self.device), ref))
 
     def scores(self, batch: SequenceBatch, validation: SequenceBatch, weights: torch.Tensor,
                method: str) -> torch.Tensor:

@@ -173,6 +173,9 @@ def test_trim_and_reference_and_scores():
     learner = LMLearner(policy, UpdateSettings(estimator="grpo", minibatch_size=2))
     old, ref, _ = learner.prepare(batch)
     torch.testing.assert_close(old, ref)  # peft starts LoRA at B = 0: the reference policy
+    known = torch.full_like(ref, -1.0)  # a known reference is passed through, not recomputed
+    again = learner.prepare(batch, ref_logp=known)
+    assert again[1] is known and torch.equal(again[0], old)
     full, _ = _prepared(policy, batch, "grpo")
     # Make the adapters non-trivial, then the three scoring methods agree.
     with torch.no_grad():
