@@ -6,6 +6,9 @@ Every rule drops a well-defined count, so controls can be compared honestly:
 * ``bottom``: the ``floor(p * n)`` lowest scores.
 * ``negative``: every record with a negative score (``p`` is not used).
 * ``random``: as many records as ``neg-bottom`` would drop, uniformly at random.
+* ``neg-random``: as many records as ``negative`` would drop (every negative score),
+  uniformly at random: the random control of the ``negative`` rule (the paper's RLHF code
+  calls it so).
 * ``advantage``: as many as ``neg-bottom`` would drop, those with the smallest ``|Ahat|``
   (the records an advantage heuristic would call least informative).
 
@@ -20,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-SELECTION_RULES = ("neg-bottom", "bottom", "negative", "random", "advantage")
+SELECTION_RULES = ("neg-bottom", "bottom", "negative", "random", "advantage", "neg-random")
 
 
 class NonFiniteScoresError(ValueError):
@@ -68,7 +71,7 @@ def drop_count(rule: str, scores: np.ndarray, p: float) -> int:
     n_neg = int((scores < 0).sum())
     if rule == "bottom":
         return math.floor(p * len(scores))
-    if rule == "negative":
+    if rule in ("negative", "neg-random"):
         return n_neg
     return math.floor(p * n_neg)  # neg-bottom, and the controls that copy its count
 
@@ -113,9 +116,9 @@ def select(
     clamped = n_drop > limit
     n_drop = min(n_drop, limit)
 
-    if rule == "random":
+    if rule in ("random", "neg-random"):
         if rng is None:
-            raise ValueError("selection 'random' needs an rng for reproducible draws")
+            raise ValueError(f"selection {rule!r} needs an rng for reproducible draws")
         order = rng.permutation(n)
     elif rule == "advantage":
         if advantages is None:

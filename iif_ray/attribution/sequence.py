@@ -2,10 +2,11 @@
 
 A record ``i`` is a token sequence whose response tokens (``response_mask``) carry the PPO or
 GRPO policy loss. Its training loss ``l_i(theta)`` is its share of the update's loss, aggregated
-exactly as the update aggregates it (:class:`PolicyLoss`), so ``sum_i l_i`` *is* the loss of the
-batch. The target ``f(theta) = sum_j sum_t c_jt log pi(y_jt | x_j, y_j<t)`` is a weighted
-log-likelihood of validation responses (:func:`target_weights`: the paper's ``seq-return``
-f^seq, a reward-weighted variant, or GRPO's group-relative advantages). As in the classic path,
+exactly as the update aggregates it (:class:`PolicyLoss`; PPO's value term included,
+:func:`record_losses`), so ``sum_i l_i`` *is* the loss of the batch. The target
+``f(theta) = sum_j sum_t c_jt log pi(y_jt | x_j, y_j<t)`` is a weighted log-likelihood of
+validation responses (:func:`target_weights`: the paper's ``seq-return`` f^seq, a
+reward-weighted variant, or GRPO's group-relative advantages). As in the classic path,
 
     I_i = -< grad l_i(theta_k), grad f(theta_k) >
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
@@ -57,27 +58,26 @@ class SequenceBatch:
     old_logp: Tensor | None = None
     advantages: Tensor | None = None
     ref_logp: Tensor | None = None
+    # PPO's value targets: the value head's estimates at collection time and the GAE
+    # returns, which the value term of a record's loss needs (:func:`value_losses`).
+    old_values: Tensor | None = None
+    returns: Tensor | None = None
+
+    def _map(self, fn: Callable[[Tensor], Tensor]) -> SequenceBatch:
+        return SequenceBatch(**{f.name: None if getattr(self, f.name) is None
+                                else fn(getattr(self, f.name)) for f in fields(self)})
 
     def select(self, rows: Tensor | list[int]) -> SequenceBatch:
-        pick = (lambda t: None if t is None else t[rows])  # noqa: E731
-        return SequenceBatch(*(pick(getattr(self, f)) for f in
-                               ("input_ids", "attention_mask", "response_mask", "old_logp",
-                                "advantages", "ref_logp")))
+        return self._map(lambda t: t[rows])
 
     def to(self, device: torch.device | str) -> SequenceBatch:
         """The same records on ``device`` (the learner's or a scorer's GPU, or back to CPU)."""
-        move = (lambda t: None if t is None else t.to(device))  # noqa: E731
-        return SequenceBatch(*(move(getattr(self, f)) for f in
-                               ("input_ids", "attention_mask", "response_mask", "old_logp",
-                                "advantages", "ref_logp")))
+        return self._map(lambda t: t.to(device))
 
     def unpadded(self, i: int) -> SequenceBatch:
         """Record ``i`` alone, its padding removed (what a batch of one would hold)."""
         keep = self.attention_mask[i].bool()
-        pick = (lambda t: None if t is None else t[i][keep][None])  # noqa: E731
-        return SequenceBatch(*(pick(getattr(self, f)) for f in
-                               ("input_ids", "attention_mask", "response_mask", "old_logp",
-                                "advantages", "ref_logp")))
+        return self._map(lambda t: t[i][keep][None])
 
 
 @dataclass(frozen=True)
@@ -90,6 +90,10 @@ class PolicyLoss:
     token_count / seq_count: the denominators, when the update's batch differs from the
         scored one (a minibatch); default: this batch's.
     kl_coef: weight of the k3 estimate of KL(pi || ref) per token (GRPO), with ``ref_logp``.
+    vf_coef / vf_clip: weight and clip of PPO's value loss (TRL's: ``0.5 * max((V - R)^2,
+        (V_clipped - R)^2)``, a mean over the same response tokens), with ``old_values`` and
+        ``returns``. A value head shares the trunk with the policy, so its loss moves the
+        LoRA adapters too: a record's loss includes it wherever the update's does.
     """
 
     clip: float = 0.2
@@ -97,6 +101,8 @@ class PolicyLoss:
     kl_coef: float = 0.0
     token_count: float | None = None
     seq_count: float | None = None
+    vf_coef: float = 0.0
+    vf_clip: float = 0.2
 
     def __post_init__(self) -> None:
         if self.aggregation not in AGGREGATIONS:
@@ -108,9 +114,8 @@ class PolicyLoss:
     def for_batch(self, batch: SequenceBatch) -> PolicyLoss:
         """Fix the denominators to this batch's, so sub-batches keep the same scale."""
         mask = batch.response_mask.float()
-        return PolicyLoss(self.clip, self.aggregation, self.kl_coef,
-                          self.token_count or float(mask.sum()),
-                          self.seq_count or float(mask.shape[0]))
+        return replace(self, token_count=self.token_count or float(mask.sum()),
+                       seq_count=self.seq_count or float(mask.shape[0]))
 
 
 def position_ids(attention_mask: Tensor) -> Tensor:
@@ -152,6 +157,50 @@ def sequence_losses(logp: Tensor, batch: SequenceBatch, spec: PolicyLoss) -> Ten
     if spec.aggregation == "seq-mean-token-mean":
         return summed / mask.sum(-1).clamp(min=1) / spec.seq_count
     return summed / spec.seq_count
+
+
+def token_values(value_head: nn.Module, hidden: Tensor) -> Tensor:
+    """``[B, T]``: the value of the state that predicts token ``t`` (aligned with
+    :func:`logp_from_logits`: position 0, which nothing predicts, is 0), from the last
+    hidden states ``[B, T, H]``."""
+    v = value_head(hidden.float()).squeeze(-1)
+    return torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
+
+
+def value_losses(values: Tensor, batch: SequenceBatch, spec: PolicyLoss) -> Tensor:
+    """``[B]``: each record's share of the clipped value loss (unweighted by ``vf_coef``);
+    the denominator is the batch's response tokens, as for ``token-mean``.
+
+    Raises:
+        ValueError: the batch carries no ``old_values`` or ``returns``.
+    """
+    if batch.old_values is None or batch.returns is None:
+        raise ValueError("a value loss needs old_values and returns in the batch")
+    spec = spec if spec.token_count else spec.for_batch(batch)
+    mask = batch.response_mask.float()
+    old = batch.old_values
+    clipped = old + (values - old).clamp(-spec.vf_clip, spec.vf_clip)
+    err = torch.maximum((values - batch.returns) ** 2, (clipped - batch.returns) ** 2)
+    return 0.5 * (err * mask).sum(-1) / spec.token_count
+
+
+def record_losses(model: Callable[..., Any], batch: SequenceBatch, spec: PolicyLoss,
+                  value_head: nn.Module | None = None) -> Tensor:
+    """``[B]``: each record's whole share of the update's loss: the policy loss
+    (:func:`sequence_losses`) plus ``vf_coef`` x its value loss when ``spec`` has one.
+
+    Raises:
+        ValueError: ``spec.vf_coef > 0`` without a ``value_head``.
+    """
+    if not spec.vf_coef:
+        return sequence_losses(token_logp(model, batch), batch, spec)
+    if value_head is None:
+        raise ValueError("vf_coef > 0 needs the value head the update trains")
+    out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
+                position_ids=position_ids(batch.attention_mask), output_hidden_states=True)
+    logp = logp_from_logits(out.logits, batch.input_ids)
+    values = token_values(value_head, out.hidden_states[-1])
+    return sequence_losses(logp, batch, spec) + spec.vf_coef * value_losses(values, batch, spec)
 
 
 def target_weights(kind: str, batch: SequenceBatch, values: Tensor,
@@ -211,13 +260,14 @@ def target_gradient(model: nn.Module, params: Mapping[str, Tensor], batch: Seque
 
 
 def scores_bruteforce(model: nn.Module, params: Mapping[str, Tensor], batch: SequenceBatch,
-                      spec: PolicyLoss, target: Mapping[str, Tensor]) -> Tensor:
+                      spec: PolicyLoss, target: Mapping[str, Tensor],
+                      value_head: nn.Module | None = None) -> Tensor:
     """The oracle: each record's own gradient, from its own unpadded forward pass."""
     spec = spec.for_batch(batch)
     out = []
     for i in range(batch.input_ids.shape[0]):
         one = batch.unpadded(i)
-        loss = sequence_losses(token_logp(model, one), one, spec).sum()
+        loss = record_losses(model, one, spec, value_head).sum()
         grads = torch.autograd.grad(loss, list(params.values()), allow_unused=True)
         dot = sum((g * target[n]).sum() for n, g in zip(params, grads, strict=True)
                   if g is not None)
@@ -227,7 +277,8 @@ def scores_bruteforce(model: nn.Module, params: Mapping[str, Tensor], batch: Seq
 
 
 def scores_jvp(model: nn.Module, params: Mapping[str, Tensor], batch: SequenceBatch,
-               spec: PolicyLoss, target: Mapping[str, Tensor]) -> Tensor:
+               spec: PolicyLoss, target: Mapping[str, Tensor],
+               value_head: nn.Module | None = None) -> Tensor:
     """All records at once: the directional derivative of ``l(theta)`` along ``grad f``."""
     spec = spec.for_batch(batch)
     names = list(params)
@@ -238,7 +289,7 @@ def scores_jvp(model: nn.Module, params: Mapping[str, Tensor], batch: SequenceBa
         def call(**kwargs):
             return functional_call(model, swapped, args=(), kwargs=kwargs, strict=False)
 
-        return sequence_losses(token_logp(call, batch), batch, spec)
+        return record_losses(call, batch, spec, value_head)
 
     primals = tuple(params[n].detach() for n in names)
     tangents = tuple(target[n] for n in names)
@@ -260,7 +311,8 @@ def _linear_owners(model: nn.Module, params: Mapping[str, Tensor]) -> dict[str, 
 
 
 def scores_ghost(model: nn.Module, params: Mapping[str, Tensor], batch: SequenceBatch,
-                 spec: PolicyLoss, target: Mapping[str, Tensor]) -> Tensor:
+                 spec: PolicyLoss, target: Mapping[str, Tensor],
+                 value_head: nn.Module | None = None) -> Tensor:
     """All records at once from layer inputs and output gradients (see the module docstring).
 
     Raises:
@@ -280,7 +332,7 @@ def scores_ghost(model: nn.Module, params: Mapping[str, Tensor], batch: Sequence
 
     handles = [mod.register_forward_hook(hook(mn)) for mn, mod in modules.items()]
     try:
-        total = sequence_losses(token_logp(model, batch), batch, spec).sum()
+        total = record_losses(model, batch, spec, value_head).sum()
     finally:
         for h in handles:
             h.remove()
@@ -312,8 +364,10 @@ SCORERS = {"ghost": scores_ghost, "jvp": scores_jvp, "bruteforce": scores_brutef
 
 def sequence_scores(model: nn.Module, params: Mapping[str, Tensor], batch: SequenceBatch,
                     spec: PolicyLoss, target: Mapping[str, Tensor],
-                    method: str = "ghost") -> Tensor:
-    """``I_i`` for every record of ``batch`` (see the module docstring for the methods).
+                    method: str = "ghost", value_head: nn.Module | None = None) -> Tensor:
+    """``I_i`` for every record of ``batch`` (see the module docstring for the methods);
+    ``value_head``: the value head on the model's last hidden state, which the records'
+    value loss needs when ``spec.vf_coef > 0``.
 
     Raises:
         ValueError: an unknown method.
@@ -322,4 +376,4 @@ def sequence_scores(model: nn.Module, params: Mapping[str, Tensor], batch: Seque
         raise ValueError(f"unknown scoring method {method!r}; accepted: {list(SCORERS)}")
     if not math.isfinite(float(sum(float(t.abs().sum()) for t in target.values()))):
         raise ValueError("the target gradient is not finite")
-    return SCORERS[method](model, params, batch, spec, target)
+    return SCORERS[method](model, params, batch, spec, target, value_head)

@@ -10,6 +10,18 @@ from iif_ray.cli.base import Command
 from iif_ray.cli.common import UsageError, console, int_at_least
 
 
+def sizes(text: str) -> list[int]:
+    """``--validation-prompts``: comma-separated integers >= 1."""
+    try:
+        values = [int(part) for part in text.split(",") if part]
+    except ValueError:
+        values = []
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(
+            f"validation-prompts must be comma-separated integers >= 1, got {text!r}")
+    return values
+
+
 class LMChecksCommand(Command):
     name = "lm-checks"
     joins_ray = False
@@ -21,6 +33,11 @@ class LMChecksCommand(Command):
         parser.add_argument("--model-cache", default="runs/lm-models")
         parser.add_argument("--seeds", type=int_at_least(1, "seeds"), default=5)
         parser.add_argument("--sequences", type=int_at_least(8, "sequences"), default=256)
+        parser.add_argument("--validation-prompts", type=sizes, default=[64, 256, 1024],
+                            metavar="V,...",
+                            help="validation responses the influence target is built from: "
+                                 "the intervention runs once per size, the flip check with "
+                                 "the largest (default: 64,256,1024; the paper's is 1,024)")
         parser.add_argument("--out", required=True, help="JSON file for the results")
         parser.add_argument("--overwrite", action="store_true",
                             help="replace an existing --out file")
@@ -44,7 +61,8 @@ class LMChecksCommand(Command):
             from iif_ray.lm.pretrain import detox_model
 
             model = str(detox_model(args.model_cache, echo=console.print))
-        results = run_checks(model, args.seeds, echo=console.print, sequences=args.sequences)
+        results = run_checks(model, args.seeds, echo=console.print, sequences=args.sequences,
+                             validation=args.validation_prompts)
         write_json_atomically(out, {"model": model, **results})
         console.print(f"results in {out}")
         return 0

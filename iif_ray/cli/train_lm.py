@@ -15,7 +15,7 @@ from iif_ray.cli.common import UsageError, check_local_gpus, console, owned_dir
 from iif_ray.cli.flags import add_address, add_flags, add_run_dir, flag_name, given, resume_dir
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
-from iif_ray.lm.spec import PLACEMENT, LMRunSpec
+from iif_ray.lm.spec import LM_PRESETS, PLACEMENT, LMRunSpec, preset_fields
 
 # The settings train-lm takes flags from: the run spec and its two nested settings.
 SETTINGS = {"update": UpdateSettings, "sampling": SamplingSettings}
@@ -30,9 +30,13 @@ def spec_from_flags(args: argparse.Namespace, model: str, out_dir: str) -> LMRun
     given_spec = given(args, LMRunSpec)
     if given_spec.get("prompts"):
         given_spec["prompts"] = str(Path(given_spec["prompts"]).resolve())
-    try:
-        return LMRunSpec(model=model, out_dir=out_dir, **given_spec,
-                         **{name: cls(**given(args, cls)) for name, cls in SETTINGS.items()})
+    preset: dict = {}
+    if args.preset:
+        preset = preset_fields(args.preset, given_spec.get("algo", "iif"))
+    try:  # the preset's values, then the flags given (an explicit flag wins)
+        nested = {name: cls(**{**preset.pop(name, {}), **given(args, cls)})
+                  for name, cls in SETTINGS.items()}
+        return LMRunSpec(model=model, out_dir=out_dir, **{**preset, **given_spec}, **nested)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -48,6 +52,9 @@ def resume_spec(args: argparse.Namespace) -> LMRunSpec:
 
     from iif_ray.lm.spec import read_spec
 
+    if args.preset:
+        raise UsageError(f"--preset {args.preset} sets up a new run; a resumed run keeps the "
+                         "settings it was started with (accepted: --resume without --preset)")
     spec = read_spec(args.resume)
     stored = asdict(spec)  # the nested update and sampling settings as dicts too
     given_spec = given(args, LMRunSpec)
@@ -76,6 +83,12 @@ class TrainLMCommand(Command):
                                             "the detox-mini model, pre-trained once)")
         parser.add_argument("--model-cache", default="runs/lm-models",
                             help="where the detox-mini model is pre-trained and kept")
+        parser.add_argument("--preset", choices=sorted(LM_PRESETS),
+                            help="start from a recipe's settings; flags given override them "
+                                 "(paper-rlhf: the paper's RLHF PPO, minibatch 1, Adam 1e-5, "
+                                 "4 epochs, KL 0.04 -> 6 per sequence, 1,024 fixed validation "
+                                 "prompts with reference responses, IIF drops every negative "
+                                 "score)")
         add_flags(parser.add_argument_group("the run"), LMRunSpec)
         for name, cls in SETTINGS.items():
             add_flags(parser.add_argument_group(f"the {name}"), cls)

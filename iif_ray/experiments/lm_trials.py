@@ -60,7 +60,7 @@ def lm_trainable(config: dict[str, Any]) -> None:
     algo = config["learner_config_dict"][LABEL_KEY]
     base = LMRunSpec.from_dict(config["spec"])
     out = Path(base.out_dir) / run_name(algo, int(config["seed"]))
-    spec = replace(base, algo=algo, seed=int(config["seed"]), out_dir=str(out))
+    spec = replace(base.with_algo(algo), seed=int(config["seed"]), out_dir=str(out))
     per_round = spec.prompts_per_round * spec.group_size
 
     def report(row: dict[str, float]) -> None:

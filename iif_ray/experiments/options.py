@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from iif_ray.lm import LM_ALGOS
 from iif_ray.options import Accepts, at_least, check_options, option
 from iif_ray.presets import BENCHMARK_ALGOS, PRESETS, algo_settings, get_preset
 
@@ -63,7 +64,8 @@ class SweepOptions:
         for env in self.envs:
             get_preset(env)
         for algo in self.algos:
-            algo_settings(algo)
+            if algo not in LM_ALGOS:  # the LM engine's own (group-filter ...)
+                algo_settings(algo)
 
     @property
     def seed_list(self) -> list[int]:

@@ -9,4 +9,8 @@ which only orchestrates). The run directory is the run model's (:mod:`iif_ray.ru
 scores themselves live in :mod:`iif_ray.attribution.sequence`.
 """
 
-LM_ALGOS = ("ppo", "iif", "random")  # the random control drops as many rows as IIF would
+# The random control drops as many rows as IIF would; group-filter is DAPO's dynamic sampling
+# (drop prompt groups whose rewards do not vary), group-filter+iif that, then IIF on the rest.
+LM_ALGOS = ("ppo", "iif", "random", "group-filter", "group-filter+iif")
+GROUP_FILTER_ALGOS = ("group-filter", "group-filter+iif")
+INFLUENCE_ALGOS = ("iif", "random", "group-filter+iif")  # the algos that score records

@@ -72,6 +72,27 @@ def grpo_advantages(scores: Tensor, mask: Tensor, group_size: int) -> Tensor:
     return rel[:, None] * mask.float()
 
 
+def varied_groups(rewards: Tensor, group_size: int) -> Tensor:
+    """``[B]`` bool: the rows of the prompt groups (``group_size`` consecutive rows) whose
+    rewards are not all equal: DAPO's dynamic-sampling filter (veRL ``filter_groups``).
+
+    A group whose rewards do not vary has GRPO advantages of zero: it adds nothing to the
+    policy gradient but its tokens to the loss's denominators, shrinking every other
+    record's step. The round then trains on the shrunken batch; it is not refilled with more
+    generated groups as veRL can (up to ``max_num_gen_batches`` tries), so every algorithm
+    compared generates the same records per round and the filter's cost is only what it
+    saves; how much it shrinks the batch is in each round's ``groups_dropped``.
+
+    Raises:
+        ValueError: ``group_size`` does not divide the batch.
+    """
+    if group_size < 1 or len(rewards) % group_size:
+        raise ValueError(f"group_size must divide the batch of {len(rewards)}, got {group_size}")
+    g = rewards.view(-1, group_size)
+    varies = (g != g[:, :1]).any(dim=1)
+    return varies.repeat_interleave(group_size)
+
+
 def whiten(values: Tensor, mask: Tensor) -> Tensor:
     """Zero mean, unit variance over the masked entries (PPO's advantage normalisation)."""
     m = mask.float()
@@ -79,6 +100,16 @@ def whiten(values: Tensor, mask: Tensor) -> Tensor:
     mean = (values * m).sum() / n
     var = (((values - mean) * m) ** 2).sum() / (n - 1).clamp(min=1)
     return (values - mean) * torch.rsqrt(var + 1e-8) * m
+
+
+def whiten_chunks(values: Tensor, mask: Tensor, chunk: int = 0) -> Tensor:
+    """:func:`whiten` over each ``chunk`` consecutive rows (the last chunk may be shorter),
+    or over all rows when ``chunk`` is 0: the paper's code whitens the validation
+    responses' advantages in the 64-sequence batches it generates them in."""
+    if not chunk or chunk >= len(values):
+        return whiten(values, mask)
+    return torch.cat([whiten(values[i:i + chunk], mask[i:i + chunk])
+                      for i in range(0, len(values), chunk)])
 
 
 @dataclass
@@ -104,20 +135,25 @@ def advantages(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Tensor,
 
 
 def estimate(estimator: str, group_size: int, batch: SequenceBatch, rewards: torch.Tensor,
-             prepared: tuple[torch.Tensor, ...], beta: float
+             prepared: tuple[torch.Tensor, ...], beta: float, *, whiten_chunk: int = 0
              ) -> tuple[SequenceBatch, ValueTargets | None, float]:
-    """:func:`advantages` by ``estimator`` ("ppo": GAE on KL-penalised rewards, whitened;
-    "grpo": relative to each group of ``group_size``), without a spec to build."""
+    """:func:`advantages` by ``estimator`` ("ppo": GAE on KL-penalised rewards, whitened
+    over the batch, or over each ``whiten_chunk`` consecutive rows; "grpo": relative to each
+    group of ``group_size``), without a spec to build."""
     old, ref, values = prepared
     mask = batch.response_mask
     kl = float(((old - ref) * mask).sum() / mask.sum().clamp(min=1))
     if estimator == "ppo":
         adv, returns = gae(kl_penalised_rewards(rewards, old, ref, mask, beta), values, mask)
-        adv, targets = whiten(adv, mask), ValueTargets(values, returns)
+        adv, targets = whiten_chunks(adv, mask, whiten_chunk), ValueTargets(values, returns)
     else:
         adv, targets = grpo_advantages(rewards, mask, group_size), None
+    # The value targets travel with the rows too: the scores' per-record loss has the
+    # update's value term.
     full = SequenceBatch(batch.input_ids, batch.attention_mask, mask, old_logp=old,
-                         advantages=adv, ref_logp=ref)
+                         advantages=adv, ref_logp=ref,
+                         old_values=None if targets is None else targets.values,
+                         returns=None if targets is None else targets.returns)
     return full, targets, kl
 
 
@@ -137,7 +173,8 @@ def validation_weights(spec: LMRunSpec, batch: SequenceBatch, rewards: torch.Ten
         return target_weights("reward", batch, rewards - rewards.mean())
     # PPO's GAE on single responses, whatever the run's estimator; not a spec of its own (one
     # with group_size 1 would fail the spec's batch checks).
-    full, _, _ = estimate("ppo", 1, batch, rewards, prepared, beta)
+    full, _, _ = estimate("ppo", 1, batch, rewards, prepared, beta,
+                          whiten_chunk=spec.target_whiten_chunk)
     last = last_token_advantage(full)
     return target_weights("seq-return", batch, last - last.mean())
 

@@ -11,13 +11,15 @@ update does with a filtered batch follows what veRL's users learned:
   :func:`trim_to_minibatches`, at random, before the update.
 
 Influence scores use the very loss the update uses (same :class:`PolicyLoss`, same
-parameters), at the pre-update weights.
+parameters), at the pre-update weights: with PPO that includes ``vf_coef`` x the clipped
+value loss, whose gradient reaches the LoRA adapters through the trunk the value head sits on
+(the paper's code scores with TRL's whole PPO loss, value term included).
 """
 
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -32,6 +34,8 @@ from iif_ray.attribution.sequence import (
     sequence_losses,
     sequence_scores,
     target_gradient,
+    token_values,
+    value_losses,
 )
 from iif_ray.options import above, at_least, check_options, option
 
@@ -49,7 +53,9 @@ class UpdateSettings:
     clip: float = option(0.2, accepts=above(0), help="PPO ratio clip")
     vf_coef: float = option(0.1, accepts=at_least(0), help="value-loss coefficient (ppo)")
     vf_clip: float = option(0.2, accepts=above(0), help="value clip (ppo)")
-    max_grad_norm: float = option(1.0, accepts=above(0), help="gradient-norm clip")
+    max_grad_norm: float = option(1.0, accepts=at_least(0),
+                                  help="gradient-norm clip (0: none, as TRL's PPO and the "
+                                       "paper's code)")
     kl_coef: float = option(0.0, accepts=at_least(0), help="KL(pi || ref) in the loss (grpo)")
     aggregation: str | None = None  # default: token-mean (ppo), seq-mean-token-mean (grpo)
 
@@ -57,9 +63,12 @@ class UpdateSettings:
         check_options(self)
 
     def policy_loss(self) -> PolicyLoss:
-        agg = self.aggregation or ("token-mean" if self.estimator == "ppo"
-                                   else "seq-mean-token-mean")
-        return PolicyLoss(clip=self.clip, aggregation=agg, kl_coef=self.kl_coef)
+        """The update's per-record loss: the clipped policy loss, plus (ppo) ``vf_coef`` x
+        the clipped value loss; GRPO trains no value head, so its loss has no value term."""
+        ppo = self.estimator == "ppo"
+        agg = self.aggregation or ("token-mean" if ppo else "seq-mean-token-mean")
+        return PolicyLoss(clip=self.clip, aggregation=agg, kl_coef=self.kl_coef,
+                          vf_coef=self.vf_coef if ppo else 0.0, vf_clip=self.vf_clip)
 
 
 @dataclass
@@ -95,10 +104,8 @@ class LMPolicy(nn.Module):
         out = self.model(input_ids=batch.input_ids, attention_mask=batch.attention_mask,
                          position_ids=position_ids(batch.attention_mask),
                          output_hidden_states=True)
-        logp = logp_from_logits(out.logits, batch.input_ids)
-        v = self.value_head(out.hidden_states[-1].float()).squeeze(-1)
-        values = torch.cat([torch.zeros_like(v[:, :1]), v[:, :-1]], dim=1)
-        return logp, values
+        return (logp_from_logits(out.logits, batch.input_ids),
+                token_values(self.value_head, out.hidden_states[-1]))
 
     @torch.no_grad()
     def reference_logp(self, batch: SequenceBatch) -> Tensor:
@@ -116,7 +123,7 @@ def score_rows(policy: LMPolicy, batch: SequenceBatch, spec: PolicyLoss,
     """Scores of ``batch``'s rows against ``target``, with the loss denominators ``spec``
     already fixed (to the whole round's batch when ``batch`` is one shard of it)."""
     return sequence_scores(policy.model, policy.scoring_parameters(), batch, spec, target,
-                           method)
+                           method, value_head=policy.value_head)
 
 
 def trim_to_minibatches(kept: Tensor, minibatch_size: int, generator: torch.Generator
@@ -165,10 +172,14 @@ class LMLearner:
         self.generator.set_state(state["generator"])
 
     @torch.no_grad()
-    def prepare(self, batch: SequenceBatch) -> tuple[Tensor, Tensor, Tensor]:
-        """(old logp, reference logp, values) of the round's batch at the current weights."""
+    def prepare(self, batch: SequenceBatch, ref_logp: Tensor | None = None
+                ) -> tuple[Tensor, Tensor, Tensor]:
+        """(old logp, reference logp, values) of the round's batch at the current weights;
+        ``ref_logp``: the batch's reference log-probabilities when already known (fixed
+        validation responses: the reference never changes), saving that forward pass."""
         logp, values = self.policy.logp_and_values(batch)
-        return logp, self.policy.reference_logp(batch), values
+        ref = self.policy.reference_logp(batch) if ref_logp is None else ref_logp
+        return logp, ref, values
 
     def target(self, validation: SequenceBatch, weights: Tensor) -> dict[str, Tensor]:
         """``grad f`` of the target ``sum c_jt log pi`` (validation responses) at the current
@@ -212,15 +223,16 @@ class LMLearner:
                 mask = sub.response_mask.float()
                 if value_targets is not None and s.estimator == "ppo":
                     vt = value_targets.select(rows)
-                    clipped = vt.values + (values - vt.values).clamp(-s.vf_clip, s.vf_clip)
-                    err = torch.maximum((values - vt.returns) ** 2, (clipped - vt.returns) ** 2)
-                    vf = 0.5 * (err * mask).sum() / mask.sum().clamp(min=1)
+                    sub = replace(sub, old_values=vt.values, returns=vt.returns)
+                    vf = value_losses(values, sub, loss_spec.for_batch(sub)).sum()
                     loss = loss + s.vf_coef * vf
                     sums["value_loss"] += vf.item()
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                nn.utils.clip_grad_norm_([p for p in self.policy.parameters() if p.requires_grad],
-                                         s.max_grad_norm)
+                if s.max_grad_norm:
+                    nn.utils.clip_grad_norm_(
+                        [p for p in self.policy.parameters() if p.requires_grad],
+                        s.max_grad_norm)
                 self.optimizer.step()
                 with torch.no_grad():
                     ratio = torch.exp(logp - sub.old_logp)

@@ -33,10 +33,28 @@ class PretrainSettings:
     seed: int = 0
 
 
+# CPU kernels split their reductions by the thread count, so the same seed trained with 2
+# threads and with 16 gives different weights (the cache's directory name would then stand
+# for different models on different machines). Pre-training always runs with this many.
+PRETRAIN_THREADS = 1
+
+
 def pretrain(out_dir: str | Path, settings: PretrainSettings = PretrainSettings(),
              echo: Callable[[str], None] = print) -> Path:
-    """Train the tiny model on the detox-mini corpus and save it (model, tokenizer, marker)."""
-    out = Path(out_dir)
+    """Train the tiny model on the detox-mini corpus and save it (model, tokenizer, marker).
+
+    Bit-reproducible for a seed on a given CPU type: it trains with
+    :data:`PRETRAIN_THREADS` threads whatever the caller's setting (restored after).
+    """
+    threads = torch.get_num_threads()
+    torch.set_num_threads(PRETRAIN_THREADS)
+    try:
+        return _pretrain(Path(out_dir), settings, echo)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _pretrain(out: Path, settings: PretrainSettings, echo: Callable[[str], None]) -> Path:
     lang = Language.build(settings.seed)
     tokenizer = word_tokenizer(lang.clean + lang.insults)
     sentences = lang.corpus(settings.sentences, seed=settings.seed + 1)

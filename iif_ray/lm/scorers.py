@@ -69,6 +69,7 @@ class ActorPoolScorer:
               *, policy_weights: Any) -> torch.Tensor:
         loss = self._loss.for_batch(batch)
         target = self._learner.target.remote(validation, target_weights)
+        head = self._learner.value_head_weights.remote() if loss.vf_coef else None
         # Resolved first: the scorers' clocks start with their own work, and a learner
         # failure surfaces as the learner's, not as dying scorers.
         ray.get(target)
@@ -76,7 +77,7 @@ class ActorPoolScorer:
         def call(actor: Any, start: int, stop: int) -> Any:
             return actor.score_sequences.remote(_MODULE, policy_weights, target,
                                                 batch.select(list(range(start, stop))), loss,
-                                                self._method)
+                                                self._method, head)
 
         return torch.cat(self._actors.run(len(batch.input_ids), call).results)
 

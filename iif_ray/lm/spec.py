@@ -6,14 +6,14 @@ written before a field existed loads with that field's default.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from iif_ray.attribution.selection import SELECTION_RULES
-from iif_ray.lm import LM_ALGOS
+from iif_ray.lm import GROUP_FILTER_ALGOS, LM_ALGOS
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
 from iif_ray.options import FRACTION, Accepts, above, at_least, check_options, option
@@ -21,7 +21,10 @@ from iif_ray.run import LM, read_run_spec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Each algorithm's selection rule when the spec names none (what runs did before it could).
-ALGO_SELECTION = {"iif": "neg-bottom", "random": "random"}
+ALGO_SELECTION = {"iif": "neg-bottom", "random": "random", "group-filter+iif": "neg-bottom"}
+# The random control's rule for each rule it is the control of (same count, random rows).
+RANDOM_CONTROL = {"neg-bottom": "random", "negative": "neg-random"}
+VALIDATION_SOURCES = ("fresh", "reference", "policy")
 
 
 # Ray's rule for a GPU reservation: a fraction of one GPU, or whole GPUs.
@@ -45,13 +48,27 @@ class LMRunSpec:
     out_dir: str
     algo: str = option("iif", choices=LM_ALGOS,
                        help="iif filters by influence; random drops as many rows at random; "
-                            "ppo drops none")
+                            "ppo drops none; group-filter drops the prompt groups whose "
+                            "rewards do not vary (DAPO's dynamic sampling), group-filter+iif "
+                            "then filters the rest by influence")
     rounds: int = option(100, accepts=at_least(1), help="training rounds")
     prompts_per_round: int = option(64, accepts=at_least(1), help="prompts sampled per round")
     group_size: int = option(4, accepts=at_least(1), help="responses per prompt")
     validation_prompts: int = option(64, accepts=at_least(1),
-                                     help="fresh validation responses per round that the "
-                                          "influence target is built from")
+                                     help="validation responses the influence target is "
+                                          "built from (the paper: 1,024)")
+    target_whiten_chunk: int = option(
+        0, accepts=at_least(0),
+        help="whiten the validation responses' token advantages (seq-return target) over "
+             "each this many consecutive responses (the paper's code: 64, the batches it "
+             "generates them in), or over all of them (0)")
+    validation: str = option(
+        "fresh", choices=VALIDATION_SOURCES,
+        help="fresh: new prompts and responses from the current policy every round; "
+             "reference: a fixed set of held-out prompts, responses from the reference "
+             "policy generated once (the paper's f^seq; per round only their forward and "
+             "backward passes); policy: the fixed prompts, responses from the current "
+             "policy every round (adds their generation and reward each round)")
     drop_fraction: float = option(0.5, accepts=FRACTION,
                                   help="p of the selection rule (neg-bottom: the share of "
                                        "negative-scored rows dropped)")
@@ -73,7 +90,11 @@ class LMRunSpec:
     kl_beta: float = option(0.05, accepts=at_least(0),
                             help="initial KL coefficient of the reward penalty (ppo)")
     kl_target: float = option(1.0, accepts=above(0),
-                              help="per-token KL the adaptive controller steers toward (ppo)")
+                              help="KL the adaptive controller steers toward (ppo), per token "
+                                   "or per sequence (--kl-per)")
+    kl_per: str = option("token", choices=("token", "sequence"),
+                         help="the unit of --kl-target: the mean KL per response token, or "
+                              "per response (summed over its tokens: TRL's and the paper's)")
     # Evaluations and checkpoints also come after the last round.
     eval_every: int = option(5, accepts=at_least(1), help="rounds between held-out evaluations")
     eval_prompts: int = option(128, accepts=at_least(1), help="held-out prompts per evaluation")
@@ -121,14 +142,21 @@ class LMRunSpec:
              "real-toxicity-prompts ships), .parquet with a 'prompt' column, or .txt, one per "
              "line (default: detox-mini's prompts)")
 
+    # The preset a new run started from (``train-lm --preset``), recorded for the reader;
+    # every value it set is in the fields above.
+    preset: str | None = None
+
     def __post_init__(self) -> None:
         check_options(self)
-        if self.algo == "ppo" and self.selection is not None:
-            raise ValueError(f"algo 'ppo' drops nothing: it takes no selection rule, got "
-                             f"{self.selection!r}")
-        if self.algo == "random" and self.selection_rule != "random":
+        if self.algo in ("ppo", "group-filter") and self.selection is not None:
+            raise ValueError(f"algo {self.algo!r} does not filter by score: it takes no "
+                             f"selection rule, got {self.selection!r}")
+        if self.algo == "random" and self.selection_rule not in RANDOM_CONTROL.values():
             raise ValueError(f"the random control drops at random: algo 'random' takes "
-                             f"selection 'random', got {self.selection!r}")
+                             f"selection 'random' or 'neg-random', got {self.selection!r}")
+        if self.algo in GROUP_FILTER_ALGOS and self.group_size < 2:
+            raise ValueError(f"algo {self.algo!r} drops prompt groups whose rewards do not "
+                             f"vary: it needs group_size >= 2, got {self.group_size}")
         if self.update.estimator == "grpo" and self.group_size < 2:
             raise ValueError("estimator grpo needs group_size >= 2 (its advantages are "
                              f"relative to the group), got {self.group_size}")
@@ -144,6 +172,24 @@ class LMRunSpec:
         for iif, the paper's; "random" for the random control; ppo selects nothing)."""
         return self.selection or ALGO_SELECTION.get(self.algo, "neg-bottom")
 
+    def with_algo(self, algo: str) -> LMRunSpec:
+        """This run with ``algo`` (a sweep's arms share one base spec): the selection rule
+        the preset gives ``algo`` when the spec came from one; else ppo and group-filter
+        none, the random control the control of IIF's rule (``neg-random`` for
+        ``negative``), and the IIF algos the base's rule."""
+        if self.preset:
+            rule = LM_PRESETS[self.preset].get("selection", {}).get(algo)
+        else:
+            iif_rule = self.selection
+            if self.algo == "random":  # the rule this random control is the control of
+                iif_rule = {v: k for k, v in RANDOM_CONTROL.items()}.get(self.selection_rule)
+            rule = iif_rule
+            if algo in ("ppo", "group-filter"):
+                rule = None
+            elif algo == "random":
+                rule = RANDOM_CONTROL.get(iif_rule or "neg-bottom", "random")
+        return replace(self, algo=algo, selection=rule)
+
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "update": asdict(self.update), "sampling": asdict(self.sampling),
                 "lora_targets": list(self.lora_targets)}
@@ -154,6 +200,42 @@ class LMRunSpec:
         return cls(**{**d, "update": UpdateSettings(**d["update"]),
                       "sampling": SamplingSettings(**d["sampling"]),
                       "lora_targets": tuple(d["lora_targets"])})
+
+
+# The paper's RLHF recipe (Hu et al. 2025, App. A.3, and its code, TRL's PPO): 256 sequences a
+# round (one per prompt), minibatch 1, 4 epochs, Adam 1e-5, clip 0.2, value loss 0.1 x clipped
+# (0.2), no gradient clipping (TRL's default), adaptive KL from 0.04 toward 6 nats per
+# sequence (TRL's target; horizon 10,000), the target f^seq on 1,024 fixed held-out prompts
+# with reference-policy responses (their advantages whitened in chunks of 64, as the code
+# generates them), and IIF keeping the records of score > 0 (its code drops every negative
+# one). Model-size settings (LoRA rank, response length) stay the task's.
+LM_PRESETS: dict[str, dict[str, Any]] = {
+    "paper-rlhf": {
+        "prompts_per_round": 256, "group_size": 1,
+        "validation_prompts": 1024, "validation": "reference", "target_whiten_chunk": 64,
+        "kl_beta": 0.04, "kl_target": 6.0, "kl_per": "sequence",
+        "update": {"estimator": "ppo", "minibatch_size": 1, "epochs": 4, "lr": 1e-5,
+                   "clip": 0.2, "vf_coef": 0.1, "vf_clip": 0.2, "max_grad_norm": 0.0},
+        # Each algo's selection rule; the random control drops as many rows as IIF would.
+        "selection": {"iif": "negative", "group-filter+iif": "negative",
+                      "random": "neg-random"},
+    },
+}
+
+
+def preset_fields(name: str, algo: str) -> dict[str, Any]:
+    """The spec fields preset ``name`` sets for ``algo`` (``update``: a dict of
+    :class:`UpdateSettings` fields); a new run's explicit settings override them.
+
+    Raises:
+        ValueError: an unknown preset.
+    """
+    if name not in LM_PRESETS:
+        raise ValueError(f"unknown preset {name!r}; accepted: {sorted(LM_PRESETS)}")
+    fields = {k: v for k, v in LM_PRESETS[name].items() if k != "selection"}
+    selection = LM_PRESETS[name].get("selection", {}).get(algo)
+    return {**fields, "update": dict(fields.get("update", {})), "preset": name,
+            **({"selection": selection} if selection else {})}
 
 
 def read_spec(run_dir: str | Path) -> LMRunSpec:

@@ -42,12 +42,13 @@ from iif_ray.atomic_files import replace_atomically
 from iif_ray.attribution.selection import select
 from iif_ray.attribution.sequence import SequenceBatch
 from iif_ray.ledger import SEQUENCE_LEDGER_SCHEMA, LedgerWriter, ledger_columns
-from iif_ray.lm import detox
+from iif_ray.lm import GROUP_FILTER_ALGOS, INFLUENCE_ALGOS, detox
 from iif_ray.lm.advantages import (
     AdaptiveKL,
     advantages,
     last_token_advantage,
     validation_weights,
+    varied_groups,
 )
 from iif_ray.lm.learner import trim_to_minibatches
 from iif_ray.lm.prompts import PromptFile
@@ -67,6 +68,7 @@ from iif_ray.scoring.scorer import SequenceScorer
 
 # The LM engine's progress.csv columns.
 PROGRESS_FIELDS = ("round", "reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated",
+                   "groups_dropped",
                    "generate_s", "reward_s", "prepare_s", "scoring_s", "update_s", "round_s",
                    "eval_toxic_rate", "eval_negativity", "eval_reward")
 
@@ -107,12 +109,17 @@ class Actors:
 @dataclass
 class DriverState:
     """What the driver itself carries from round to round: the KL controller, the selection
-    rule's generator and the minibatch trimmer's; saved with the learner's state."""
+    rule's generator and the minibatch trimmer's; saved with the learner's state. Also the
+    reference policy's validation responses and rewards (``validation="reference"``),
+    generated once per run and not saved: a resumed run regenerates the same ones (fixed
+    prompts, fixed seed, the reference never changes)."""
 
     spec: LMRunSpec
     kl: AdaptiveKL = field(init=False)
     rng: np.random.Generator = field(init=False)
     generator: torch.Generator = field(init=False)
+    reference_validation: tuple[SequenceBatch, torch.Tensor, torch.Tensor | None] | None = \
+        field(init=False, default=None)  # responses, rewards, reference log-probabilities
 
     def __post_init__(self) -> None:
         self.kl = AdaptiveKL(beta=self.spec.kl_beta, target=self.spec.kl_target)
@@ -216,27 +223,42 @@ def train_round(spec: LMRunSpec, k: int, actors: Actors, driver: DriverState, la
     rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
     t_rew = time.perf_counter()
     prepared = ray.get(actors.learner.prepare.remote(batch))
+    # Advantages over the whole batch, before any row or group is dropped.
     full, targets, kl = advantages(spec, batch, rewards, prepared, driver.kl.beta)
     t_prep = time.perf_counter()
     kept = torch.arange(len(rewards))
+    groups_dropped = 0
+    if spec.algo in GROUP_FILTER_ALGOS:
+        # DAPO's dynamic sampling without its refill: the round trains on the groups whose
+        # rewards vary (see varied_groups for why no refill).
+        kept = torch.nonzero(varied_groups(rewards, spec.group_size)).ravel()
+        groups_dropped = (len(rewards) - len(kept)) // spec.group_size
     scores = torch.full((len(rewards),), math.nan)
     scoring_s = 0.0
-    if spec.algo != "ppo":
+    if spec.algo in INFLUENCE_ALGOS and len(kept):
         validation, weights = validation_target(spec, k, actors, driver, lang)
         ts = time.perf_counter()
-        scores = actors.scorer.score(full, validation, weights, policy_weights=weights_ref)
+        # Only the records still in the round are scored (their loss denominators too).
+        rows = full if len(kept) == len(rewards) else full.select(kept)
+        scores[kept] = actors.scorer.score(rows, validation, weights,
+                                           policy_weights=weights_ref)
         scoring_s = time.perf_counter() - ts
-        sel = select(scores.numpy(), spec.selection_rule, spec.drop_fraction, rng=driver.rng,
-                     advantages=last_token_advantage(full).numpy(), round_index=k)
-        kept = torch.as_tensor(np.flatnonzero(sel.keep))
+        sel = select(scores[kept].numpy(), spec.selection_rule, spec.drop_fraction,
+                     rng=driver.rng, advantages=last_token_advantage(rows).numpy(),
+                     round_index=k)
+        kept = kept[torch.as_tensor(np.flatnonzero(sel.keep))]
     kept = trim_to_minibatches(kept, spec.update.minibatch_size, driver.generator)
     frac = 1 - len(kept) / len(rewards)
     metrics = ray.get(actors.learner.update.remote(full, kept, targets))
     write_ledger(ledger, k, grouped, texts, rewards, full, scores, kept,
                  per_group=spec.group_size)
-    driver.kl.update(kl, n_steps=len(rewards))
+    # TRL's controller (the paper's) reads the KL summed over each response's tokens.
+    per_row = float(full.response_mask.sum()) / len(rewards)
+    driver.kl.update(kl * per_row if spec.kl_per == "sequence" else kl,
+                     n_steps=len(rewards))
     row = {"round": k, "reward_mean": float(rewards.mean()), "kl": kl,
            "kl_beta": driver.kl.beta, "frac_dropped": frac, "rows_updated": len(kept),
+           "groups_dropped": groups_dropped,
            "generate_s": t_gen - t0, "reward_s": t_rew - t_gen,
            "prepare_s": t_prep - t_rew, "scoring_s": scoring_s,
            "update_s": metrics["update_s"], "round_s": time.perf_counter() - t0}
@@ -247,17 +269,47 @@ def train_round(spec: LMRunSpec, k: int, actors: Actors, driver: DriverState, la
 
 def validation_target(spec: LMRunSpec, k: int, actors: Actors, driver: DriverState,
                       lang: Any) -> tuple[SequenceBatch, torch.Tensor]:
-    """Round ``k``'s fresh validation responses (one per prompt) and the target's per-token
-    weights on them, at the round's pre-update weights."""
+    """Round ``k``'s validation responses (one per prompt; ``spec.validation`` says which)
+    and the target's per-token weights on them, at the round's pre-update weights.
+
+    The weights (last-token advantages: the KL penalty against the current policy, the
+    value head) are recomputed every round; with ``reference`` the responses themselves
+    are generated and rewarded once per run.
+    """
     import ray
 
-    prompts = lang.prompts(spec.validation_prompts, split="train",
-                           seed=10_000 + 1000 * spec.seed + k)
-    validation, texts = ray.get(actors.rollout.generate.remote(
-        prompts, seed=_sampling_seed(spec, 2 * k + 1)))
-    rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
-    prepared = ray.get(actors.learner.prepare.remote(validation))
+    ref_logp = None
+    if spec.validation == "reference":
+        if driver.reference_validation is None:
+            validation, texts = ray.get(actors.rollout.generate.remote(
+                validation_prompts(spec, lang), seed=_sampling_seed(spec, 0), reference=True))
+            rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
+            driver.reference_validation = (validation, rewards, None)
+        validation, rewards, ref_logp = driver.reference_validation
+    else:
+        prompts = (validation_prompts(spec, lang) if spec.validation == "policy" else
+                   lang.prompts(spec.validation_prompts, split="train",
+                                seed=10_000 + 1000 * spec.seed + k))
+        validation, texts = ray.get(actors.rollout.generate.remote(
+            prompts, seed=_sampling_seed(spec, 2 * k + 1)))
+        rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
+    prepared = ray.get(actors.learner.prepare.remote(validation, ref_logp))
+    if spec.validation == "reference" and ref_logp is None:
+        # Fixed responses' reference log-probabilities never change: one forward pass a run.
+        driver.reference_validation = (validation, rewards, prepared[1])
     return validation, validation_weights(spec, validation, rewards, prepared, driver.kl.beta)
+
+
+# The fixed validation prompts' seed: one draw for every run and seed (the paper's first
+# 1,024 held-out prompts), apart from the training draws (seeds 1000 x seed + round).
+VALIDATION_PROMPT_SEED = 987_654_321
+
+
+def validation_prompts(spec: LMRunSpec, lang: Any) -> list[str]:
+    """The run's fixed validation prompts: ``spec.validation_prompts`` of the training
+    distribution, drawn once with their own seed, so never a round's training draw (for a
+    prompt file: its training split, which has no third split to hold them out from)."""
+    return lang.prompts(spec.validation_prompts, split="train", seed=VALIDATION_PROMPT_SEED)
 
 
 def evaluate(spec: LMRunSpec, actors: Actors, lang: Any) -> dict[str, float]:

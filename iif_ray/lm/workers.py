@@ -63,9 +63,17 @@ class RolloutWorker:
     def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(weights, strict=False)
 
-    def generate(self, prompts: list[str], seed: int) -> tuple[SequenceBatch, list[str]]:
-        batch = sample_records(self.model, self.tokenizer, prompts, self.spec.sampling,
-                               seed).to("cpu")
+    def generate(self, prompts: list[str], seed: int, reference: bool = False
+                 ) -> tuple[SequenceBatch, list[str]]:
+        """Responses from the current policy, or (``reference``) from the reference policy:
+        the same model with its adapters off."""
+        if reference:
+            with self.model.disable_adapter():
+                batch = sample_records(self.model, self.tokenizer, prompts,
+                                       self.spec.sampling, seed).to("cpu")
+        else:
+            batch = sample_records(self.model, self.tokenizer, prompts, self.spec.sampling,
+                                   seed).to("cpu")
         return batch, response_texts(self.tokenizer, batch)
 
 
@@ -103,8 +111,15 @@ class LearnerWorker:
         return {n: p.detach().cpu().clone()
                 for n, p in self.learner.policy.model.named_parameters() if p.requires_grad}
 
-    def prepare(self, batch: SequenceBatch) -> tuple[torch.Tensor, ...]:
-        return to_cpu(self.learner.prepare(batch.to(self.device)))
+    def value_head_weights(self) -> dict[str, torch.Tensor]:
+        """The value head's weight and bias: scorer actors need them for the value term of
+        each record's loss."""
+        return to_cpu(self.learner.policy.value_head.state_dict())
+
+    def prepare(self, batch: SequenceBatch, ref_logp: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, ...]:
+        ref = None if ref_logp is None else ref_logp.to(self.device)
+        return to_cpu(self.learner.prepare(batch.to(self.device), ref))
 
     def scores(self, batch: SequenceBatch, validation: SequenceBatch, weights: torch.Tensor,
                method: str) -> torch.Tensor:

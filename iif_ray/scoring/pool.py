@@ -103,16 +103,24 @@ class ScorerWorker:
 
     def score_sequences(self, module_id: str, weights: Mapping[str, Tensor],
                         target: Mapping[str, Tensor], shard: SequenceBatch, loss: PolicyLoss,
-                        method: str) -> Tensor:
+                        method: str, value_head: Mapping[str, Tensor] | None = None
+                        ) -> Tensor:
         """Scores of a shard of a round's sequences against the target gradient, with the
         LoRA adapters set to ``weights`` and ``loss``'s denominators fixed to the whole
-        round's batch (so the shards add up to the learner's own scores)."""
+        round's batch (so the shards add up to the learner's own scores). ``value_head``:
+        the weight and bias of the learner's linear value head, which a loss with a value
+        term (``loss.vf_coef > 0``) needs."""
         model = self._policy(module_id)
         model.load_state_dict(weights, strict=False)
         dev = self._device
         target = {k: v.to(dev) for k, v in target.items()}
+        head = None
+        if value_head is not None:
+            w = value_head["weight"]
+            head = torch.nn.Linear(w.shape[1], w.shape[0]).to(dev)
+            head.load_state_dict({k: v.to(dev) for k, v in value_head.items()})
         return sequence_scores(model, parameter_set(model, "lora"), shard.to(dev), loss,
-                               target, method).cpu()
+                               target, method, value_head=head).cpu()
 
 
 def actor_placement(device: str = "cpu") -> dict[str, Any]:

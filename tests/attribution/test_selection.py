@@ -48,9 +48,19 @@ def test_controls_drop_the_same_count_as_neg_bottom() -> None:
     assert (rnd.keep == again.keep).all() and (rnd.keep != other.keep).any()
 
 
+def test_neg_random_drops_as_many_as_negative_at_random() -> None:
+    """The random control of the paper's RLHF rule: every negative score's count, any rows."""
+    s = scores_with(40, 60)
+    sel = select(s, "neg-random", 0.0, rng=np.random.default_rng(3))
+    assert sel.num_dropped == (~sel.keep).sum() == 40
+    assert (s[~sel.keep] >= 0).any() and (s[sel.keep] < 0).any()
+    with pytest.raises(ValueError, match="'neg-random' needs an rng"):
+        select(s, "neg-random", 0.0)
+
+
 def test_no_negative_scores_drops_nothing() -> None:
     s = scores_with(0, 50)
-    for rule in ("neg-bottom", "negative", "random", "advantage"):
+    for rule in ("neg-bottom", "negative", "random", "advantage", "neg-random"):
         sel = select(s, rule, 0.5, rng=np.random.default_rng(0), advantages=s)
         assert sel.keep.all(), rule
     assert (~select(s, "bottom", 0.5).keep).sum() == 25  # bottom ignores the sign

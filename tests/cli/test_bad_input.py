@@ -117,7 +117,7 @@ CASES: list[tuple[list[str], str]] = [
     (["train-lm", "--out", "{tmp}/lmrun", "--resume", "--epochs", "2"],
      "--epochs 2 conflicts with the run's stored epochs=4"),
     (["train-lm", "--out", "{tmp}/run", "--algo", "random", "--selection", "negative"],
-     "algo 'random' takes selection 'random', got 'negative'"),
+     "algo 'random' takes selection 'random' or 'neg-random', got 'negative'"),
     (["train-lm", "--out", "{tmp}/run", "--selection", "worst"], "invalid choice: 'worst'"),
     (["train-lm", "--out", "{tmp}/run", "--num-scorers", "-1"],
      "num-scorers must be an integer >= 0, got '-1'"),

@@ -173,6 +173,9 @@ def test_trim_and_reference_and_scores():
     learner = LMLearner(policy, UpdateSettings(estimator="grpo", minibatch_size=2))
     old, ref, _ = learner.prepare(batch)
     torch.testing.assert_close(old, ref)  # peft starts LoRA at B = 0: the reference policy
+    known = torch.full_like(ref, -1.0)  # a known reference is passed through, not recomputed
+    again = learner.prepare(batch, ref_logp=known)
+    assert again[1] is known and torch.equal(again[0], old)
     full, _ = _prepared(policy, batch, "grpo")
     # Make the adapters non-trivial, then the three scoring methods agree.
     with torch.no_grad():
@@ -214,15 +217,17 @@ def test_bfloat16_base_weights_score_like_float32():
     scores = {}
     for name, model in (("float32", full32), ("bfloat16", half)):
         learner = LMLearner(LMPolicy(model), UpdateSettings(minibatch_size=4))
-        old, ref, _ = learner.prepare(batch)
+        old, ref, values = learner.prepare(batch)
         assert old.dtype == torch.float32
         rows = SequenceBatch(batch.input_ids, batch.attention_mask, batch.response_mask, old,
-                             adv * batch.response_mask, ref)
+                             adv * batch.response_mask, ref, old_values=values,
+                             returns=values + adv)
         target = learner.target(batch, batch.response_mask / 24)
         spec = learner.settings.policy_loss().for_batch(rows)
         params = learner.policy.scoring_parameters()
-        scores[name] = sequence_scores(model, params, rows, spec, target, "ghost")
-        oracle = scores_bruteforce(model, params, rows, spec, target)
+        head = learner.policy.value_head
+        scores[name] = sequence_scores(model, params, rows, spec, target, "ghost", head)
+        oracle = scores_bruteforce(model, params, rows, spec, target, head)
         torch.testing.assert_close(scores[name], oracle, rtol=1e-4,
                                    atol=1e-4 * float(oracle.abs().max()))
     assert spearmanr(scores["float32"], scores["bfloat16"])[0] > 0.99
@@ -253,3 +258,145 @@ def test_validation_weights_ignore_the_runs_estimator_and_batch_layout():
     torch.testing.assert_close(validation_weights(grpo, batch, rewards, prepared, 0.05),
                                expected, rtol=0, atol=0)
     assert expected.abs().sum() > 0
+
+
+def _written_out_record_losses(policy: LMPolicy, rows: SequenceBatch, clip: float,
+                               vf_coef: float, vf_clip: float) -> torch.Tensor:
+    """TRL's PPO loss of each record, written out from the model's raw outputs (no project
+    loss code): token-masked clipped policy loss plus ``vf_coef`` x 0.5 x the clipped value
+    error, both over the batch's response tokens."""
+    positions = (rows.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    out = policy.model(input_ids=rows.input_ids, attention_mask=rows.attention_mask,
+                       position_ids=positions, output_hidden_states=True)
+    logp_all = torch.log_softmax(out.logits[:, :-1].float(), -1)
+    logp = torch.zeros(rows.input_ids.shape)
+    logp[:, 1:] = logp_all.gather(-1, rows.input_ids[:, 1:, None]).squeeze(-1)
+    head = policy.value_head(out.hidden_states[-1]).squeeze(-1)
+    values = torch.zeros(rows.input_ids.shape)
+    values[:, 1:] = head[:, :-1]
+    m, a = rows.response_mask, rows.advantages
+    ratio = torch.exp(logp - rows.old_logp)
+    pg = -torch.minimum(ratio * a, ratio.clamp(1 - clip, 1 + clip) * a)
+    v_clipped = rows.old_values + (values - rows.old_values).clamp(-vf_clip, vf_clip)
+    vf = 0.5 * torch.maximum((values - rows.returns) ** 2, (v_clipped - rows.returns) ** 2)
+    return ((pg + vf_coef * vf) * m).sum(-1) / m.sum()
+
+
+def test_scores_include_the_value_term_as_the_update_does():
+    """Scores with the value term (vf_coef 0.1, the paper's) differ from scores without it,
+    and both equal a per-record autograd loop over the loss written out in this test; the
+    loss the scores differentiate is the loss the update takes its step on."""
+    policy = _policy()
+    g = torch.Generator().manual_seed(4)
+    with torch.no_grad():  # adapters and a value head that matter (both start at zero)
+        for n, p in policy.named_parameters():
+            if "lora_B" in n or "value_head" in n:
+                p.copy_(0.1 * torch.randn(p.shape, generator=g))
+    batch = _batch()
+    old, ref, values = LMLearner(policy, UpdateSettings(minibatch_size=2)).prepare(batch)
+    m = batch.response_mask
+    rows = SequenceBatch(batch.input_ids, batch.attention_mask, m,
+                         old_logp=old + 0.2 * torch.randn(old.shape, generator=g) * m,
+                         advantages=torch.randn(old.shape, generator=g) * m, ref_logp=ref,
+                         old_values=values + 0.3 * torch.randn(old.shape, generator=g) * m,
+                         returns=torch.randn(old.shape, generator=g) * m)
+    val = _batch(n=4, seed=5)
+    weights = target_weights("seq-return", val, torch.tensor([1.0, -1.0, 0.5, 2.0]))
+    params = policy.scoring_parameters()
+    positions = (val.attention_mask.cumsum(-1) - 1).clamp(min=0)
+    logits = policy.model(input_ids=val.input_ids, attention_mask=val.attention_mask,
+                          position_ids=positions).logits
+    val_logp = torch.log_softmax(logits[:, :-1], -1).gather(
+        -1, val.input_ids[:, 1:, None]).squeeze(-1)
+    grad_f = torch.autograd.grad((val_logp * weights[:, 1:]).sum(), list(params.values()))
+    n = rows.input_ids.shape[0]
+    got = {}
+    for vf_coef in (0.0, 0.1):
+        settings = UpdateSettings(minibatch_size=n, epochs=1, vf_coef=vf_coef, lr=1e-9)
+        learner = LMLearner(policy, settings)
+        losses = _written_out_record_losses(policy, rows, 0.2, vf_coef, 0.2)
+        oracle = torch.stack([
+            -sum((gi * gf).sum() for gi, gf in zip(
+                torch.autograd.grad(losses[i], list(params.values()), retain_graph=True),
+                grad_f, strict=True))
+            for i in range(n)]).detach()
+        for method in ("ghost", "jvp", "bruteforce"):
+            got[vf_coef, method] = learner.scores(rows, val, weights, method)
+            torch.testing.assert_close(got[vf_coef, method], oracle, rtol=1e-4,
+                                       atol=1e-4 * float(oracle.abs().max()))
+        # One step over the whole batch: the update's loss is the records' losses summed.
+        metrics = copy.deepcopy(learner).update(
+            rows, torch.arange(n), ValueTargets(rows.old_values, rows.returns))
+        total = metrics["policy_loss"] + vf_coef * metrics["value_loss"]
+        assert total == pytest.approx(float(losses.detach().sum()), rel=1e-5)
+    diff = (got[0.1, "ghost"] - got[0.0, "ghost"]).abs().max()
+    assert diff > 0.05 * got[0.0, "ghost"].abs().max()  # the value term moves the scores
+
+
+def test_last_token_advantage_picks_each_rows_last_response_token():
+    """Right padding, left padding and a one-token response: the advantage at the last
+    response token, whatever follows it."""
+    from iif_ray.lm.advantages import last_token_advantage
+
+    mask = torch.tensor([[0, 1, 1, 1, 0, 0],   # right padding after the response
+                         [0, 0, 0, 1, 1, 1],   # left padding: the response ends the row
+                         [1, 0, 0, 0, 0, 0],   # a single response token, first position
+                         [0, 0, 1, 0, 1, 0.]])  # (gaps do not occur; the last one counts)
+    adv = torch.arange(24.0).view(4, 6)
+    batch = SequenceBatch(torch.zeros(4, 6, dtype=torch.long), torch.ones(4, 6), mask,
+                          advantages=adv)
+    torch.testing.assert_close(last_token_advantage(batch), torch.tensor([3.0, 11, 12, 22]))
+
+
+def _two_responses():
+    """Two validation responses of two tokens each (positions 1-2 of three), the policy at
+    the reference (no KL) and a value head at zero: GAE (gamma 1, lambda 0.95) is then
+    0.95 x the reward on the first token and the reward on the last."""
+    mask = torch.tensor([[0, 1, 1], [0, 1, 1.0]])
+    batch = SequenceBatch(torch.ones(2, 3, dtype=torch.long), torch.ones(2, 3), mask)
+    zeros = torch.zeros(2, 3)
+    return batch, (zeros, zeros, zeros), torch.tensor([1.0, 3.0])
+
+
+def test_validation_weights_by_hand():
+    """seq-return: token advantages [0.95, 1] and [2.85, 3], whitened over the four response
+    tokens (mean 1.95, unbiased variance 3.815 / 3, as TRL's masked_whiten), the last
+    token's taken, centred on their mean, spread over each response's tokens / 2 responses.
+    reward: the rewards centred (-1, +1), / 2."""
+    from iif_ray.lm.advantages import validation_weights
+    from iif_ray.lm.spec import LMRunSpec
+
+    batch, prepared, rewards = _two_responses()
+    spec = LMRunSpec(model="m", out_dir="o", prompts_per_round=2, group_size=1,
+                     update=UpdateSettings(minibatch_size=1))
+    std = (3.815 / 3) ** 0.5
+    last = [(1 - 1.95) / std, (3 - 1.95) / std]
+    centred = [last[0] - sum(last) / 2, last[1] - sum(last) / 2]
+    expected = torch.tensor([[0.0, centred[0] / 2, centred[0] / 2],
+                             [0.0, centred[1] / 2, centred[1] / 2]])
+    got = validation_weights(spec, batch, rewards, prepared, beta=0.05)
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    assert got[1, 2].item() == pytest.approx(0.443387, abs=1e-5)
+    from dataclasses import replace
+
+    reward = validation_weights(replace(spec, target="reward"), batch, rewards, prepared, 0.05)
+    torch.testing.assert_close(reward, torch.tensor([[0, -0.5, -0.5], [0, 0.5, 0.5]]))
+    # Whitened one response at a time (chunks of 1), a two-token response's last advantage
+    # is +1/sqrt(2) whatever its reward: equal weights, centred to zero.
+    alone = validation_weights(replace(spec, target_whiten_chunk=1), batch, rewards,
+                               prepared, 0.05)
+    torch.testing.assert_close(alone, torch.zeros(2, 3), rtol=0, atol=1e-6)
+
+
+def test_whiten_in_chunks_by_hand():
+    """Chunks of 2 rows: each chunk's own mean and unbiased variance over its masked
+    entries; a shorter last chunk too."""
+    from iif_ray.lm.advantages import whiten_chunks
+
+    values = torch.tensor([[1.0, 3.0], [5.0, 7.0], [0.0, 10.0]])
+    mask = torch.tensor([[1.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    got = whiten_chunks(values, mask, 2)
+    std = (((1 - 3) ** 2 + 0 + (5 - 3) ** 2) / 2) ** 0.5  # chunk 1: 1, 3, 5 (7 masked out)
+    expected = torch.tensor([[-2 / std, 0.0], [2 / std, 0.0], [-(50 ** -0.5) * 5, 5 / 50 ** 0.5]])
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(whiten_chunks(values, mask, 0), whiten(values, mask))
