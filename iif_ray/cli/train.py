@@ -78,12 +78,18 @@ class TrainCommand(Command):
     def _stored_spec(args: argparse.Namespace, resume: str) -> dict:
         """The resumed run's spec; a flag that would change what it trains is refused,
         naming the stored value (a resumed run continues what it started)."""
-        from iif_ray.run import CLASSIC, read_run_spec
+        from iif_ray.run import CLASSIC, check_checkpoint, read_run_spec
 
         try:
             spec = read_run_spec(Path(resume).resolve(), CLASSIC)
+            check_checkpoint(resume)
         except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
+        preset = spec.get("preset")
+        if not isinstance(preset, dict) or not {"name", "env_id"} <= set(preset) or not {
+                "algo", "seed"} <= set(spec):
+            raise UsageError(f"--resume {resume!r}: its run.json lacks the preset, algo or "
+                             "seed; accepted: the run.json an iif-ray train run wrote")
         if args.preset or args.env:
             given_env = f"--preset {args.preset}" if args.preset else f"--env {args.env}"
             raise UsageError(f"{given_env} conflicts with the run's stored preset "

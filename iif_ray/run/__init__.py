@@ -38,7 +38,7 @@ from iif_ray.run.layout import (
     progress_path,
 )
 from iif_ray.run.progress import ROUND, ProgressWriter, read_progress
-from iif_ray.run.rewind import rewind
+from iif_ray.run.rewind import check_checkpoint, rewind
 from iif_ray.run.spec import (
     CLASSIC,
     KINDS,
@@ -52,7 +52,8 @@ from iif_ray.run.summary import is_complete, read_summary, read_summary_or_spec,
 
 __all__ = [
     "CHECKPOINT", "CLASSIC", "CONTENTS", "KINDS", "LEDGER", "LM", "PROGRESS", "ROUND",
-    "RUN_SPEC", "SUMMARY", "ProgressWriter", "RunKindError", "checkpoint_dir", "is_complete",
+    "RUN_SPEC", "SUMMARY", "ProgressWriter", "RunKindError", "check_checkpoint",
+    "checkpoint_dir", "is_complete",
     "learner_state_path", "ledger_dir", "prepare_out_dir", "progress_path", "read_progress",
     "read_run_spec", "read_summary", "read_summary_or_spec", "rewind", "run_kind",
     "write_run_spec", "write_summary",
