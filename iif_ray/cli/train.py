@@ -7,6 +7,7 @@ from pathlib import Path
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import (
+    RESOURCE_DEFAULTS,
     UsageError,
     add_run_args,
     checked_run_inputs,
@@ -97,6 +98,8 @@ class TrainCommand(Command):
                              "resumed run keeps its environment")
         stored_attr = spec.get("attribution") or {}
         changes = [("--algo", args.algo, spec["algo"]), ("--seed", args.seed, spec["seed"]),
+                   *((_placement_flag(k), getattr(args, k), spec.get(k, default))
+                     for k, default in RESOURCE_DEFAULTS.items()),
                    ("--timesteps", args.timesteps, spec.get("timesteps")),
                    ("--checkpoint-every", args.checkpoint_every,
                     spec.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))
@@ -120,6 +123,11 @@ class TrainCommand(Command):
             summary = resume_run(out, round_printer(
                 label, int(spec.get("timesteps") or spec["preset"]["timesteps"])))
         return summary, out
+
+
+def _placement_flag(dest: str) -> str:
+    """``--num-env-runners`` for ``num_env_runners``: a placement flag of add_run_args."""
+    return "--" + dest.replace("_", "-")
 
 
 def _resume_dir(args: argparse.Namespace) -> str | None:

@@ -183,6 +183,10 @@ CASES: list[tuple[list[str], str]] = [
     (["train", "--resume", "{tmp}/partial"], "its run.json lacks the preset, algo or seed"),
     (["train", "--resume", "{tmp}/cprun", "--selection", "negative"],
      "--selection negative conflicts with the run's stored value \"the preset's\""),
+    (["train", "--resume", "{tmp}/cprun", "--num-env-runners", "1"],
+     "--num-env-runners 1 conflicts with the run's stored value 0"),
+    (["train", "--resume", "{tmp}/cprun", "--num-learners", "1"],
+     "--num-learners 1 conflicts with the run's stored value 0"),
     (["train", "--resume", "{tmp}/cprun", "--checkpoint-every", "3"],
      "--checkpoint-every 3 conflicts with the run's stored value 10"),
     # train-lm: the model directory (config, weights, tokenizer), before Ray starts
