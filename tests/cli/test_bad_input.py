@@ -480,3 +480,18 @@ def test_bad_input_is_refused_in_one_line(tmp_path, monkeypatch, capsys, lm_dirs
 def test_there_are_at_least_120_cases():
     assert len(CASES) >= 120
     assert len({(tuple(a), m) for a, m in CASES}) == len(CASES), "a case repeated"
+
+
+@pytest.mark.ray
+def test_a_pool_larger_than_the_cluster_is_refused_after_ray_starts(ray_local):
+    """On a cluster (``--address``) the CPU count is known only once Ray is joined, so the
+    bound on ``bench pool --max-scorers`` is checked there: refused before any pool is built,
+    instead of waiting for CPUs without end."""
+    from iif_ray.experiments.speed import bench_pool
+
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    lines: list[str] = []
+    with pytest.raises(ValueError, match=f"--max-scorers {cpus + 1}: a pool uses one CPU per "
+                                         f"scorer and the cluster has {cpus}; accepted: 1 to "):
+        bench_pool(["lunarlander-2k"], cpus + 1, reps=1, echo=lines.append)
+    assert lines == []  # refused before anything was measured
