@@ -178,12 +178,14 @@ class TrainLMCommand(Command):
             with ray_session(args.address):
                 summary = fit(spec, echo=console.print, resume=True)
             return self._report(spec.algo, Path(args.resume), summary)
-        out = prepare_out(args.out, args.overwrite)
         model = args.model
         if model is None:
             from iif_ray.lm.pretrain import detox_model
 
             model = str(detox_model(args.model_cache, echo=console.print))
+            if args.prompts:  # their length against the detox-mini model's context
+                self._check_files(spec_from_flags(args, model=model, out_dir=args.out))
+        out = prepare_out(args.out, args.overwrite)
         spec = spec_from_flags(args, model=model, out_dir=str(out))
         with ray_session(args.address):
             summary = fit(spec, echo=console.print)

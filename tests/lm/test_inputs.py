@@ -82,3 +82,23 @@ def test_a_copy_of_a_model_missing_its_tokenizer_is_refused(tiny_model_dir, tmp_
         f.unlink()
     with pytest.raises(InputError, match="its tokenizer cannot be loaded"):
         check_policy_dir(path)
+
+
+def test_prompts_are_measured_against_the_default_model_before_the_run_dir(
+        tiny_model_dir, tmp_path, monkeypatch, capsys):
+    """Without --model the policy is the detox-mini model, known only once it is built:
+    long prompts are refused then, before the run directory is created or Ray started.
+    (A saved tiny model stands in for the minutes of pre-training.)"""
+    import ray
+
+    from iif_ray.cli import main
+    from iif_ray.lm import pretrain
+
+    monkeypatch.setattr(pretrain, "detox_model", lambda *a, **k: tiny_model_dir)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    prompts = tmp_path / "long.txt"
+    prompts.write_text("the\nthe the\n" + "the " * 200 + "\n")
+    assert main(["train-lm", "--out", str(tmp_path / "run"), "--prompts", str(prompts)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "1 prompt(s) longer than 115 tokens" in err[0]
+    assert not (tmp_path / "run").exists() and not ray.is_initialized()
