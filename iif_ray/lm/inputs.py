@@ -86,9 +86,13 @@ def _check_safetensors(file: Path, flag: str, root: Path) -> None:
         header = None
     if not isinstance(header, dict):
         raise InputError(f"{where} has no readable safetensors header; {_SAVED_BY}")
-    end = max((t["data_offsets"][1] for k, t in header.items()
-               if k != "__metadata__" and isinstance(t, dict) and "data_offsets" in t),
-              default=0)
+    try:
+        ends = [int(t["data_offsets"][1]) for k, t in header.items() if k != "__metadata__"]
+    except (TypeError, KeyError, IndexError, ValueError):
+        ends = []
+    if not ends:
+        raise InputError(f"{where} holds no readable tensor entries; {_SAVED_BY}")
+    end = max(ends)
     size = file.stat().st_size
     if size < 8 + n + end:
         raise InputError(f"{where} is truncated ({size:,} of {8 + n + end:,} bytes); "
