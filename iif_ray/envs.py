@@ -150,6 +150,25 @@ def spaces(env_id: str, kwargs: dict | None = None) -> tuple[gym.Space, gym.Spac
         env.close()
 
 
-def observation_shape(env_id: str, kwargs: dict | None = None) -> tuple[int, ...]:
-    """Shape of one (adapted) observation: what the policy network takes in."""
-    return tuple(spaces(env_id, kwargs)[0].shape or ())
+# The (adapted) observations the models take: float vectors (the MLP) and MiniGrid-sized
+# 7x7xC images (the MiniGrid preset's CNN).
+CNN_IMAGE = (7, 7)
+ACCEPTED_OBSERVATIONS = ("a float Box vector (Discrete observations are one-hot encoded, 2-D "
+                         "tables flattened) or a 7x7xC image (MiniGrid's agent view)")
+
+
+def check_observation_space(env_id: str, space: gym.Space) -> None:
+    """Refuse, before Ray starts, an (adapted) observation space no model here takes.
+
+    A Tuple or Dict observation, or a raw uint8 image, would otherwise fail inside RLlib's
+    model catalog on a worker, after the run directory was written.
+
+    Raises:
+        ValueError: the space, named with what is accepted.
+    """
+    ok = (isinstance(space, gym.spaces.Box) and np.issubdtype(space.dtype, np.floating)
+          and (len(space.shape) == 1 or (len(space.shape) == 3
+                                         and tuple(space.shape[:2]) == CNN_IMAGE)))
+    if not ok:
+        raise ValueError(f"{env_id} has observations {space}, which no model here takes; "
+                         f"accepted: {ACCEPTED_OBSERVATIONS}")

@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
-from iif_ray.envs import check_env_id, observation_shape
+from iif_ray.envs import CNN_IMAGE, check_env_id, check_observation_space, spaces
 
 ALGOS = ("iif", "ppo", "random", "advantage")
 BENCHMARK_ALGOS = ("ppo", "iif", "random")  # what a benchmark sweep compares by default
@@ -126,8 +126,9 @@ def preset_for(preset: str | None = None, env: str | None = None) -> Preset:
     MiniGrid preset's CNN: RLlib has no default encoder for that shape.
 
     Raises:
-        ValueError: an unknown preset or env id, neither given, or a preset with an env id
-            other than its own (which would train one env with another's settings).
+        ValueError: an unknown preset or env id, neither given, a preset with an env id
+            other than its own (which would train one env with another's settings), or an
+            env whose observations no model here takes.
     """
     if preset is not None:
         p = get_preset(preset)
@@ -140,7 +141,9 @@ def preset_for(preset: str | None = None, env: str | None = None) -> Preset:
     env_id = check_env_id(env)
     if env_id in PRESET_BY_ENV:
         return PRESET_BY_ENV[env_id]
-    model = dict(_MINIGRID_CNN) if observation_shape(env_id)[:2] == (7, 7) else dict(_MLP)
+    observations = spaces(env_id)[0]
+    check_observation_space(env_id, observations)
+    model = dict(_MINIGRID_CNN) if observations.shape[:2] == CNN_IMAGE else dict(_MLP)
     return Preset(name=env_id, env_id=env_id, timesteps=100_000, drop_fraction=0.125,
                   model=model, in_paper=False)
 

@@ -23,6 +23,9 @@ from iif_ray.presets import PRESETS, Preset, preset_for
 from iif_ray.rllib.settings import AttributionSettings
 
 console = Console(stderr=False, highlight=False, width=120)
+# A classic run's placement when its flags are not given (RunSpec's defaults).
+RESOURCE_DEFAULTS: dict[str, Any] = {"num_env_runners": 0, "num_learners": 0,
+                                     "num_gpus_per_learner": 0.0}
 
 
 def quiet_libraries() -> None:
@@ -95,11 +98,14 @@ def add_run_args(p: argparse.ArgumentParser) -> None:
                    help="env-step budget (default: the preset's paper budget)")
     group = p.add_argument_group("attribution (default: the preset's)")
     add_flags(group, AttributionSettings)
-    p.add_argument("--num-env-runners", type=int_at_least(0, "num-env-runners"), default=0)
-    p.add_argument("--num-learners", type=int_at_least(0, "num-learners"), default=0,
-                   help="remote learner actors (0: learn in the driver process)")
+    # Default None ("not given"), so --resume can tell a flag the user gave from a default;
+    # resources() fills in RESOURCE_DEFAULTS.
+    p.add_argument("--num-env-runners", type=int_at_least(0, "num-env-runners"),
+                   help=f"remote env runners (default {RESOURCE_DEFAULTS['num_env_runners']})")
+    p.add_argument("--num-learners", type=int_at_least(0, "num-learners"),
+                   help="remote learner actors (default 0: learn in the driver process)")
     p.add_argument("--num-gpus-per-learner", type=nonneg_float("num-gpus-per-learner"),
-                   default=0.0, help="GPUs per learner: the PPO update and in-learner scoring")
+                   help="GPUs per learner: the PPO update and in-learner scoring (default 0)")
     add_address(p)
 
 
@@ -148,8 +154,9 @@ def round_printer(label: str, budget: int):
 
 
 def resources(args: argparse.Namespace) -> dict[str, Any]:
-    return {"num_env_runners": args.num_env_runners, "num_learners": args.num_learners,
-            "num_gpus_per_learner": args.num_gpus_per_learner}
+    """The run's placement flags, each defaulted where not given."""
+    return {k: default if getattr(args, k, None) is None else getattr(args, k)
+            for k, default in RESOURCE_DEFAULTS.items()}
 
 
 def check_run(args: argparse.Namespace, preset: Preset, overrides: dict[str, Any], *,
@@ -178,18 +185,19 @@ def check_run(args: argparse.Namespace, preset: Preset, overrides: dict[str, Any
     if not here or args.address is not None or os.environ.get("RAY_ADDRESS"):
         return
     num_scorers = overrides.get("num_scorers", 0) if overrides.get("mode") != "off" else 0
-    pools = max(1, args.num_learners)
+    res = resources(args)
+    pools = max(1, res["num_learners"])
     cpus = os.cpu_count() or 1
-    need = args.num_env_runners + args.num_learners + num_scorers * pools
+    need = res["num_env_runners"] + res["num_learners"] + num_scorers * pools
     if need > cpus:
         raise UsageError(
-            f"--num-scorers {num_scorers}, --num-env-runners {args.num_env_runners} and "
-            f"--num-learners {args.num_learners} need {need} CPUs; the embedded Ray has "
+            f"--num-scorers {num_scorers}, --num-env-runners {res['num_env_runners']} and "
+            f"--num-learners {res['num_learners']} need {need} CPUs; the embedded Ray has "
             f"{cpus} (accepted: at most {cpus} in total, or --address for a cluster)")
-    gpus_learners = max(args.num_learners, 1) * args.num_gpus_per_learner
+    gpus_learners = max(res["num_learners"], 1) * res["num_gpus_per_learner"]
     gpus_scorers = num_scorers * pools * overrides.get("num_gpus_per_scorer", 0.0)
     check_local_gpus(gpus_learners + gpus_scorers,
-                     f"--num-gpus-per-learner {args.num_gpus_per_learner} and "
+                     f"--num-gpus-per-learner {res['num_gpus_per_learner']} and "
                      f"--num-gpus-per-scorer {overrides.get('num_gpus_per_scorer', 0.0)} need")
 
 
@@ -204,6 +212,17 @@ def check_local_gpus(gpus: float, who: str, hint: str = "") -> None:
     if gpus > have:
         raise UsageError(f"{who} {gpus:g} GPU(s); this machine has {have} (accepted: at most "
                          f"{have} in total, or --address for a cluster{hint})")
+
+
+def check_out(out: str, *, mode: str, overwrite: bool = False) -> None:
+    """:func:`iif_ray.run.check_dir` as a usage error: a bad ``--out`` refused before a
+    command's long preparations, without writing anything."""
+    from iif_ray.run import OwnershipError, check_dir
+
+    try:
+        check_dir(out, mode=mode, overwrite=overwrite)
+    except OwnershipError as e:
+        raise UsageError(str(e)) from None
 
 
 @contextmanager

@@ -51,9 +51,13 @@ class LMChecksCommand(Command):
             raise UsageError(f"--out {args.out!r} is a directory; accepted: a JSON file path")
         if out.exists() and not args.overwrite:
             raise UsageError(f"--out {args.out!r} exists; pass --overwrite to replace it")
-        if args.model and not (Path(args.model) / "config.json").is_file():
-            raise UsageError(f"--model {args.model!r} is not a local model directory (no "
-                             "config.json); accepted: a directory written by save_pretrained")
+        if args.model:
+            from iif_ray.lm.inputs import InputError, check_policy_dir
+
+            try:
+                check_policy_dir(args.model)  # config, weights, tokenizer: before any check
+            except InputError as e:
+                raise UsageError(str(e)) from None
         from iif_ray.lm.checks import run_checks
 
         model = args.model

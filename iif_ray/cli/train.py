@@ -7,6 +7,7 @@ from pathlib import Path
 
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import (
+    RESOURCE_DEFAULTS,
     UsageError,
     add_run_args,
     checked_run_inputs,
@@ -79,12 +80,18 @@ class TrainCommand(Command):
     def _stored_spec(args: argparse.Namespace, resume: str) -> dict:
         """The resumed run's spec; a flag that would change what it trains is refused,
         naming the stored value (a resumed run continues what it started)."""
-        from iif_ray.run import CLASSIC, read_run_spec
+        from iif_ray.run import CLASSIC, check_checkpoint, read_run_spec
 
         try:
             spec = read_run_spec(Path(resume).resolve(), CLASSIC)
+            check_checkpoint(resume)
         except (FileNotFoundError, ValueError) as e:
             raise UsageError(str(e)) from None
+        preset = spec.get("preset")
+        if not isinstance(preset, dict) or not {"name", "env_id"} <= set(preset) or not {
+                "algo", "seed"} <= set(spec):
+            raise UsageError(f"--resume {resume!r}: its run.json lacks the preset, algo or "
+                             "seed; accepted: the run.json an iif-ray train run wrote")
         if args.preset or args.env:
             given_env = f"--preset {args.preset}" if args.preset else f"--env {args.env}"
             raise UsageError(f"{given_env} conflicts with the run's stored preset "
@@ -92,6 +99,8 @@ class TrainCommand(Command):
                              "resumed run keeps its environment")
         stored_attr = spec.get("attribution") or {}
         changes = [("--algo", args.algo, spec["algo"]), ("--seed", args.seed, spec["seed"]),
+                   *((_placement_flag(k), getattr(args, k), spec.get(k, default))
+                     for k, default in RESOURCE_DEFAULTS.items()),
                    ("--timesteps", args.timesteps, spec.get("timesteps")),
                    ("--checkpoint-every", args.checkpoint_every,
                     spec.get("checkpoint_every", DEFAULT_CHECKPOINT_EVERY))
@@ -116,6 +125,11 @@ class TrainCommand(Command):
             summary = resume_run(out, round_printer(
                 label, int(spec.get("timesteps") or spec["preset"]["timesteps"])))
         return summary, out
+
+
+def _placement_flag(dest: str) -> str:
+    """``--num-env-runners`` for ``num_env_runners``: a placement flag of add_run_args."""
+    return "--" + dest.replace("_", "-")
 
 
 def _resume_dir(args: argparse.Namespace) -> str | None:

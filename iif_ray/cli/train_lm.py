@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 from iif_ray.cli.base import Command
-from iif_ray.cli.common import UsageError, check_local_gpus, console, owned_dir
+from iif_ray.cli.common import UsageError, check_local_gpus, check_out, console, owned_dir
 from iif_ray.cli.flags import add_address, add_flags, add_run_dir, flag_name, given, resume_dir
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
@@ -103,10 +103,11 @@ class TrainLMCommand(Command):
         if args.resume is not None:
             args.out = None  # the run to continue is args.resume
         if args.resume and here:
-            from iif_ray.run import RUN_SPEC, SUMMARY, is_complete
+            from iif_ray.run import RUN_SPEC, SUMMARY, check_checkpoint, is_complete
 
             try:
                 spec = resume_spec(args)  # migrates a directory with the old LM file names
+                check_checkpoint(args.resume)
             except FileNotFoundError:
                 raise UsageError(f"--resume {args.resume!r} holds no LM run (no {RUN_SPEC}); "
                                  "accepted: a directory an earlier train-lm wrote") from None
@@ -115,23 +116,59 @@ class TrainLMCommand(Command):
             if is_complete(args.resume):
                 raise UsageError(f"--resume {args.resume!r} already completed ({SUMMARY} "
                                  "exists); accepted: an interrupted run")
-            self._check_gpus(args, spec)
+            self._check_resources(args, spec)
+            self._check_files(spec, resumed=True)
             return
+        if args.reward_label is not None and args.reward is None:
+            raise UsageError(f"--reward-label {args.reward_label!r} needs --reward DIR (a "
+                             "classifier with that label); detox-mini's reward has no labels")
         spec = spec_from_flags(args, model=args.model or "", out_dir=args.out or "")
-        if spec.prompts and here:
-            from iif_ray.lm.prompts import PromptFile, PromptFileError
-
-            try:
-                PromptFile(spec.prompts)
-            except PromptFileError as e:
-                raise UsageError(str(e)) from None
         if here:
-            self._check_gpus(args, spec)
-        for flag, path in (("--model", args.model), ("--reward", args.reward)):
-            if path and here and not (Path(path) / "config.json").is_file():
-                raise UsageError(f"{flag} {path!r} is not a local model directory (no "
-                                 "config.json); accepted: a directory written by "
-                                 "save_pretrained")
+            self._check_resources(args, spec)
+            self._check_files(spec)
+
+    @staticmethod
+    def _check_files(spec: LMRunSpec, *, resumed: bool = False) -> None:
+        """The model, reward and prompt files the actors will load, checked now: a directory
+        without weights or a prompts file that is not UTF-8 fails here in one line, not in a
+        worker after Ray started (:mod:`iif_ray.lm.inputs`). A resumed run's files are the
+        ones its spec stored (moved or deleted since, they are named as the run's)."""
+        from iif_ray.lm.inputs import (
+            InputError,
+            check_policy_dir,
+            check_prompts_fit,
+            check_reward_dir,
+        )
+        from iif_ray.lm.prompts import PromptFile, PromptFileError
+
+        try:
+            prompts = PromptFile(spec.prompts) if spec.prompts else None
+            model = (check_policy_dir(spec.model, "the run's model" if resumed else "--model")
+                     if spec.model else None)
+            if spec.reward:
+                check_reward_dir(spec.reward, spec.reward_label,
+                                 "the run's reward" if resumed else "--reward")
+            if prompts is not None and model is not None:
+                check_prompts_fit(prompts, model, spec.sampling.max_new_tokens)
+        except (InputError, PromptFileError) as e:
+            raise UsageError(str(e)) from None
+
+    @classmethod
+    def _check_resources(cls, args: argparse.Namespace, spec: LMRunSpec) -> None:
+        """On an embedded Ray, this machine's CPUs and GPUs, checked before Ray starts: the
+        rollout, learner and scorer actors hold theirs for the whole run, so an actor Ray
+        cannot place would wait for ever (``train`` refuses the same)."""
+        if args.address is not None or os.environ.get("RAY_ADDRESS"):
+            return  # a cluster's resources are the cluster's to count (it may scale up)
+        need = spec.rollout_cpus + spec.learner_cpus + spec.num_scorers * spec.cpus_per_scorer
+        cpus = os.cpu_count() or 1
+        if need > cpus:
+            raise UsageError(
+                f"--num-scorers {spec.num_scorers} (x --cpus-per-scorer "
+                f"{spec.cpus_per_scorer:g}), --rollout-cpus {spec.rollout_cpus:g} and "
+                f"--learner-cpus {spec.learner_cpus:g} need {need:g} CPUs; the embedded Ray "
+                f"has {cpus} (accepted: at most {cpus} in total, or --address for a cluster)")
+        cls._check_gpus(args, spec)
 
     @staticmethod
     def _check_gpus(args: argparse.Namespace, spec: LMRunSpec) -> None:
@@ -156,13 +193,16 @@ class TrainLMCommand(Command):
                            flag="--resume") as out, ray_session(args.address):
                 summary = fit(spec, echo=console.print, resume=True)
             return self._report(spec.algo, out, summary)
+        check_out(args.out, mode=NEW, overwrite=args.overwrite)  # before a model is built
+        model = args.model
+        if model is None:
+            from iif_ray.lm.pretrain import detox_model
+
+            model = str(detox_model(args.model_cache, echo=console.print))
+            if args.prompts:  # their length against the detox-mini model's context
+                self._check_files(spec_from_flags(args, model=model, out_dir=args.out))
         with owned_dir(args.out, mode=NEW, overwrite=args.overwrite,
                        command=self.name) as out:
-            model = args.model
-            if model is None:
-                from iif_ray.lm.pretrain import detox_model
-
-                model = str(detox_model(args.model_cache, echo=console.print))
             spec = spec_from_flags(args, model=model, out_dir=str(out))
             with ray_session(args.address):
                 summary = fit(spec, echo=console.print)

@@ -14,7 +14,7 @@ import numpy as np
 import pandas as pd
 
 from iif_ray.diagnostics.ledgers import load_run
-from iif_ray.run import LM, read_progress, run_kind
+from iif_ray.run import LM, RUN_SPEC, ledger_dir, read_progress, run_kind
 
 OUT_DIR = "diagnostics"
 
@@ -204,10 +204,32 @@ def is_lm_run(run_dir: str | Path) -> bool:
 
 
 def check_intervention(run_dir: str | Path, rounds: list[int] | None) -> None:
-    """Raises ValueError for ``--intervene`` on an LM run (callers check before Ray starts)."""
-    if rounds and is_lm_run(run_dir):
+    """``--intervene`` checked before Ray starts (callers call this first): a classic run
+    with a ledger, and rounds it trained. A round beyond the run's last would retrain the
+    run towards it, for as long as that takes, to compare with records that do not exist.
+
+    Raises:
+        FileNotFoundError: no run, or a run without a ledger.
+        ValueError: an LM run, or a round the run did not train.
+    """
+    if not rounds:
+        return
+    kind = run_kind(run_dir)
+    if kind is None:
+        raise FileNotFoundError(f"{str(run_dir)!r} is not a run (no {RUN_SPEC}); accepted: "
+                                "the --out directory of an iif-ray train run")
+    if kind == LM:
         raise ValueError("--intervene retrains classic rounds; for an LM run use "
                          "iif-ray lm-checks (the single-round intervention)")
+    ledger = ledger_dir(run_dir)
+    if not ledger.is_dir() or not any(ledger.iterdir()):
+        raise FileNotFoundError(f"{str(run_dir)!r} has no ledger/; train with iif or score "
+                                "mode")
+    trained = len(read_progress(run_dir))
+    beyond = [k for k in rounds if k > trained]
+    if beyond:
+        raise ValueError(f"--intervene {','.join(map(str, beyond))}: {str(run_dir)!r} trained "
+                         f"{trained} round(s); accepted: rounds 1 to {trained}")
 
 
 def diagnose(run_dir: str | Path, *, intervene_rounds: list[int] | None = None,

@@ -151,8 +151,12 @@ class EvaluateOptions:
 def pending_work(opts: EvaluateOptions) -> list[tuple[SnapshotRun, list[int], EvalProtocol]]:
     """(run, rounds still to evaluate, protocol) for every snapshot run under ``opts.out``.
 
+    A point counts as evaluated when ``evals.csv`` holds a finite return for that snapshot
+    (the same weights digest); a NaN return is evaluated again.
+
     Raises:
         FileNotFoundError: no snapshots there.
+        ValueError: an ``evals.csv`` that is not one (cut short, other columns).
     """
     root = Path(opts.out) / SNAPSHOT_ROOT
     runs = [r for r in find_runs(root) if not opts.envs or r.env in opts.envs]
@@ -160,6 +164,8 @@ def pending_work(opts: EvaluateOptions) -> list[tuple[SnapshotRun, list[int], Ev
         raise FileNotFoundError(f"no policy snapshots under {str(root)!r}; accepted: the --out "
                                 "directory of a sweep that saves them (iif-ray sweep evidence)")
     done = read_evals(Path(opts.out) / EVALS_CSV)
+    # A NaN return is an evaluation that did not produce one: that point is evaluated again.
+    done = done[done["eval_return"].notna()]
     have = set(zip(done["env"], done["algo"], done["seed"].astype(int), done["round"].astype(int),
                    done["snapshot"].astype(str), strict=True))
     work = []

@@ -134,6 +134,10 @@ def bench_pool(workloads: list[str], max_scorers: int | None = None, reps: int =
     Each figure is the median of ``reps`` timed calls after one warm-up call, measured side
     by side in one run. Pools use one CPU per scorer, so ``max_scorers`` defaults to the
     cluster's CPU count.
+
+    Raises:
+        ValueError: ``max_scorers`` above the cluster's CPU count (its pool would wait for
+            CPUs without bound).
     """
     import ray
 
@@ -141,6 +145,9 @@ def bench_pool(workloads: list[str], max_scorers: int | None = None, reps: int =
     from iif_ray.scoring.pool import AttributionPool
 
     cpus = int(ray.cluster_resources().get("CPU", 1))
+    if max_scorers is not None and max_scorers > cpus:
+        raise ValueError(f"--max-scorers {max_scorers}: a pool uses one CPU per scorer and "
+                         f"the cluster has {cpus}; accepted: 1 to {cpus}")
     max_scorers = max_scorers or cpus
     echo(f"cluster: {cpus} CPUs; torch threads in this process: {torch.get_num_threads()}")
     table: dict[str, dict[int, float]] = {}

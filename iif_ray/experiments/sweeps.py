@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import math
 import pickle
+import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, replace
@@ -53,18 +54,33 @@ def load_sweep(path_or_name: str) -> Any:
 
     Raises:
         FileNotFoundError: no such sweep file.
-        ValueError: the file defines no ``tuners(opts)``.
+        ValueError: not a Python file, one that fails to import, or one that defines no
+            ``tuners(opts)``.
     """
     candidates = sweep_candidates(path_or_name)
     path = next((p for p in candidates if p.exists()), None)
     if path is None:
         looked = ", ".join(repr(str(p)) for p in candidates)
         raise FileNotFoundError(f"sweep {path_or_name!r} not found (looked for {looked})")
+    accepted = "accepted: a Python file defining tuners(opts), like tune_experiments/*.py"
+    if path.is_dir() or path.suffix != ".py":
+        raise ValueError(f"sweep {path_or_name!r} ({str(path)!r}) is not a Python file; "
+                         f"{accepted}")
     spec = importlib.util.spec_from_file_location(f"iif_sweep_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "tuners"):
-        raise ValueError(f"sweep file {str(path)!r} defines no tuners(opts) function")
+    # No __pycache__ beside a user's sweep file: reading a sweep writes nothing.
+    dont_write, sys.dont_write_bytecode = sys.dont_write_bytecode, True
+    try:
+        spec.loader.exec_module(module)
+    except Exception as e:
+        raise ValueError(f"sweep file {str(path)!r} does not import ({type(e).__name__}: "
+                         f"{str(e).splitlines()[0][:120] if str(e) else ''}); "
+                         f"{accepted}") from None
+    finally:
+        sys.dont_write_bytecode = dont_write
+    if not callable(getattr(module, "tuners", None)):
+        raise ValueError(f"sweep file {str(path)!r} defines no tuners(opts) function; "
+                         f"{accepted}")
     return module
 
 

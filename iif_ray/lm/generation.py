@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from iif_ray.attribution.sequence import SequenceBatch
+from iif_ray.lm.inputs import context_length, prompt_token_limit
 from iif_ray.options import above, at_least, check_options, option
 
 
@@ -55,6 +56,13 @@ def sample_records(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
     on the model's device; the records come back on that device."""
     enc = tokenizer(list(prompts), padding=True, return_tensors="pt",
                     add_special_tokens=False)
+    # A prompt too long for the context keeps its last ``limit`` tokens (prompts are
+    # left-padded, so those are the last columns): generating past the context would read
+    # positions the model never learnt, with memory growing with the prompt.
+    limit = prompt_token_limit(context_length(getattr(model, "config", None)),
+                               settings.max_new_tokens)
+    if limit is not None and enc["input_ids"].shape[1] > max(1, limit):
+        enc = {k: enc[k][:, -max(1, limit):] for k in ("input_ids", "attention_mask")}
     bos = torch.full((len(prompts), 1), tokenizer.bos_token_id)
     input_ids = torch.cat([bos, enc["input_ids"]], dim=1)
     prompt_mask = torch.cat([torch.ones_like(bos), enc["attention_mask"]], dim=1)

@@ -43,33 +43,47 @@ def _text(value: object) -> str | None:
 
 
 def _read(path: Path) -> list[str]:
+    try:
+        return _read_texts(path)
+    except UnicodeDecodeError as e:
+        raise PromptFileError(f"--prompts {str(path)!r} is not UTF-8 text (byte {e.start}: "
+                              f"{e.reason}); accepted: a UTF-8 {path.suffix} file") from None
+
+
+def _read_texts(path: Path) -> list[str]:
     if path.suffix == ".txt":
-        return [line.strip() for line in path.read_text().splitlines()]
+        return [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
     if path.suffix == ".parquet":
+        import pyarrow as pa
         import pyarrow.parquet as pq
 
-        table = pq.read_table(path)
+        try:
+            table = pq.read_table(path)
+        except (pa.ArrowException, OSError) as e:
+            raise PromptFileError(f"--prompts {str(path)!r} is not a Parquet file ({e}); "
+                                  "accepted: a table with a 'prompt' column saved by "
+                                  "to_parquet") from None
         if "prompt" not in table.column_names:
-            raise PromptFileError(f"{str(path)!r} has no 'prompt' column (columns: "
+            raise PromptFileError(f"--prompts {str(path)!r} has no 'prompt' column (columns: "
                                   f"{table.column_names})")
         values = table.column("prompt").to_pylist()
         where = "row"
     else:
         values = []
-        for i, line in enumerate(path.read_text().splitlines(), start=1):
+        for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 values.append(json.loads(line)["prompt"])
             except (json.JSONDecodeError, KeyError, TypeError):
-                raise PromptFileError(f"{str(path)!r} line {i} is not a JSON object with a "
-                                      "'prompt' field") from None
+                raise PromptFileError(f"--prompts {str(path)!r} line {i} is not a JSON object "
+                                      "with a 'prompt' field") from None
         where = "prompt"
     texts = [_text(v) for v in values]
     for i, (value, text) in enumerate(zip(values, texts, strict=True), start=1):
         if text is None:
-            raise PromptFileError(f"{str(path)!r} {where} {i}: the prompt {value!r} is not a "
-                                  "string or an object with a 'text' string")
+            raise PromptFileError(f"--prompts {str(path)!r} {where} {i}: the prompt {value!r} "
+                                  "is not a string or an object with a 'text' string")
     return texts
 
 
@@ -82,7 +96,7 @@ class PromptFile:
     """
 
     def __init__(self, path: str | Path) -> None:
-        path = Path(path)
+        path = self.path = Path(path)
         if path.suffix not in SUFFIXES:
             raise PromptFileError(f"--prompts {str(path)!r}: accepted: a {', '.join(SUFFIXES)} "
                                   "file")

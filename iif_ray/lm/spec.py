@@ -17,7 +17,7 @@ from iif_ray.lm import GROUP_FILTER_ALGOS, LM_ALGOS
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
 from iif_ray.options import FRACTION, Accepts, above, at_least, check_options, option
-from iif_ray.run import LM, read_run_spec
+from iif_ray.run import LM, RUN_SPEC, read_run_spec
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 # Each algorithm's selection rule when the spec names none (what runs did before it could).
@@ -244,5 +244,11 @@ def read_spec(run_dir: str | Path) -> LMRunSpec:
     Raises:
         FileNotFoundError: ``run_dir`` holds no run.
         iif_ray.run.RunKindError: it holds a classic run.
+        ValueError: its run.json is cut short or lacks fields.
     """
-    return LMRunSpec.from_dict(read_run_spec(run_dir, LM))
+    stored = read_run_spec(run_dir, LM)
+    try:
+        return LMRunSpec.from_dict(stored)
+    except (KeyError, TypeError) as e:  # a field missing, or one this version does not know
+        raise ValueError(f"{str(Path(run_dir) / RUN_SPEC)!r} is not an LM run spec ({e!r}); "
+                         "accepted: the run.json an iif-ray train-lm run wrote") from None

@@ -13,6 +13,7 @@ quantity wall-clock comparisons (RT_peak) use.
 
 from __future__ import annotations
 
+import csv
 import math
 import re
 from pathlib import Path
@@ -74,21 +75,50 @@ def _replace_file(path: Path, frame: pd.DataFrame) -> None:
     replace_atomically(path, lambda tmp: frame.to_csv(tmp, index=False, float_format="%.8g"))
 
 
+def read_table(path: Path, columns: tuple[str, ...], what: str) -> pd.DataFrame:
+    """A CSV of ours with every row whole: a line with fewer or more fields than the header
+    (a file cut short by a kill or a full disk) is named, not read as missing values.
+
+    Raises:
+        ValueError: not UTF-8 CSV, a row with the wrong number of fields, or missing columns;
+            the message names the file (and the line) and the accepted columns.
+    """
+    accepted = f"accepted: {what} (CSV with columns {', '.join(columns)})"
+    try:
+        with path.open(newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader, None)
+            if not header:
+                raise ValueError(f"{str(path)!r} is empty; {accepted}")
+            for record in reader:
+                if record and len(record) != len(header):
+                    raise ValueError(f"{str(path)!r} line {reader.line_num} has {len(record)} "
+                                     f"of {len(header)} fields (cut short?); {accepted}")
+        frame = pd.read_csv(path)
+    except (UnicodeDecodeError, csv.Error, pd.errors.ParserError) as e:
+        raise ValueError(f"{str(path)!r} is not a CSV file ({type(e).__name__}); "
+                         f"{accepted}") from None
+    missing = [c for c in columns if c not in frame.columns]
+    if missing:
+        raise ValueError(f"{str(path)!r} lacks columns {missing}; {accepted}")
+    return frame
+
+
 def read_evals(path: str | Path) -> pd.DataFrame:
     """An ``evals.csv`` (empty frame with its columns when the file does not exist).
 
+    A repeated (env, algo, seed, round) counts once, its latest row. A row whose
+    ``eval_return`` is NaN (an evaluation that failed) is kept: ``iif-ray evaluate``
+    evaluates that point again, and the report leaves it out until then.
+
     Raises:
-        ValueError: a file that lacks evaluation columns.
+        ValueError: a file that is not CSV, has a row cut short, or lacks evaluation columns.
     """
     path = Path(path)
     if not path.exists():
         return pd.DataFrame(columns=list(EVAL_COLUMNS))
-    frame = pd.read_csv(path)
-    missing = [c for c in EVAL_COLUMNS if c not in frame.columns]
-    if missing:
-        raise ValueError(f"{str(path)!r} lacks columns {missing}; accepted: CSV with columns "
-                         f"{', '.join(EVAL_COLUMNS)}")
-    return frame
+    frame = read_table(path, EVAL_COLUMNS, "the evals.csv iif-ray evaluate writes")
+    return frame.drop_duplicates(list(RUN_KEYS), keep="last")  # as merge_evals keeps them
 
 
 def merge_evals(path: str | Path, new: pd.DataFrame) -> pd.DataFrame:
@@ -106,7 +136,10 @@ def load_rounds(directory: str | Path) -> pd.DataFrame:
 
     Raises:
         FileNotFoundError: the directory holds none.
-        ValueError: a file that is empty, not CSV, lacks round-record columns or holds no row.
+        ValueError: a file that is empty, not CSV, has a row cut short, lacks round-record
+            columns or holds no row.
+
+    Within a file a repeated (env, algo, seed, round) counts once: its latest (last) row.
     """
     if not Path(directory).is_dir():
         raise FileNotFoundError(f"{str(directory)!r} is not a directory; accepted: a sweep's "
@@ -116,19 +149,13 @@ def load_rounds(directory: str | Path) -> pd.DataFrame:
         raise FileNotFoundError(f"no *rounds*.csv in {str(directory)!r}; run a sweep first")
     frames = []
     for f in files:
-        try:
-            frame = pd.read_csv(f)
-        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-            raise ValueError(f"{str(f)!r} is not a rounds file ({type(e).__name__}); "
-                             f"accepted: CSV with columns {', '.join(ROUND_COLUMNS)}") from None
-        missing = [c for c in ROUND_COLUMNS if c not in frame.columns]
-        if missing:
-            raise ValueError(f"{str(f)!r} lacks columns {missing}; accepted: CSV with columns "
-                             f"{', '.join(ROUND_COLUMNS)}")
+        frame = read_table(f, ROUND_COLUMNS, "a sweep's rounds.csv")
         if frame.empty:
             raise ValueError(f"{str(f)!r} holds no rounds; accepted: a sweep's rounds.csv "
                              "with at least one finished round")
-        frames.append(frame)
+        # One row per (env, algo, seed, round), the latest: a round trained again after a
+        # resume, appended by hand or by an older writer, is not counted twice.
+        frames.append(frame.drop_duplicates(list(RUN_KEYS), keep="last"))
     return pd.concat(frames, ignore_index=True)
 
 

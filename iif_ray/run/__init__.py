@@ -45,10 +45,11 @@ from iif_ray.run.ownership import (
     RUN_MARKERS,
     SWEEP_MARKERS,
     OwnershipError,
+    check_dir,
     own_dir,
 )
 from iif_ray.run.progress import ROUND, ProgressWriter, read_progress
-from iif_ray.run.rewind import rewind
+from iif_ray.run.rewind import check_checkpoint, rewind
 from iif_ray.run.spec import (
     CLASSIC,
     KINDS,
@@ -79,6 +80,8 @@ __all__ = [
     "OwnershipError",
     "ProgressWriter",
     "RunKindError",
+    "check_checkpoint",
+    "check_dir",
     "checkpoint_dir",
     "is_complete",
     "learner_state_path",

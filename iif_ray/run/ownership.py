@@ -178,6 +178,33 @@ def _empty(directory: Path) -> None:
             p.unlink()
 
 
+def check_dir(out: str | Path, *, mode: str = NEW, overwrite: bool = False,
+              markers: tuple[str, ...] = RUN_MARKERS, flag: str = "--out") -> None:
+    """What :func:`own_dir` refuses, checked without writing anything: a command calls it
+    before long preparations (building a default model) so a bad ``--out`` costs nothing.
+
+    Raises:
+        OwnershipError: ``out`` is empty, a file, foreign, unsafe to replace or in use.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown mode {mode!r}; accepted: {list(MODES)}")
+    given = str(out)
+    if not given.strip():
+        raise OwnershipError(f"{flag} {given!r} is an empty path; accepted: a directory path")
+    directory = Path(out).resolve()
+    if directory in _held:
+        return
+    if directory.exists() and not directory.is_dir():
+        raise OwnershipError(f"{flag} {given!r} is a file, not a directory; accepted: a new "
+                             "or empty directory path")
+    if mode == EXISTING and not is_ours(directory, markers):
+        raise OwnershipError(f"{flag} {given!r} holds none of {list(markers)}; accepted: a "
+                             "directory an iif-ray command wrote")
+    if directory.exists():
+        _check_not_in_use(directory)
+        _check_contents(directory, given, mode, overwrite, markers, flag)
+
+
 @contextmanager
 def own_dir(out: str | Path, *, mode: str = NEW, overwrite: bool = False,
             markers: tuple[str, ...] = RUN_MARKERS, command: str = "",
@@ -202,12 +229,7 @@ def own_dir(out: str | Path, *, mode: str = NEW, overwrite: bool = False,
     Raises:
         OwnershipError: ``out`` is empty, unsafe, foreign, in use or not a directory.
     """
-    if mode not in MODES:
-        raise ValueError(f"unknown mode {mode!r}; accepted: {list(MODES)}")
-    given = str(out)
-    if not given.strip():
-        raise OwnershipError(f"{flag} {given!r} is an empty path; accepted: a directory path")
-    directory = Path(out).resolve()
+    directory = Path(out).resolve() if str(out).strip() else Path()
     if directory in _held:  # this process owns it already (demo -> evaluate)
         _held[directory][0] += 1
         try:
@@ -215,17 +237,10 @@ def own_dir(out: str | Path, *, mode: str = NEW, overwrite: bool = False,
         finally:
             _held[directory][0] -= 1
         return
-    if directory.exists() and not directory.is_dir():
-        raise OwnershipError(f"{flag} {given!r} is a file, not a directory; accepted: a new "
-                             "or empty directory path")
-    if mode == EXISTING and not is_ours(directory, markers):
-        raise OwnershipError(f"{flag} {given!r} holds none of {list(markers)}; accepted: a "
-                             "directory an iif-ray command wrote")
     # Checked before the lock is written, so a refused directory is not even touched, and
     # again once it is ours (a file may have appeared in between).
-    if directory.exists():
-        _check_not_in_use(directory)
-        _check_contents(directory, given, mode, overwrite, markers, flag)
+    check_dir(out, mode=mode, overwrite=overwrite, markers=markers, flag=flag)
+    given = str(out)
     created = _first_missing(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)

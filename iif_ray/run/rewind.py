@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import csv
+import json
 import os
+import pickletools
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -30,6 +33,48 @@ def recover_checkpoint(run_dir: str | Path) -> None:
     old = old_checkpoint_dir(run_dir)
     if old.is_dir() and not checkpoint_dir(run_dir).exists():
         os.replace(old, checkpoint_dir(run_dir))
+
+
+def check_checkpoint(run_dir: str | Path) -> None:
+    """Every file of ``checkpoint/`` read to its end, without loading anything.
+
+    A checkpoint cut short (a copy interrupted, a full disk) would otherwise fail inside the
+    engine's restore, after Ray started, in a traceback that names no file. Pickles are
+    walked opcode by opcode (nothing is executed), JSON parsed, zip files (``torch.save``)
+    checked member by member against their CRCs.
+
+    Raises:
+        ValueError: a file that does not read to its end, named with what to do.
+    """
+    root = checkpoint_dir(run_dir)
+    if not root.is_dir():
+        return
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        problem = _unreadable(path)
+        if problem:
+            raise ValueError(f"checkpoint file {str(path)!r} {problem}; accepted: a checkpoint "
+                             f"as the run wrote it (remove {str(root)!r} to resume from "
+                             "round 1)")
+
+
+def _unreadable(path: Path) -> str | None:
+    """Why ``path`` does not read to its end as its kind of file; ``None`` when it does."""
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as z:
+                bad = z.testzip()
+            return None if bad is None else f"has a damaged member {bad!r}"
+        if path.suffix == ".json":
+            json.loads(path.read_text(encoding="utf-8"))
+        elif path.suffix in (".pkl", ".pickle"):
+            with path.open("rb") as f:
+                for _ in pickletools.genops(f):
+                    pass
+        elif path.suffix == ".pt":
+            return "is truncated or not a torch checkpoint (no zip directory at its end)"
+    except (ValueError, EOFError, zipfile.BadZipFile, UnicodeDecodeError, OSError) as e:
+        return f"is truncated or damaged ({type(e).__name__}: {str(e)[:80]})"
+    return None
 
 
 def rewind(run_dir: str | Path, fields: Sequence[str], restore: Restore | None

@@ -53,7 +53,26 @@ def run_kind(run_dir: str | Path) -> str | None:
     path = Path(run_dir) / RUN_SPEC
     if not path.is_file():
         return None
-    return json.loads(path.read_text()).get(KIND_KEY, CLASSIC)
+    return _read(path).get(KIND_KEY, CLASSIC)
+
+
+def _read(path: Path) -> dict[str, Any]:
+    """``run.json`` as a dict; a file cut short (a copy or a disk that filled) is named.
+
+    Raises:
+        ValueError: the file is not a JSON object.
+    """
+    try:
+        spec = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise ValueError(f"{str(path)!r} is not a run spec (truncated or not JSON: {e}); "
+                         f"accepted: the {RUN_SPEC} an iif-ray train or train-lm run "
+                         "wrote") from None
+    if not isinstance(spec, dict):
+        raise ValueError(f"{str(path)!r} is not a run spec (a JSON {type(spec).__name__}, "
+                         f"not an object); accepted: the {RUN_SPEC} an iif-ray train or "
+                         "train-lm run wrote")
+    return spec
 
 
 def read_run_spec(run_dir: str | Path, kind: str | None = None) -> dict[str, Any]:
@@ -67,6 +86,7 @@ def read_run_spec(run_dir: str | Path, kind: str | None = None) -> dict[str, Any
     Raises:
         FileNotFoundError: the directory holds no run.
         RunKindError: it holds a run of the other kind.
+        ValueError: its run.json is not a JSON object (cut short, say).
     """
     migrate_legacy_lm(run_dir)
     path = Path(run_dir) / RUN_SPEC
@@ -74,7 +94,7 @@ def read_run_spec(run_dir: str | Path, kind: str | None = None) -> dict[str, Any
     if not path.is_file():
         raise FileNotFoundError(f"{str(run_dir)!r} holds no {label} (no {RUN_SPEC}); "
                                 f"accepted: the --out directory of an {command} run")
-    spec = json.loads(path.read_text())
+    spec = _read(path)
     found = spec.pop(KIND_KEY, CLASSIC)
     spec[OUT_DIR_KEY] = str(Path(run_dir).resolve())  # where it is now, not where it was
     if kind is not None and found != kind:

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 
+import gymnasium as gym
+import numpy as np
 import pytest
 
 from iif_ray.cli import main
@@ -188,7 +190,190 @@ CASES: list[tuple[list[str], str]] = [
     (["submit", "--"], "no command after '--'"),
     (["submit", "--", "iif-ray", "submit", "--", "x"], "cannot submit itself"),
     ([], "the following arguments are required: command"),
+    # train: observation spaces no model here takes, refused naming the space
+    (["train", "--env", "Blackjack-v1", *OUT],
+     "Blackjack-v1 has observations Tuple(Discrete(32), Discrete(11), Discrete(2))"),
+    (["train", "--env", "CarRacing-v3", *OUT],
+     "CarRacing-v3 has observations Box(0, 255, (96, 96, 3), uint8), which no model"),
+    (["train", "--env", "iif-test/DictObservation-v0", *OUT],
+     "iif-test/DictObservation-v0 has observations Dict("),
+    # train --resume: a run.json or checkpoint cut short is named
+    (["train", "--resume", "{tmp}/cut"], "run.json' is not a run spec (truncated or not JSON"),
+    (["train", "--resume", "{tmp}/cpckpt"],
+     "checkpoint file '{tmp}/cpckpt/checkpoint/algorithm_state.pkl' is truncated"),
+    (["train", "--resume", "{tmp}/partial"], "its run.json lacks the preset, algo or seed"),
+    (["train", "--resume", "{tmp}/cprun", "--selection", "negative"],
+     "--selection negative conflicts with the run's stored value \"the preset's\""),
+    (["train", "--resume", "{tmp}/cprun", "--num-env-runners", "1"],
+     "--num-env-runners 1 conflicts with the run's stored value 0"),
+    (["train", "--resume", "{tmp}/cprun", "--num-learners", "1"],
+     "--num-learners 1 conflicts with the run's stored value 0"),
+    (["train", "--resume", "{tmp}/cprun", "--checkpoint-every", "3"],
+     "--checkpoint-every 3 conflicts with the run's stored value 10"),
+    # train-lm: the model directory (config, weights, tokenizer), before Ray starts
+    (["train-lm", *OUT, "--model", "{lm}/badjson"], "config.json is not JSON"),
+    (["train-lm", *OUT, "--model", "{lm}/emptycfg"], "config.json names no model_type"),
+    (["train-lm", *OUT, "--model", "{lm}/noweights"],
+     "holds no weights (none of model.safetensors,"),
+    (["train-lm", *OUT, "--model", "{lm}/cutweights"],
+     "weights file model.safetensors is truncated"),
+    (["train-lm", *OUT, "--model", "{lm}/nopad"], "neither a pad nor an eos token"),
+    (["train-lm", *OUT, "--model", "{lm}/clf"], "is a classifier (architectures"),
+    (["train-lm", *OUT, "--model", "{tmp}/file.txt"], "is not a local model directory"),
+    # train-lm: the reward classifier and its label
+    (["train-lm", *OUT, "--reward", "{lm}/model"],
+     "has no sequence-classification head (architectures ['LlamaForCausalLM'])"),
+    (["train-lm", *OUT, "--reward", "{lm}/clf", "--reward-label", "good"],
+     "--reward-label 'good' is not a label of '{lm}/clf'; accepted: ['hate', 'nothate']"),
+    (["train-lm", *OUT, "--reward-label", "nothate"],
+     "--reward-label 'nothate' needs --reward DIR"),
+    (["train-lm", *OUT, "--reward", "{lm}/badjson"], "config.json is not JSON"),
+    # train-lm: the prompts file (encoding, format, length against the model's context)
+    (["train-lm", *OUT, "--prompts", "{tmp}/latin.txt"],
+     "--prompts '{tmp}/latin.txt' is not UTF-8 text"),
+    (["train-lm", *OUT, "--prompts", "{tmp}/latin.jsonl"],
+     "--prompts '{tmp}/latin.jsonl' is not UTF-8 text"),
+    (["train-lm", *OUT, "--prompts", "{tmp}/fake.parquet"],
+     "--prompts '{tmp}/fake.parquet' is not a Parquet file"),
+    (["train-lm", *OUT, "--prompts", "{tmp}/bad.jsonl"], "line 2 is not a JSON object"),
+    (["train-lm", *OUT, "--model", "{lm}/model", "--prompts", "{tmp}/long.txt"],
+     "1 prompt(s) longer than 115 tokens (the longest, 300 tokens"),
+    (["train-lm", *OUT, "--model", "{lm}/model", "--prompts", "{tmp}/ok.txt",
+      "--max-new-tokens", "200"], "--max-new-tokens 200 leaves no room for a prompt"),
+    # train-lm: CPUs of the embedded Ray, as train checks them
+    (["train-lm", *OUT, "--num-scorers", "64"],
+     "--num-scorers 64 (x --cpus-per-scorer 1), --rollout-cpus 1 and --learner-cpus 1 need "
+     "66 CPUs; the embedded Ray has"),
+    (["train-lm", *OUT, "--learner-cpus", "64"], "need 65 CPUs; the embedded Ray has"),
+    # train-lm --resume: flags that would change the run, files cut short
+    (["train-lm", "--resume", "{tmp}/lmrun", "--lora-rank", "4"],
+     "--lora-rank 4 conflicts with the run's stored lora_rank=8"),
+    (["train-lm", "--resume", "{tmp}/lmrun", "--seed", "3"],
+     "--seed 3 conflicts with the run's stored seed=0"),
+    (["train-lm", "--resume", "{tmp}/lmrun", "--algo", "ppo"],
+     "--algo ppo conflicts with the run's stored algo='iif'"),
+    (["train-lm", "--resume", "{tmp}/lmrun", "--drop-fraction", "0.3"],
+     "--drop-fraction 0.3 conflicts with the run's stored drop_fraction=0.5"),
+    (["train-lm", "--resume", "{tmp}/lmrun", "--model", "{lm}/model"],
+     "conflicts with the run's stored model 'm'"),
+    (["train-lm", "--resume", "{tmp}/lmrun", "--num-gpus-per-learner", "0"],
+     "the run's model 'm' is not a local model directory"),
+    (["train-lm", "--resume", "{tmp}/cut"], "run.json' is not a run spec (truncated"),
+    (["train-lm", "--resume", "{tmp}/lmpartial"], "run.json' is not an LM run spec"),
+    (["train-lm", "--resume", "{tmp}/lmckpt"],
+     "checkpoint file '{tmp}/lmckpt/checkpoint/learner.pt' is truncated"),
+    # bench: numeric options, presets, workloads and the pool's size
+    (["bench", "sb3", "--num-envs", "abc"],
+     "--num-envs 'abc': accepted: comma-separated integers >= 1"),
+    (["bench", "sb3", "--num-envs", "0"], "--num-envs '0': accepted"),
+    (["bench", "sb3", "--presets", "pong"], "--presets: unknown preset 'pong'"),
+    (["bench", "sb3", "--presets", "minigrid"], "minigrid use(s) a CNN"),
+    (["bench", "sb3", "--rounds", "1"], "rounds must be >= 2, got '1'"),
+    (["bench", "scoring", "--presets", ","], "--presets ',' names no preset"),
+    (["bench", "pool", "--max-scorers", "64"], "--max-scorers 64: a pool uses one CPU per"),
+    (["bench", "pool", "--max-scorers", "0"], "max-scorers must be >= 1, got '0'"),
+    (["bench", "pool", "--reps", "abc"], "reps must be an integer, got 'abc'"),
+    (["bench", "lm", "--minibatches", "0"], "--minibatches '0': accepted: comma-separated"),
+    (["bench", "lm", "--minibatches", "512"], "integers from 1 to --sequences 256"),
+    (["bench", "lm", "--model", "{lm}/noweights"], "holds no weights"),
+    (["bench", "lm", "--sequences", "1"], "sequences must be >= 2, got '1'"),
+    (["bench", "gpu"], "invalid choice: 'gpu'"),
+    # sweep: a file that is not a sweep
+    (["sweep", "{tmp}/file.txt"], "is not a Python file; accepted: a Python file defining"),
+    (["sweep", "{tmp}/notsweep.py"], "defines no tuners(opts) function"),
+    (["sweep", "{tmp}/broken.py"], "does not import (SyntaxError"),
+    (["sweep", "{tmp}/raises.py"], "does not import (RuntimeError: not today)"),
+    # evaluate: a sweep's evals.csv cut short
+    (["evaluate", "{tmp}/cutevals"], "evals.csv' line 3 has 5 of 10 fields (cut short?)"),
+    (["evaluate", "{tmp}/cutevals", "--every", "abc"], "every must be an integer, got 'abc'"),
+    # report: rounds.csv and evals.csv cut short, not UTF-8, empty
+    (["report", "{tmp}/cutevals"], "evals.csv' line 3 has 5 of 10 fields (cut short?)"),
+    (["report", "{tmp}/cutrounds"], "rounds.csv' line 3 has 4 of 15 fields"),
+    (["report", "{tmp}/latinrounds"], "rounds.csv' is not a CSV file (UnicodeDecodeError)"),
+    (["report", "{tmp}/zerorounds"], "rounds.csv' is empty"),
+    # diagnose: --intervene only on rounds the run trained, on a classic run with a ledger
+    (["diagnose", "{tmp}/five", "--intervene", "99"],
+     "--intervene 99: '{tmp}/five' trained 5 round(s); accepted: rounds 1 to 5"),
+    (["diagnose", "{tmp}/five", "--intervene", "2,6,7"], "--intervene 6,7:"),
+    (["diagnose", "{tmp}/lmrun", "--intervene", "2"], "for an LM run use iif-ray lm-checks"),
+    (["diagnose", "{tmp}/cprun", "--intervene", "2"], "has no ledger/"),
+    (["diagnose", "{tmp}/empty", "--intervene", "1"], "holds none of ['run.json'"),
+    (["diagnose", "{tmp}/five", "--intervene", "0"], "expected rounds >= 1 like 2,5,10"),
+    (["diagnose", "{tmp}/five", "--seeds", "0"], "seeds must be >= 1, got '0'"),
+    # lm-checks: the model directory
+    (["lm-checks", "--out", "{tmp}/x.json", "--model", "{lm}/badjson"],
+     "config.json is not JSON"),
+    (["lm-checks", "--out", "{tmp}/x.json", "--model", "{lm}/clf"], "is a classifier"),
+    (["lm-checks", "--out", "{tmp}/x.json", "--sequences", "4"],
+     "sequences must be >= 8, got '4'"),
+    # demo
+    (["demo", "--seeds", "abc"], "seeds must be an integer >= 1, got 'abc'"),
+    (["demo", "--rounds", "-1"], "rounds must be an integer >= 1, got '-1'"),
+    # submit: a job's command is checked as it would be here (files aside)
+    (["submit", "--", "iif-ray", "train", "--env", "Blackjack-v1", "--out", "x"],
+     "Blackjack-v1 has observations Tuple("),
+    (["submit", "--", "iif-ray", "train-lm", "--out", "x", "--reward-label", "nothate"],
+     "--reward-label 'nothate' needs --reward DIR"),
+    (["submit", "--", "iif-ray", "bench", "sb3", "--num-envs", "abc"], "--num-envs 'abc'"),
+    (["submit", "--", "iif-ray", "bench", "lm", "--minibatches", "0"], "--minibatches '0'"),
 ]
+
+
+class DictObservationEnv(gym.Env):
+    """A one-step env with a Dict observation that holds no image: no model here takes it."""
+
+    observation_space = gym.spaces.Dict({"position": gym.spaces.Box(-1.0, 1.0, (2,), np.float32),
+                                         "flag": gym.spaces.Discrete(2)})
+    action_space = gym.spaces.Discrete(2)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return self.observation_space.sample(), {}
+
+    def step(self, action):
+        return self.observation_space.sample(), 0.0, True, False, {}
+
+
+def _register_test_env() -> None:
+    if "iif-test/DictObservation-v0" not in gym.registry:
+        gym.register("iif-test/DictObservation-v0", entry_point=DictObservationEnv,
+                     max_episode_steps=1)
+
+
+@pytest.fixture(scope="module")
+def lm_dirs(tmp_path_factory):
+    """Model directories as a user's could be: whole, cut short, or of the wrong kind.
+    Outside the scratch directory (built once); none of them is written by a command."""
+    import shutil
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForSequenceClassification
+
+    from iif_ray.lm.models import tiny_llama, word_tokenizer
+
+    root = tmp_path_factory.mktemp("lm")
+    tok = word_tokenizer(["good", "kind", "idiot", "the"])
+    model = root / "model"
+    tiny_llama(len(tok), hidden=16, intermediate=32, layers=1, heads=2).save_pretrained(model)
+    tok.save_pretrained(model)
+    config = LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32,
+                         num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                         num_labels=2, id2label={0: "hate", 1: "nothate"},
+                         label2id={"hate": 0, "nothate": 1}, pad_token_id=0)
+    torch.manual_seed(0)
+    LlamaForSequenceClassification(config).save_pretrained(root / "clf")
+    tok.save_pretrained(root / "clf")
+    for name in ("badjson", "emptycfg", "noweights", "cutweights", "nopad"):
+        shutil.copytree(model, root / name)
+    (root / "badjson" / "config.json").write_text('{"model_type": "llama", ')
+    (root / "emptycfg" / "config.json").write_text("{}")
+    (root / "noweights" / "model.safetensors").unlink()
+    weights = (model / "model.safetensors").read_bytes()
+    (root / "cutweights" / "model.safetensors").write_bytes(weights[:len(weights) // 2])
+    nopad = AutoTokenizer.from_pretrained(model)
+    nopad.pad_token = nopad.eos_token = None
+    nopad.save_pretrained(root / "nopad")
+    return root
 
 
 def _stored_runs(root) -> None:
@@ -204,6 +389,68 @@ def _stored_runs(root) -> None:
     write_run_spec(root / "lmrun", lm.to_dict(), LM)
 
 
+def _broken_runs(root) -> None:
+    """Run directories cut short or incomplete, as a copy, a kill or a full disk leaves
+    them, and a five-round classic run with a ledger (what --intervene reads)."""
+    import shutil
+
+    from iif_ray.run import PROGRESS
+
+    (root / "cut").mkdir()
+    (root / "cut" / "run.json").write_text('{"kind": "classic", "preset": {"na')
+    (root / "partial").mkdir()
+    (root / "partial" / "run.json").write_text('{"kind": "classic", "algo": "iif"}')
+    (root / "lmpartial").mkdir()
+    (root / "lmpartial" / "run.json").write_text('{"kind": "lm", "model": "m"}')
+    shutil.copytree(root / "cprun", root / "cpckpt")
+    (root / "cpckpt" / "checkpoint").mkdir()
+    (root / "cpckpt" / "checkpoint" / "rllib_checkpoint.json").write_text("{}")
+    # A pickle cut mid-way: its opcodes end before STOP.
+    import pickle
+
+    blob = pickle.dumps({"weights": list(range(1000))})
+    (root / "cpckpt" / "checkpoint" / "algorithm_state.pkl").write_bytes(blob[:len(blob) // 2])
+    shutil.copytree(root / "lmrun", root / "lmckpt")
+    (root / "lmckpt" / "checkpoint").mkdir()
+    (root / "lmckpt" / "checkpoint" / "learner.pt").write_bytes(b"PK\x03\x04" + b"\0" * 60)
+    shutil.copytree(root / "cprun", root / "five")
+    (root / "five" / PROGRESS).write_text(
+        "round,env_steps\n" + "".join(f"{k},{512 * k}\n" for k in range(1, 6)))
+    (root / "five" / "ledger").mkdir()
+    (root / "five" / "ledger" / "round_0001.parquet").write_bytes(b"rows")
+
+
+def _bad_files(root) -> None:
+    """Prompts, sweep and CSV files that are not what their commands accept."""
+    from iif_ray.reporting.rounds import EVAL_COLUMNS, ROUND_COLUMNS
+
+    (root / "latin.txt").write_bytes("good\ncaf\u00e9 kind\n".encode("latin-1"))
+    (root / "latin.jsonl").write_bytes('{"prompt": "caf\u00e9"}\n'.encode("latin-1"))
+    (root / "fake.parquet").write_text("prompt\ngood\nkind\n")
+    (root / "bad.jsonl").write_text('{"prompt": "good"}\n{"prompt": "kind"\n')
+    (root / "ok.txt").write_text("good kind\nthe good\n")
+    (root / "long.txt").write_text("good kind\nthe good\n" + "good " * 300 + "\n")
+    (root / "notsweep.py").write_text("GRID = [1, 2]\n")
+    (root / "broken.py").write_text("def tuners(opts)\n    return []\n")
+    (root / "raises.py").write_text("raise RuntimeError('not today')\n")
+    round_row = ",".join(["frozenlake", "ppo", "0", "1"] + ["1"] * 11)
+    for name, rounds in (("cutrounds", f"{round_row}\nfrozenlake,ppo,0,2\n"),
+                         ("cutevals", f"{round_row}\n")):
+        (root / name).mkdir()
+        (root / name / "rounds.csv").write_text(",".join(ROUND_COLUMNS) + "\n" + rounds)
+    (root / "cutevals" / "evals.csv").write_text(
+        ",".join(EVAL_COLUMNS) + "\nfrozenlake,ppo,0,0,0.5,0,0,exact,0.1,ab12\n"
+        "frozenlake,ppo,0,1,0.7\n")
+    seed0 = root / "cutevals" / "policies" / "frozenlake" / "ppo" / "seed0"
+    seed0.mkdir(parents=True)
+    (seed0 / "module_spec.pkl").write_bytes(b"spec")
+    (seed0 / "round_0000.pt").write_bytes(b"weights")
+    (root / "latinrounds").mkdir()
+    (root / "latinrounds" / "rounds.csv").write_bytes("env,algo\ncaf\u00e9,ppo\n".encode("latin-1"))
+    (root / "zerorounds").mkdir()
+    (root / "zerorounds" / "rounds.csv").write_text("")
+
+
 def _files(root) -> dict[str, bytes | None]:
     """Every path under ``root`` with its bytes: a refused command changes none of them."""
     return {str(p.relative_to(root)): p.read_bytes() if p.is_file() else None
@@ -212,7 +459,9 @@ def _files(root) -> dict[str, bytes | None]:
 
 @pytest.mark.parametrize(("argv", "message"), CASES,
                          ids=[" ".join(a)[:60] or "nothing" for a, _ in CASES])
-def test_bad_input_is_refused_in_one_line(tmp_path, monkeypatch, capsys, argv, message):
+def test_bad_input_is_refused_in_one_line(tmp_path, monkeypatch, capsys, lm_dirs, argv,
+                                          message):
+    _register_test_env()
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("IIF_RAY_CONNECT_TIMEOUT_S", "1")
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
@@ -227,6 +476,8 @@ def test_bad_input_is_refused_in_one_line(tmp_path, monkeypatch, capsys, argv, m
     (tmp_path / "garbled").mkdir()
     (tmp_path / "garbled" / "rounds.csv").write_text("a,b\n1,2\n")
     _stored_runs(tmp_path)
+    _broken_runs(tmp_path)
+    _bad_files(tmp_path)
     (tmp_path / "home").mkdir()  # a home directory: a user's files
     (tmp_path / "home" / "thesis.tex").write_text("years of work")
     (tmp_path / "ourhome").mkdir()  # a home directory that even looks like a run of ours
@@ -238,21 +489,42 @@ def test_bad_input_is_refused_in_one_line(tmp_path, monkeypatch, capsys, argv, m
                 "MPLCONFIGDIR", os.path.expanduser("~/.config/matplotlib")))
             monkeypatch.setenv("HOME", str(tmp_path / home))
     before = _files(tmp_path)
+    lm_before = _files(lm_dirs)
 
-    code = main([a.replace("{tmp}", str(tmp_path)) for a in argv])
+    def fill(text: str) -> str:
+        return text.replace("{tmp}", str(tmp_path)).replace("{lm}", str(lm_dirs))
+
+    code = main([fill(a) for a in argv])
 
     err = capsys.readouterr().err
     assert code == 2, err
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
     assert "Traceback" not in err
-    assert message.replace("{tmp}", str(tmp_path)) in lines[0]
+    assert fill(message) in lines[0]
     assert lines[0].startswith("iif-ray")
     assert _files(tmp_path) == before, "a refused command must leave nothing behind"
+    assert _files(lm_dirs) == lm_before, "checking a model directory writes nothing into it"
     import ray
 
     assert not ray.is_initialized(), "refused before Ray starts"
 
 
-def test_there_are_at_least_forty_cases():
-    assert len(CASES) >= 40
+def test_there_are_at_least_120_cases():
+    assert len(CASES) >= 120
+    assert len({(tuple(a), m) for a, m in CASES}) == len(CASES), "a case repeated"
+
+
+@pytest.mark.ray
+def test_a_pool_larger_than_the_cluster_is_refused_after_ray_starts(ray_local):
+    """On a cluster (``--address``) the CPU count is known only once Ray is joined, so the
+    bound on ``bench pool --max-scorers`` is checked there: refused before any pool is built,
+    instead of waiting for CPUs without end."""
+    from iif_ray.experiments.speed import bench_pool
+
+    cpus = int(ray_local.cluster_resources()["CPU"])
+    lines: list[str] = []
+    with pytest.raises(ValueError, match=f"--max-scorers {cpus + 1}: a pool uses one CPU per "
+                                         f"scorer and the cluster has {cpus}; accepted: 1 to "):
+        bench_pool(["lunarlander-2k"], cpus + 1, reps=1, echo=lines.append)
+    assert lines == []  # refused before anything was measured

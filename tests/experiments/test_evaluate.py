@@ -100,3 +100,24 @@ def test_protocols_per_environment():
     # A run still training (its plan says 12): its newest round 7 is off the grid, not "last".
     assert every5.rounds([0, 1, 2, 3, 4, 5, 6, 7], final=12) == [0, 5]
     assert every5.rounds([0, 1, 2, 3, 4, 5, 6, 7]) == [0, 5]  # no plan: the grid only
+
+
+def test_a_nan_evaluation_is_pending_again(tmp_path):
+    """A stored NaN return is an evaluation that produced none: ``pending_work`` lists that
+    point again (and only it), so it is not 'already evaluated' for ever."""
+    from iif_ray.experiments.evaluate import EvaluateOptions, pending_work
+    from iif_ray.experiments.snapshots import SPEC_FILE, snapshot_digest
+    from iif_ray.reporting.rounds import EVAL_COLUMNS
+
+    run = tmp_path / "policies" / "frozenlake" / "ppo" / "seed0"
+    run.mkdir(parents=True)
+    (run / SPEC_FILE).write_bytes(b"spec")
+    for k in range(3):
+        round_file(run, k).write_bytes(f"weights {k}".encode())
+    rows = [("frozenlake", "ppo", 0, k, value, 0.0, 0, "exact", 0.1,
+             snapshot_digest(round_file(run, k)))
+            for k, value in ((0, 0.5), (1, float("nan")), (2, 0.7))]
+    pd.DataFrame(rows, columns=list(EVAL_COLUMNS)).to_csv(tmp_path / "evals.csv", index=False)
+    [(found, todo, _)] = pending_work(EvaluateOptions(out=str(tmp_path), every=1))
+    assert (found.env, found.algo, found.seed) == ("frozenlake", "ppo", 0)
+    assert todo == [1]

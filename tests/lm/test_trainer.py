@@ -254,9 +254,11 @@ def test_actors_the_cluster_cannot_place_fail_with_the_reason(ray_local, tmp_pat
         wait_started({"learner": Stuck.remote()}, spec, timeout_s=2)
 
 
-def test_resume_takes_new_placement_and_checks_it_before_ray(tmp_path, capsys):
+def test_resume_takes_new_placement_and_checks_it_before_ray(tmp_path, capsys,
+                                                             tiny_model_dir):
     """A run saved with a GPU learner, resumed on this CPU machine: refused at once (exit 2,
-    before Ray) unless the placement is changed, which --resume accepts."""
+    before Ray) unless the placement is changed, which --resume accepts. (Its model is a
+    real directory: validation checks the stored model too.)"""
     import argparse
 
     from iif_ray.cli import build_parser, main
@@ -264,7 +266,8 @@ def test_resume_takes_new_placement_and_checks_it_before_ray(tmp_path, capsys):
     from iif_ray.run import LM, write_run_spec
 
     run = tmp_path / "run"
-    write_run_spec(run, LMRunSpec(model="m", out_dir=str(run), learner_gpus=1).to_dict(), LM)
+    model = str(tiny_model_dir)
+    write_run_spec(run, LMRunSpec(model=model, out_dir=str(run), learner_gpus=1).to_dict(), LM)
     if not torch.cuda.is_available():
         assert main(["train-lm", "--resume", str(run)]) == 2
         err = capsys.readouterr().err
@@ -274,7 +277,7 @@ def test_resume_takes_new_placement_and_checks_it_before_ray(tmp_path, capsys):
     assert isinstance(args, argparse.Namespace)
     TrainLMCommand().validate(args)  # no GPU asked for any more
     spec = resume_spec(args)
-    assert (spec.learner_gpus, spec.scorer_timeout_s, spec.model) == (0.0, 60.0, "m")
+    assert (spec.learner_gpus, spec.scorer_timeout_s, spec.model) == (0.0, 60.0, model)
     # Flags not given keep the run's own values.
     args = build_parser().parse_args(["train-lm", "--resume", str(run)])
     assert resume_spec(args).learner_gpus == 1

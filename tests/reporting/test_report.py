@@ -87,3 +87,20 @@ def test_interval_is_rliables_bootstrap_of_the_mean_without_missing_values():
     assert iv.lo < 0.2625 < iv.hi and iv.hi - iv.lo < 0.3
     assert st.mean([0.5]).fmt(digits=1) == "0.5 (one run)"
     assert st.mean([]).fmt() == "-"
+
+
+def test_a_repeated_round_counts_once_the_latest_row(tmp_path):
+    """rounds.csv keeps one row per (env, algo, seed, round), the latest (README); a file
+    that repeats one (appended by hand, or an older writer) is read that way too."""
+    from iif_ray.reporting.rounds import ROUND_COLUMNS, ROUND_FIELDS, load_rounds
+
+    def row(k: int, value: float) -> dict:
+        return {"env": "frozenlake", "algo": "ppo", "seed": 0, "round": k,
+                **dict.fromkeys(ROUND_FIELDS, 1.0), "eval_return": value}
+
+    rows = [row(1, 0.1), row(2, 0.2), row(1, 0.7), row(3, 0.3), row(2, 0.9)]
+    pd.DataFrame(rows, columns=list(ROUND_COLUMNS)).to_csv(tmp_path / "rounds.csv",
+                                                           index=False)
+    got = load_rounds(tmp_path).sort_values("round")
+    assert got["round"].tolist() == [1, 2, 3]
+    assert got["eval_return"].tolist() == [0.7, 0.9, 0.3]  # the later row of each repeat
