@@ -22,6 +22,7 @@ from iif_ray.rllib.settings import (
     write_advantage_normalization,
     write_optimizer,
     write_settings,
+    write_update_options,
 )
 
 # IIF exists only on RLlib's new API stack; RLlib's one-time "you are on the new API stack"
@@ -94,22 +95,33 @@ class IIFConfig(PPOConfig):
 
     @override(PPOConfig)
     def training(self, *, optimizer: str | dict | None = NotProvided,
-                 advantage_normalization: str = NotProvided, **kwargs: Any) -> IIFConfig:
-        """PPO's ``training(...)`` plus two options of the paper's PPO.
+                 advantage_normalization: str = NotProvided, fast_update: bool = NotProvided,
+                 minibatch_metrics: bool = NotProvided, **kwargs: Any) -> IIFConfig:
+        """PPO's ``training(...)`` plus two options of the paper's PPO and two of the update
+        loop.
 
         Args:
             optimizer: ``"adam"``, ``"sgd"`` or ``{"type": ..., **torch_kwargs}``; the learning
                 rate stays RLlib's ``lr``.
             advantage_normalization: ``"batch"`` (once per round) or ``"minibatch"`` (SB3's
                 choice, which the presets use).
+            fast_update: the lean minibatch loop (default True): same weights and metrics as
+                RLlib's stock loop, less bookkeeping (see :mod:`iif_ray.rllib.ppo_learner`).
+            minibatch_metrics: with the lean loop, log the loss terms of every minibatch (as
+                RLlib does) instead of the round's last one only (default False).
             **kwargs: RLlib's PPO training options.
 
         Returns:
             This config, for chaining.
 
         Raises:
-            ValueError: an unknown optimizer or normalisation scope.
+            ValueError: an unknown optimizer or normalisation scope, or a non-boolean
+                update-loop option.
         """
+        loop = {k: v for k, v in (("fast", fast_update), ("minibatch_metrics", minibatch_metrics))
+                if v is not NotProvided}
+        if loop:
+            write_update_options(self.learner_config_dict, **loop)
         if advantage_normalization is not NotProvided:
             write_advantage_normalization(self.learner_config_dict, advantage_normalization)
         if isinstance(optimizer, dict) and "type" not in optimizer:
