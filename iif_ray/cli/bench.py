@@ -28,10 +28,12 @@ class BenchCommand(Command):
                           help="largest pool (default: the cluster's CPU count)")
         pool.add_argument("--reps", type=int_at_least(1, "reps"), default=3)
         add_address(pool)
-        sb3 = bench_sub.add_parser("sb3", help="seconds per PPO round: ours vs Stable-Baselines3")
+        sb3 = bench_sub.add_parser("sb3", help="seconds per PPO round: ours vs Stable-Baselines3 "
+                                               "and a bare torch loop")
         sb3.add_argument("--presets", default="lunarlander,acrobot")
-        sb3.add_argument("--rounds", type=int_at_least(2, "rounds"), default=5)
-        sb3.add_argument("--num-envs", default="1,8", help="sampling layouts to compare")
+        sb3.add_argument("--rounds", type=int_at_least(1, "rounds"), default=5,
+                         help="timed rounds of each, alternating, after one warm-up round")
+        sb3.add_argument("--num-envs", default="1,8,16", help="sampling layouts to compare")
         add_address(sb3)
         lm = bench_sub.add_parser("lm", help="LM path: scoring vs update seconds per round")
         lm.add_argument("--model", help="local causal-LM directory (default: an untrained "
@@ -59,10 +61,24 @@ class BenchCommand(Command):
                      epochs=args.epochs, echo=console.print)
             return 0
         if args.bench == "sb3":
-            layouts = tuple(int(x) for x in args.num_envs.split(",") if x)
+            presets = _known_presets(args.presets)
+            try:
+                layouts = tuple(int(x) for x in args.num_envs.split(",") if x)
+            except ValueError:
+                layouts = ()
+            steps = min(get_preset(n).steps_per_round for n in presets)
+            if not layouts or any(n < 1 or steps % n for n in layouts):
+                raise UsageError(f"--num-envs {args.num_envs!r}: accepted: comma-separated "
+                                 f"divisors of the round's {steps} steps, e.g. 1,8,16")
+            from iif_ray.experiments.sb3 import require_sb3
+
+            try:
+                require_sb3()
+            except RuntimeError as e:
+                raise UsageError(str(e)) from None
             with ray_session(args.address):
-                bench_speed([n.strip() for n in args.presets.split(",") if n.strip()],
-                            rounds=args.rounds, num_envs_options=layouts, echo=console.print)
+                bench_speed(presets, rounds=args.rounds, num_envs_options=layouts,
+                            echo=console.print)
             return 0
         if args.bench == "pool":
             workloads = [n.strip() for n in args.workloads.split(",") if n.strip()]
@@ -73,12 +89,7 @@ class BenchCommand(Command):
             with ray_session(args.address):
                 bench_pool(workloads, args.max_scorers, args.reps, echo=console.print)
             return 0
-        names = [n.strip() for n in args.presets.split(",") if n.strip()]
-        try:
-            for n in names:
-                get_preset(n)
-        except ValueError as e:
-            raise UsageError(str(e)) from None
+        names = _known_presets(args.presets)
         with ray_session(args.address):
             if args.gpu:
                 import ray
@@ -88,3 +99,20 @@ class BenchCommand(Command):
             bench_scoring(names, rounds=args.rounds, echo=console.print,
                           devices=(0.0, 1.0) if args.gpu else (0.0,))
         return 0
+
+
+def _known_presets(text: str) -> list[str]:
+    """The comma-separated preset names of ``text``.
+
+    Raises:
+        UsageError: an unknown name, or none at all.
+    """
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    if not names:
+        raise UsageError(f"--presets {text!r}: name at least one preset")
+    try:
+        for n in names:
+            get_preset(n)
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    return names

@@ -153,6 +153,10 @@ CASES: list[tuple[list[str], str]] = [
     (["bench", "scoring", "--presets", "pong"], "unknown preset 'pong'"),
     (["bench", "scoring", "--rounds", "1"], "rounds must be >= 2, got '1'"),
     (["bench", "pool", "--workloads", "huge"], "unknown workload(s) ['huge']"),
+    (["bench", "sb3", "--presets", "pong"], "unknown preset 'pong'"),
+    (["bench", "sb3", "--num-envs", "1,3"], "--num-envs '1,3': accepted: comma-separated "
+                                            "divisors of the round's 2048 steps"),
+    (["bench", "sb3", "--rounds", "0"], "rounds must be >= 1, got '0'"),
     # diagnose
     (["diagnose", "{tmp}/norun"], "is not a run (no summary.json, no run.json)"),
     (["diagnose", "{tmp}/norun", "--probes-out", "{tmp}/p.parquet"],
