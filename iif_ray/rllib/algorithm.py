@@ -12,6 +12,13 @@ from ray.rllib.utils.annotations import override
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 from ray.util import log_once
 
+from iif_ray.rllib.connectors.sampling import (
+    LeanEnvToModulePipeline,
+    LeanModuleToEnvPipeline,
+    ObservationsToTensor,
+    SampleActions,
+    lean_sampling_unsupported,
+)
 from iif_ray.rllib.env_registration import ensure_registered
 from iif_ray.rllib.env_runner import RoundRestartEnvRunner, round_seed
 from iif_ray.rllib.iif_learner import IIFPPOTorchLearner
@@ -41,6 +48,45 @@ class IIFConfig(PPOConfig):
         super().__init__(algo_class=algo_class or IIFPPO)
         write_settings(self.learner_config_dict)
         self.restart_per_round = False
+        self.lean_connectors = True
+
+    @override(PPOConfig)
+    def env_runners(self, *, lean_connectors: bool = NotProvided, **kwargs: Any) -> IIFConfig:
+        """RLlib's ``env_runners(...)`` plus the choice of sampling connectors.
+
+        Args:
+            lean_connectors: one env-to-module and one module-to-env connector piece instead
+                of RLlib's default pipelines, where they cover the setup (default True; see
+                :mod:`iif_ray.rllib.connectors.sampling`); same episodes, less overhead.
+            **kwargs: RLlib's options.
+
+        Returns:
+            This config, for chaining.
+        """
+        if lean_connectors is not NotProvided:
+            self.lean_connectors = bool(lean_connectors)
+        super().env_runners(**kwargs)
+        return self
+
+    @override(PPOConfig)
+    def build_env_to_module_connector(self, env=None, spaces=None, device=None) -> Any:
+        pipeline = super().build_env_to_module_connector(env=env, spaces=spaces, device=device)
+        if lean_sampling_unsupported(self, *_single_spaces(pipeline)) is not None:
+            return pipeline
+        return LeanEnvToModulePipeline(
+            input_observation_space=pipeline.input_observation_space,
+            input_action_space=pipeline.input_action_space,
+            connectors=[ObservationsToTensor(device=device)])
+
+    @override(PPOConfig)
+    def build_module_to_env_connector(self, env=None, spaces=None) -> Any:
+        pipeline = super().build_module_to_env_connector(env=env, spaces=spaces)
+        if lean_sampling_unsupported(self, *_single_spaces(pipeline)) is not None:
+            return pipeline
+        return LeanModuleToEnvPipeline(
+            input_observation_space=pipeline.input_observation_space,
+            input_action_space=pipeline.input_action_space,
+            connectors=[SampleActions()])
 
     @override(PPOConfig)
     def get_default_learner_class(self) -> type:
@@ -147,6 +193,11 @@ class IIFConfig(PPOConfig):
                 "IIFConfig needs a learner derived from IIFPPOTorchLearner, "
                 f"got {self.learner_class}"
             )
+
+
+def _single_spaces(pipeline: Any) -> tuple[Any, Any]:
+    """The single-environment observation and action spaces RLlib's builder resolved."""
+    return pipeline.input_observation_space, pipeline.input_action_space
 
 
 class IIFPPO(PPO):
