@@ -209,9 +209,8 @@ def _speed_rounds(presets: list[str], rounds: int, num_envs_options: tuple[int, 
     from iif_ray.experiments.bare_ppo import BarePPO
 
     ratios: dict[str, float] = {}
-    echo(f"seconds per round: median, then lowest and highest, over {rounds} alternating "
-         "rounds after one warm-up each; ratios taken round by round; wall = wall clock, "
-         "cpu = process CPU")
+    echo(f"s/round: median, lowest, highest of {rounds} alternating rounds after a warm-up")
+    echo("ratios paired round by round; wall = wall clock, cpu = process CPU time")
     for name in presets:
         preset = get_preset(name)
         for num_envs in num_envs_options:
