@@ -29,10 +29,12 @@ class BenchCommand(Command):
                           help="largest pool (default: the cluster's CPU count)")
         pool.add_argument("--reps", type=int_at_least(1, "reps"), default=3)
         add_address(pool)
-        sb3 = bench_sub.add_parser("sb3", help="seconds per PPO round: ours vs Stable-Baselines3")
+        sb3 = bench_sub.add_parser("sb3", help="seconds per PPO round: ours vs Stable-Baselines3 "
+                                               "and a bare torch loop")
         sb3.add_argument("--presets", default="lunarlander,acrobot")
-        sb3.add_argument("--rounds", type=int_at_least(2, "rounds"), default=5)
-        sb3.add_argument("--num-envs", default="1,8", help="sampling layouts to compare")
+        sb3.add_argument("--rounds", type=int_at_least(1, "rounds"), default=5,
+                         help="timed rounds of each, alternating, after one warm-up round")
+        sb3.add_argument("--num-envs", default="1,8,16", help="sampling layouts to compare")
         add_address(sb3)
         lm = bench_sub.add_parser("lm", help="LM path: scoring vs update seconds per round")
         lm.add_argument("--model", help="local causal-LM directory (default: an untrained "
@@ -49,6 +51,13 @@ class BenchCommand(Command):
             self._presets(args)
         if args.bench == "sb3":
             self._num_envs(args)
+        if args.bench == "sb3" and here:
+            from iif_ray.experiments.sb3 import require_sb3
+
+            try:
+                require_sb3()
+            except RuntimeError as e:
+                raise UsageError(str(e)) from None
         if args.bench == "pool":
             self._workloads(args)
             cpus = os.cpu_count() or 1
@@ -92,9 +101,10 @@ class BenchCommand(Command):
             layouts = tuple(int(x) for x in args.num_envs.split(",") if x.strip())
         except ValueError:
             layouts = ()
-        if not layouts or min(layouts) < 1:
+        steps = min(get_preset(n).steps_per_round for n in BenchCommand._presets(args))
+        if not layouts or min(layouts) < 1 or any(steps % n for n in layouts):
             raise UsageError(f"--num-envs {args.num_envs!r}: accepted: comma-separated "
-                             "integers >= 1, e.g. 1,8")
+                             f"divisors of the round's {steps} steps, e.g. 1,8,16")
         return layouts
 
     @staticmethod
@@ -153,3 +163,4 @@ class BenchCommand(Command):
             bench_scoring(names, rounds=args.rounds, echo=console.print,
                           devices=(0.0, 1.0) if args.gpu else (0.0,))
         return 0
+

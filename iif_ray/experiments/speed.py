@@ -8,7 +8,8 @@ is reported apart from the steady-state mean the ratio uses.
 ``pool``: records per second of in-process scoring against pools of 1, 2, ... scorer actors
 on a small workload (the LunarLander network, one 2,048-record round) and heavy ones.
 
-``sb3``: seconds per PPO round, ours against Stable-Baselines3, alternating round by round.
+``sb3``: seconds per PPO round, ours against Stable-Baselines3 and a bare torch loop
+(:mod:`iif_ray.experiments.bare_ppo`), alternating round by round.
 """
 
 from __future__ import annotations
@@ -175,48 +176,73 @@ def bench_pool(workloads: list[str], max_scorers: int | None = None, reps: int =
     return table
 
 
-def bench_speed(presets: list[str], rounds: int = 4, num_envs_options: tuple[int, ...] = (1, 8),
-                echo=print) -> dict[str, float]:
-    """Seconds per PPO round, ours vs SB3, measured alternately in one process.
+CONTENDERS = ("ours", "sb3", "bare")
 
-    Our PPO runs through the identical IIF code path with filtering off. The first round of
-    each is warm-up and excluded. With ``num_envs > 1`` both sides vectorise sampling the same
-    way (``num_envs`` environments, ``2048 / num_envs`` steps each per round).
+
+def bench_speed(presets: list[str], rounds: int = 5, num_envs_options: tuple[int, ...] = (1, 8),
+                echo=print) -> dict[str, float]:
+    """Seconds per PPO round of ours, SB3 and a bare torch loop, alternating round by round.
+
+    Per preset and sampling layout, the three run one round each in turn, ``rounds + 1``
+    times in one process; the first round of each is warm-up. Each round is timed in wall
+    time and in this process's CPU time (all its threads): on a busy machine wall time
+    stretches with other load, CPU time much less. Ratios are taken round by round (ours
+    over the neighbouring SB3 or bare round) and reported as the median with the range over
+    the ``rounds`` repeats. Our PPO runs through the identical IIF code path with filtering
+    off; with ``num_envs > 1`` all three vectorise sampling the same way (``num_envs``
+    environments, ``2048 / num_envs`` steps each per round).
+
+    Returns:
+        ``{"<preset>/envs=<n>/ours-vs-<sb3|bare>/<wall|cpu>": median ratio}``.
     """
     require_sb3()
     with torch_threads(1):  # SB3's setting; the caller's count comes back after
         return _speed_rounds(presets, rounds, num_envs_options, echo)
 
 
+def _timed(fn: Callable[[], object]) -> tuple[float, float]:
+    """(wall seconds, process CPU seconds) of one call."""
+    w0, c0 = time.perf_counter(), time.process_time()
+    fn()
+    return time.perf_counter() - w0, time.process_time() - c0
+
+
+def _spread(values: list[float]) -> str:
+    return f"{statistics.median(values):.2f} [{min(values):.2f}, {max(values):.2f}]"
+
+
 def _speed_rounds(presets: list[str], rounds: int, num_envs_options: tuple[int, ...],
                   echo) -> dict[str, float]:
+    from iif_ray.experiments.bare_ppo import BarePPO
+
     ratios: dict[str, float] = {}
+    echo(f"s/round: median, lowest, highest of {rounds} alternating rounds after a warm-up")
+    echo("ratios paired round by round; wall = wall clock, cpu = process CPU time")
     for name in presets:
         preset = get_preset(name)
-        per_layout: dict[int, tuple[float, float]] = {}
         for num_envs in num_envs_options:
             algo = build_config(preset, algo="ppo", num_envs=num_envs).build_algo()
             model = make_sb3(preset, 0, num_envs)
-            ours, theirs = [], []
+            bare = BarePPO(preset, 0, num_envs)
+            run = {"ours": algo.train,
+                   "sb3": partial(sb3_round, model, preset.steps_per_round),
+                   "bare": bare.round}
+            times: dict[str, list[tuple[float, float]]] = {c: [] for c in CONTENDERS}
             try:
-                for _ in range(rounds):
-                    t0 = time.perf_counter()
-                    algo.train()
-                    ours.append(time.perf_counter() - t0)
-                    theirs.append(sb3_round(model, preset.steps_per_round))
+                for _ in range(rounds + 1):
+                    for c in CONTENDERS:
+                        times[c].append(_timed(run[c]))
             finally:
                 algo.stop()
-            o, t = statistics.mean(ours[1:]), statistics.mean(theirs[1:])
+                bare.close()
             key = f"{name}/envs={num_envs}"
-            ratios[key] = o / t
-            per_layout[num_envs] = (o, t)
-            echo(f"{key}: ours {o:.2f} s/round, SB3 {t:.2f} s/round "
-                 f"(rounds 2..{rounds}), ratio ours/SB3 {o / t:.2f}")
-        if 1 in per_layout and len(per_layout) > 1:
-            # What a user gets: our fastest layout against SB3 as the paper runs it.
-            best = min(per_layout, key=lambda n: per_layout[n][0])
-            key = f"{name}/ours-envs={best}-vs-sb3-envs=1"
-            ratios[key] = per_layout[best][0] / per_layout[1][1]
-            echo(f"{key}: ours {per_layout[best][0]:.2f} s/round vs SB3 with one env "
-                 f"{per_layout[1][1]:.2f} s/round, ratio {ratios[key]:.2f}")
+            for clock, j in (("wall", 0), ("cpu", 1)):
+                per = {c: [t[j] for t in times[c][1:]] for c in CONTENDERS}
+                echo(f"{key} {clock} s/round: " + ", ".join(
+                    f"{c} {_spread(per[c])}" for c in CONTENDERS))
+                for other in ("sb3", "bare"):
+                    r = [o / t for o, t in zip(per["ours"], per[other], strict=True)]
+                    ratios[f"{key}/ours-vs-{other}/{clock}"] = statistics.median(r)
+                    echo(f"{key} ours/{'SB3' if other == 'sb3' else 'bare'} {clock}: "
+                         f"{_spread(r)}")
     return ratios

@@ -141,8 +141,9 @@ def bench_section(directory: Path) -> str:
     if not path.exists():
         return ""
     return ("### Round time side by side (`iif-ray bench sb3`)\n\n"
-            f"Output of the command in `{BENCH_SB3}`, ours and SB3 alternating round by round "
-            "in one process:\n\n```\n" + path.read_text().strip() + "\n```\n")
+            f"Output of the command in `{BENCH_SB3}`, ours, SB3 and a bare torch PPO loop "
+            "alternating round by round in one process:\n\n```\n"
+            + path.read_text().strip() + "\n```\n")
 
 
 def classic_sections(df: pd.DataFrame, directory: Path, envs: list[str]) -> list[str]:

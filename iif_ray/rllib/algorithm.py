@@ -12,6 +12,13 @@ from ray.rllib.utils.annotations import override
 from ray.tune.execution.placement_groups import PlacementGroupFactory
 from ray.util import log_once
 
+from iif_ray.rllib.connectors.sampling import (
+    LeanEnvToModulePipeline,
+    LeanModuleToEnvPipeline,
+    ObservationsToTensor,
+    SampleActions,
+    lean_sampling_unsupported,
+)
 from iif_ray.rllib.env_registration import ensure_registered
 from iif_ray.rllib.env_runner import RoundRestartEnvRunner, round_seed
 from iif_ray.rllib.iif_learner import IIFPPOTorchLearner
@@ -22,6 +29,7 @@ from iif_ray.rllib.settings import (
     write_advantage_normalization,
     write_optimizer,
     write_settings,
+    write_update_options,
 )
 
 # IIF exists only on RLlib's new API stack; RLlib's one-time "you are on the new API stack"
@@ -40,6 +48,45 @@ class IIFConfig(PPOConfig):
         super().__init__(algo_class=algo_class or IIFPPO)
         write_settings(self.learner_config_dict)
         self.restart_per_round = False
+        self.lean_connectors = True
+
+    @override(PPOConfig)
+    def env_runners(self, *, lean_connectors: bool = NotProvided, **kwargs: Any) -> IIFConfig:
+        """RLlib's ``env_runners(...)`` plus the choice of sampling connectors.
+
+        Args:
+            lean_connectors: one env-to-module and one module-to-env connector piece instead
+                of RLlib's default pipelines, where they cover the setup (default True; see
+                :mod:`iif_ray.rllib.connectors.sampling`); same episodes, less overhead.
+            **kwargs: RLlib's options.
+
+        Returns:
+            This config, for chaining.
+        """
+        if lean_connectors is not NotProvided:
+            self.lean_connectors = bool(lean_connectors)
+        super().env_runners(**kwargs)
+        return self
+
+    @override(PPOConfig)
+    def build_env_to_module_connector(self, env=None, spaces=None, device=None) -> Any:
+        pipeline = super().build_env_to_module_connector(env=env, spaces=spaces, device=device)
+        if lean_sampling_unsupported(self, *_single_spaces(pipeline)) is not None:
+            return pipeline
+        return LeanEnvToModulePipeline(
+            input_observation_space=pipeline.input_observation_space,
+            input_action_space=pipeline.input_action_space,
+            connectors=[ObservationsToTensor(device=device)])
+
+    @override(PPOConfig)
+    def build_module_to_env_connector(self, env=None, spaces=None) -> Any:
+        pipeline = super().build_module_to_env_connector(env=env, spaces=spaces)
+        if lean_sampling_unsupported(self, *_single_spaces(pipeline)) is not None:
+            return pipeline
+        return LeanModuleToEnvPipeline(
+            input_observation_space=pipeline.input_observation_space,
+            input_action_space=pipeline.input_action_space,
+            connectors=[SampleActions()])
 
     @override(PPOConfig)
     def get_default_learner_class(self) -> type:
@@ -94,22 +141,33 @@ class IIFConfig(PPOConfig):
 
     @override(PPOConfig)
     def training(self, *, optimizer: str | dict | None = NotProvided,
-                 advantage_normalization: str = NotProvided, **kwargs: Any) -> IIFConfig:
-        """PPO's ``training(...)`` plus two options of the paper's PPO.
+                 advantage_normalization: str = NotProvided, fast_update: bool = NotProvided,
+                 minibatch_metrics: bool = NotProvided, **kwargs: Any) -> IIFConfig:
+        """PPO's ``training(...)`` plus two options of the paper's PPO and two of the update
+        loop.
 
         Args:
             optimizer: ``"adam"``, ``"sgd"`` or ``{"type": ..., **torch_kwargs}``; the learning
                 rate stays RLlib's ``lr``.
             advantage_normalization: ``"batch"`` (once per round) or ``"minibatch"`` (SB3's
                 choice, which the presets use).
+            fast_update: the lean minibatch loop (default True): same weights and metrics as
+                RLlib's stock loop, less bookkeeping (see :mod:`iif_ray.rllib.ppo_learner`).
+            minibatch_metrics: with the lean loop, log the loss terms of every minibatch (as
+                RLlib does) instead of the round's last one only (default False).
             **kwargs: RLlib's PPO training options.
 
         Returns:
             This config, for chaining.
 
         Raises:
-            ValueError: an unknown optimizer or normalisation scope.
+            ValueError: an unknown optimizer or normalisation scope, or a non-boolean
+                update-loop option.
         """
+        loop = {k: v for k, v in (("fast", fast_update), ("minibatch_metrics", minibatch_metrics))
+                if v is not NotProvided}
+        if loop:
+            write_update_options(self.learner_config_dict, **loop)
         if advantage_normalization is not NotProvided:
             write_advantage_normalization(self.learner_config_dict, advantage_normalization)
         if isinstance(optimizer, dict) and "type" not in optimizer:
@@ -135,6 +193,11 @@ class IIFConfig(PPOConfig):
                 "IIFConfig needs a learner derived from IIFPPOTorchLearner, "
                 f"got {self.learner_class}"
             )
+
+
+def _single_spaces(pipeline: Any) -> tuple[Any, Any]:
+    """The single-environment observation and action spaces RLlib's builder resolved."""
+    return pipeline.input_observation_space, pipeline.input_action_space
 
 
 class IIFPPO(PPO):

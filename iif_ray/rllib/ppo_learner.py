@@ -1,22 +1,72 @@
-"""The paper's PPO on RLlib: its optimiser, its advantage scope, and two speed patches.
+"""The paper's PPO on RLlib: its optimiser, its advantage scope, and a lean update loop.
 
 RLlib's ``PPOTorchLearner`` computes the loss; this subclass changes only what the paper's
-PPO (Stable-Baselines3) does differently, plus two shortcuts that give RLlib's exact results
-faster. The influence round lives one level up, in
+PPO (Stable-Baselines3) does differently, plus shortcuts that give RLlib's results faster.
+The influence round lives one level up, in
 :class:`~iif_ray.rllib.iif_learner.IIFPPOTorchLearner`.
+
+**The lean update loop** (``IIFConfig.training(fast_update=True)``, the default). RLlib's
+``Learner.update`` spends about as long around each minibatch step as in it, for the paper's
+64-64 networks on CPU: its ``MiniBatchCyclicIterator`` slices ``SampleBatch`` objects,
+concatenates them and wraps a new ``MultiAgentBatch`` per minibatch; per minibatch it logs
+eight step counters, two Prometheus metrics and a timer, and PPO's loss logs six terms and
+computes the explained variance. :meth:`PaperPPOTorchLearner.update` runs the same steps
+(RLlib's own ``_update``: forward, loss, backward, gradient postprocessing, optimiser step)
+on minibatches gathered by index from the batch's tensors, in RLlib's exact row order
+(:mod:`iif_ray.rllib.minibatches`), and logs once per round:
+
+* the loss terms and explained variance of the round's last minibatch, the value RLlib's
+  ``window=1`` statistics report anyway (``minibatch_metrics=True`` logs every minibatch);
+* the step counters with the round's totals, which RLlib's sum and mean reductions turn into
+  the same figures.
+
+Same keys, same values, same weights: ``tests/rllib/test_fast_update.py`` checks it against
+RLlib's stock update. Not covered, so RLlib's stock update runs instead (with a one-line
+log message): recurrent (stateful) modules, updates from Ray Data iterators, and
+``minibatch_size=None``. Dict/Tuple observations and continuous actions take the lean loop
+(columns are gathered structurally; the loss uses the module's own distribution classes).
 """
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import numpy as np
 import torch
+import tree
+from ray.rllib.algorithms.ppo.ppo import (
+    LEARNER_RESULTS_KL_KEY,
+    LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY,
+    LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY,
+)
 from ray.rllib.algorithms.ppo.torch.ppo_torch_learner import PPOTorchLearner
 from ray.rllib.core.columns import Columns
+from ray.rllib.core.learner.learner import ENTROPY_KEY, POLICY_LOSS_KEY, VF_LOSS_KEY
+from ray.rllib.core.learner.training_data import TrainingData
+from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.annotations import override
+from ray.rllib.utils.metrics import (
+    ALL_MODULES,
+    MODULE_TRAIN_BATCH_SIZE_MEAN,
+    NUM_ENV_STEPS_TRAINED,
+    NUM_ENV_STEPS_TRAINED_LIFETIME,
+    NUM_MODULE_STEPS_TRAINED,
+    NUM_MODULE_STEPS_TRAINED_LIFETIME,
+    WEIGHTS_SEQ_NO,
+)
+from ray.rllib.utils.torch_utils import explained_variance
 
 from iif_ray.rllib.connectors.standardised_gae import ADVANTAGES_RAW
-from iif_ray.rllib.settings import OPTIMIZERS, advantage_normalization, optimizer_spec
+from iif_ray.rllib.minibatches import CyclicMinibatches
+from iif_ray.rllib.settings import (
+    OPTIMIZERS,
+    advantage_normalization,
+    optimizer_spec,
+    update_options,
+)
+
+logger = logging.getLogger(__name__)
 
 
 def make_optimizer(params: list, spec: dict[str, Any] | None) -> torch.optim.Optimizer:
@@ -37,8 +87,155 @@ def make_optimizer(params: list, spec: dict[str, Any] | None) -> torch.optim.Opt
 
 
 class PaperPPOTorchLearner(PPOTorchLearner):
-    """RLlib's PPO learner with the paper's optimiser choice and advantage scope."""
+    """RLlib's PPO learner with the paper's optimiser choice, advantage scope and a lean
+    update loop."""
 
+    # Set by the lean loop around each minibatch step: None outside it (RLlib's stock loss
+    # runs), else whether this minibatch logs its loss terms.
+    _log_loss_terms: bool | None = None
+
+    # ---- the lean update loop
+    @override(PPOTorchLearner)
+    def update(self, batch=None, batches=None, batch_refs=None, episodes=None,
+               episodes_refs=None, data_iterators=None, training_data=None, *,
+               timesteps: dict[str, Any] | None = None, num_total_minibatches: int = 0,
+               num_epochs: int = 1, minibatch_size: int | None = None,
+               shuffle_batch_per_epoch: bool = False, _no_metrics_reduce: bool = False,
+               **kwargs: Any) -> Any:
+        """RLlib's ``Learner.update`` (same arguments, same result), minibatches by index.
+
+        Falls back to RLlib's own loop where :meth:`lean_update_unsupported` names a reason.
+        """
+        if training_data is None:
+            training_data = TrainingData(batch=batch, batches=batches, batch_refs=batch_refs,
+                                         episodes=episodes, episodes_refs=episodes_refs,
+                                         data_iterators=data_iterators)
+        reason = self.lean_update_unsupported(training_data, minibatch_size)
+        if reason is not None:
+            if reason and not getattr(self, "_fallback_noted", False):
+                self._fallback_noted = True
+                logger.info("PPO update: RLlib's stock minibatch loop (%s)", reason)
+            return super().update(training_data=training_data, timesteps=timesteps,
+                                  num_total_minibatches=num_total_minibatches,
+                                  num_epochs=num_epochs, minibatch_size=minibatch_size,
+                                  shuffle_batch_per_epoch=shuffle_batch_per_epoch,
+                                  _no_metrics_reduce=_no_metrics_reduce, **kwargs)
+        self._check_is_built()
+        self.before_gradient_based_update(timesteps=timesteps or {})
+        training_data.validate()
+        training_data.solve_refs()
+        self._weights_seq_no += 1
+        columns, env_steps = self._train_columns(training_data)
+        loss_per_module: dict[str, Any] = {}
+        if columns:
+            loss_per_module = self._minibatch_loop(
+                columns, env_steps, minibatch_size=int(minibatch_size), num_epochs=num_epochs,
+                shuffle=shuffle_batch_per_epoch and num_epochs > 1,
+                num_total_minibatches=num_total_minibatches)
+        for mid, loss in loss_per_module.items():
+            self.metrics.log_value(key=(mid, self.TOTAL_LOSS_KEY), value=loss, window=1)
+        self.after_gradient_based_update(timesteps=timesteps or {})
+        if not _no_metrics_reduce:
+            return self.metrics.reduce()
+        return None
+
+    def lean_update_unsupported(self, training_data: TrainingData,
+                                minibatch_size: int | None) -> str | None:
+        """Why RLlib's stock loop must run this update ("" when switched off), else None."""
+        if not update_options(self.config.learner_config_dict)["fast"]:
+            return ""
+        if training_data.data_iterators:
+            return "updates from Ray Data iterators"
+        if not minibatch_size:
+            return "minibatch_size=None"
+        stateful = [mid for mid, m in self.module.items() if m.is_stateful()]
+        if stateful:
+            return f"recurrent module(s) {stateful}"
+        return None
+
+    def _train_columns(self, training_data: TrainingData) -> tuple[dict[str, dict], int]:
+        """``({module_id: {column: tensor}}, env steps)`` of the round's train batch, for the
+        modules to be updated (RLlib's learner connector pipeline builds it from episodes)."""
+        if training_data.episodes is not None:
+            if self._learner_connector is None:
+                raise ValueError(f"Learner ({self}) got episodes but has no learner "
+                                 "connector pipeline to batch them")
+            out = self._learner_connector(
+                rl_module=self.module,
+                batch=training_data.batch if training_data.batch is not None else {},
+                episodes=training_data.episodes, shared_data={}, metrics=self.metrics)
+            columns = {mid: dict(cols) for mid, cols in out.items()}
+            env_steps = sum(len(e) for e in training_data.episodes)
+        else:
+            made = self._make_batch_if_necessary(training_data=training_data)
+            columns = {mid: dict(b) for mid, b in made.policy_batches.items()}
+            env_steps = made.env_steps()
+        unknown = set(columns) - set(self.module.keys())
+        if unknown:
+            raise ValueError(f"Batch contains one or more ModuleIDs ({unknown}) that are not "
+                             "in this Learner!")
+        if callable(self.config.policies_to_train):  # it may want to see the batch
+            whole = MultiAgentBatch({m: SampleBatch(c) for m, c in columns.items()}, env_steps)
+            keep = [m for m in columns if self.should_module_be_updated(m, whole)]
+        else:
+            keep = [m for m in columns if self.should_module_be_updated(m)]
+        return {m: columns[m] for m in keep}, env_steps
+
+    def _minibatch_loop(self, columns: dict[str, dict], env_steps: int, *, minibatch_size: int,
+                        num_epochs: int, shuffle: bool, num_total_minibatches: int) -> dict:
+        """Every minibatch step of the round; returns the last step's loss per module."""
+        num_rows = {mid: _num_rows(cols) for mid, cols in columns.items()}
+        plan = CyclicMinibatches(num_rows, minibatch_size=minibatch_size, num_epochs=num_epochs,
+                                 shuffle=shuffle, num_total_minibatches=num_total_minibatches)
+        every = update_options(self.config.learner_config_dict)["minibatch_metrics"]
+        steps = list(plan)
+        loss_per_module: dict[str, Any] = {}
+        try:
+            for i, rows in enumerate(steps):
+                self._log_loss_terms = every or i == len(steps) - 1
+                minibatch = {mid: _gather(columns[mid], idx) for mid, idx in rows.items()}
+                _, loss_per_module, _ = self._update(minibatch)
+        finally:
+            self._log_loss_terms = None
+        self._log_steps_trained_once(num_minibatches=len(steps), minibatch_size=minibatch_size,
+                                     module_ids=list(columns), env_steps=env_steps)
+        return loss_per_module
+
+    def _log_steps_trained_once(self, *, num_minibatches: int, minibatch_size: int,
+                                module_ids: list[str], env_steps: int) -> None:
+        """RLlib's per-minibatch step counters, logged once with the round's totals.
+
+        RLlib logs, per minibatch and module, the minibatch size (mean-reduced) and as module
+        steps (sum-reduced), and the *whole batch's* env steps (its minibatch
+        ``MultiAgentBatch`` inherits the batch's count); one log of each total reduces to
+        the same figures.
+        """
+        if num_minibatches == 0:
+            return
+        module_steps = num_minibatches * minibatch_size
+        for mid in module_ids:
+            self.metrics.log_value((mid, WEIGHTS_SEQ_NO), self._weights_seq_no, window=1)
+            self.metrics.log_value((mid, MODULE_TRAIN_BATCH_SIZE_MEAN), minibatch_size,
+                                   reduce="mean")
+            self.metrics.log_value((mid, NUM_MODULE_STEPS_TRAINED), module_steps, reduce="sum")
+            self.metrics.log_value((mid, NUM_MODULE_STEPS_TRAINED_LIFETIME), module_steps,
+                                   reduce="lifetime_sum", with_throughput=True)
+            self.metrics.log_value((ALL_MODULES, NUM_MODULE_STEPS_TRAINED), module_steps,
+                                   reduce="sum", with_throughput=True)
+            self.metrics.log_value((ALL_MODULES, NUM_MODULE_STEPS_TRAINED_LIFETIME),
+                                   module_steps, reduce="lifetime_sum", with_throughput=True)
+        self.metrics.log_value((ALL_MODULES, NUM_ENV_STEPS_TRAINED),
+                               num_minibatches * env_steps, reduce="sum", with_throughput=True)
+        self.metrics.log_value((ALL_MODULES, NUM_ENV_STEPS_TRAINED_LIFETIME),
+                               num_minibatches * env_steps, reduce="lifetime_sum",
+                               with_throughput=True)
+        if env_steps > 0:  # RLlib's Prometheus counters, once per round
+            self._metrics_all_modules_num_env_steps_trained.inc(
+                value=num_minibatches * env_steps)
+            self._metrics_all_modules_num_module_steps_trained.inc(
+                value=module_steps * len(module_ids))
+
+    # ---- the loss
     @override(PPOTorchLearner)
     def compute_loss_for_module(self, *, module_id: str, config: Any, batch: dict,
                                 fwd_out: dict) -> torch.Tensor:
@@ -55,8 +252,66 @@ class PaperPPOTorchLearner(PPOTorchLearner):
             std = real.std() if real.numel() > 1 else raw.new_tensor(1.0)
             batch = dict(batch)
             batch[Columns.ADVANTAGES] = (raw - real.mean()) / (std + 1e-8)
-        return super().compute_loss_for_module(module_id=module_id, config=config, batch=batch,
-                                               fwd_out=fwd_out)
+        if self._log_loss_terms is None:
+            return super().compute_loss_for_module(module_id=module_id, config=config,
+                                                   batch=batch, fwd_out=fwd_out)
+        return self.ppo_loss(module_id=module_id, config=config, batch=batch, fwd_out=fwd_out,
+                             log=self._log_loss_terms)
+
+    def ppo_loss(self, *, module_id: str, config: Any, batch: dict, fwd_out: dict,
+                 log: bool) -> torch.Tensor:
+        """RLlib's PPO loss, term for term and in its operation order (so the same floats),
+        with its logging and explained variance only when ``log``.
+
+        The clipped surrogate, the squared value error clipped at ``vf_clip_param``, the
+        entropy bonus, all averaged over ``loss_mask`` rows when the batch has that column,
+        plus the KL penalty when ``use_kl_loss``.
+        """
+        module = self.module[module_id].unwrapped()
+        mask = batch.get(Columns.LOSS_MASK)
+        if mask is not None:
+            num_valid = torch.sum(mask)
+
+            def mean(x: torch.Tensor) -> torch.Tensor:
+                return torch.sum(x[mask]) / num_valid
+        else:
+            mean = torch.mean
+        dist = module.get_train_action_dist_cls().from_logits(
+            fwd_out[Columns.ACTION_DIST_INPUTS])
+        ratio = torch.exp(dist.logp(batch[Columns.ACTIONS]) - batch[Columns.ACTION_LOGP])
+        if config.use_kl_loss:
+            sampler_dist = module.get_exploration_action_dist_cls().from_logits(
+                batch[Columns.ACTION_DIST_INPUTS])
+            mean_kl = mean(sampler_dist.kl(dist))
+        else:
+            mean_kl = torch.tensor(0.0, device=ratio.device)
+        entropy = dist.entropy()
+        adv = batch[Columns.ADVANTAGES]
+        surrogate = torch.min(adv * ratio,
+                              adv * torch.clamp(ratio, 1 - config.clip_param,
+                                                1 + config.clip_param))
+        if config.use_critic:
+            values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
+            vf_loss = torch.pow(values - batch[Columns.VALUE_TARGETS], 2.0)
+            vf_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
+        else:
+            values = vf_loss = vf_clipped = torch.tensor(0.0, device=surrogate.device)
+        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
+        total = mean(-surrogate + config.vf_loss_coeff * vf_clipped - entropy_coeff * entropy)
+        if config.use_kl_loss:
+            total += self.curr_kl_coeffs_per_module[module_id] * mean_kl
+        if log:
+            self.metrics.log_dict({
+                POLICY_LOSS_KEY: -mean(surrogate),
+                VF_LOSS_KEY: mean(vf_clipped) if config.use_critic else vf_clipped,
+                LEARNER_RESULTS_VF_LOSS_UNCLIPPED_KEY: (
+                    mean(vf_loss) if config.use_critic else vf_loss),
+                LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(
+                    batch[Columns.VALUE_TARGETS], values),
+                ENTROPY_KEY: mean(entropy),
+                LEARNER_RESULTS_KL_KEY: mean_kl,
+            }, key=module_id, window=1)
+        return total
 
     @override(PPOTorchLearner)
     def configure_optimizers_for_module(self, module_id: str, config: Any = None) -> None:
@@ -103,3 +358,27 @@ class PaperPPOTorchLearner(PPOTorchLearner):
         if not getattr(self, "_off_policyness_logged", False):
             self._off_policyness_logged = True
             super()._compute_off_policyness(batch)
+
+
+def _num_rows(cols: dict) -> int:
+    return len(next(iter(tree.flatten(cols))))
+
+
+def _gather(cols: dict, index: np.ndarray) -> dict:
+    """Rows ``index`` of every column (tensors on any device, arrays, nested dicts)."""
+    on_device: dict[Any, torch.Tensor] = {}
+
+    def take(x: Any) -> Any:
+        if torch.is_tensor(x):
+            idx = on_device.get(x.device)
+            if idx is None:
+                idx = on_device[x.device] = torch.from_numpy(index).to(x.device)
+            return x[idx]
+        if isinstance(x, np.ndarray):
+            return x[index]
+        return [x[i] for i in index]  # e.g. infos: a list per row
+
+    if all(torch.is_tensor(v) for v in cols.values()):
+        return {k: take(v) for k, v in cols.items()}
+    return {k: tree.map_structure(take, v) if isinstance(v, (dict, tuple)) else take(v)
+            for k, v in cols.items()}

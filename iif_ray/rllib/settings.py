@@ -5,7 +5,9 @@ remote) and lets Tune search spaces nested in it resolve per trial, so it carrie
 
 * ``"iif"`` (:data:`CONFIG_KEY`): the :class:`AttributionSettings` as a plain dict;
 * ``"optimizer"`` (:data:`OPTIMIZER_KEY`): ``{"type": "adam"|"sgd", **kwargs}``;
-* ``"advantage_normalization"`` (:data:`ADV_NORM_KEY`): ``"batch"`` or ``"minibatch"``.
+* ``"advantage_normalization"`` (:data:`ADV_NORM_KEY`): ``"batch"`` or ``"minibatch"``;
+* ``"update"`` (:data:`UPDATE_KEY`): ``{"fast": bool, "minibatch_metrics": bool}``, how the
+  learner runs its minibatch loop (see :mod:`iif_ray.rllib.ppo_learner`).
 
 This module is the only place that names these keys. Benchmark trials add two keys of their
 own that training never reads (the algorithm label, where to save snapshots); those are named
@@ -29,6 +31,8 @@ OPTIMIZER_KEY = "optimizer"
 OPTIMIZERS = ("adam", "sgd")
 ADV_NORM_KEY = "advantage_normalization"
 ADV_NORMS = ("batch", "minibatch")
+UPDATE_KEY = "update"
+UPDATE_DEFAULTS = {"fast": True, "minibatch_metrics": False}
 
 
 def _targets() -> list[str]:
@@ -174,3 +178,23 @@ def write_advantage_normalization(learner_config_dict: dict[str, Any], value: st
         raise ValueError(f"advantage_normalization must be one of {list(ADV_NORMS)}, "
                          f"got {value!r}")
     learner_config_dict[ADV_NORM_KEY] = value
+
+
+def update_options(learner_config_dict: dict[str, Any]) -> dict[str, bool]:
+    """``{"fast": ..., "minibatch_metrics": ...}``: the lean minibatch loop (on by default) and
+    whether it logs the loss terms of every minibatch instead of once per round."""
+    return {**UPDATE_DEFAULTS, **learner_config_dict.get(UPDATE_KEY, {})}
+
+
+def write_update_options(learner_config_dict: dict[str, Any], **options: Any) -> None:
+    """Store update-loop options (keys of :data:`UPDATE_DEFAULTS`, booleans).
+
+    Raises:
+        ValueError: an unknown option or a value that is not a boolean.
+    """
+    for name, value in options.items():
+        if name not in UPDATE_DEFAULTS:
+            raise ValueError(f"unknown update option {name!r}; known: {sorted(UPDATE_DEFAULTS)}")
+        if not isinstance(value, bool):
+            raise ValueError(f"{name} must be True or False, got {value!r}")
+    learner_config_dict[UPDATE_KEY] = {**update_options(learner_config_dict), **options}

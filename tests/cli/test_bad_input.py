@@ -157,6 +157,9 @@ CASES: list[tuple[list[str], str]] = [
     (["bench", "scoring", "--presets", "pong"], "unknown preset 'pong'"),
     (["bench", "scoring", "--rounds", "1"], "rounds must be >= 2, got '1'"),
     (["bench", "pool", "--workloads", "huge"], "unknown workload(s) ['huge']"),
+    (["bench", "sb3", "--num-envs", "1,3"], "--num-envs '1,3': accepted: comma-separated "
+                                            "divisors of the round's 2048 steps"),
+    (["bench", "sb3", "--rounds", "0"], "rounds must be >= 1, got '0'"),
     # diagnose
     (["diagnose", "{tmp}/norun"], "run '{tmp}/norun' holds none of ['run.json'"),
     (["diagnose", "{tmp}/norun", "--probes-out", "{tmp}/p.parquet"],
@@ -264,11 +267,10 @@ CASES: list[tuple[list[str], str]] = [
      "checkpoint file '{tmp}/lmckpt/checkpoint/learner.pt' is truncated"),
     # bench: numeric options, presets, workloads and the pool's size
     (["bench", "sb3", "--num-envs", "abc"],
-     "--num-envs 'abc': accepted: comma-separated integers >= 1"),
+     "--num-envs 'abc': accepted: comma-separated divisors of the round's"),
     (["bench", "sb3", "--num-envs", "0"], "--num-envs '0': accepted"),
     (["bench", "sb3", "--presets", "pong"], "--presets: unknown preset 'pong'"),
     (["bench", "sb3", "--presets", "minigrid"], "minigrid use(s) a CNN"),
-    (["bench", "sb3", "--rounds", "1"], "rounds must be >= 2, got '1'"),
     (["bench", "scoring", "--presets", ","], "--presets ',' names no preset"),
     (["bench", "pool", "--max-scorers", "64"], "--max-scorers 64: a pool uses one CPU per"),
     (["bench", "pool", "--max-scorers", "0"], "max-scorers must be >= 1, got '0'"),

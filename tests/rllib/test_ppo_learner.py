@@ -70,14 +70,15 @@ def test_advantage_normalization(tmp_path, monkeypatch, norm) -> None:
     from iif_ray.rllib.connectors import ADVANTAGES_RAW
 
     seen: list[tuple[np.ndarray, np.ndarray]] = []
-    original = PPOTorchLearner.compute_loss_for_module
+    original = PaperPPOTorchLearner.ppo_loss  # the PPO loss of the (default) lean loop
 
-    def spy(self, *, module_id, config, batch, fwd_out):
+    def spy(self, *, module_id, config, batch, fwd_out, log):
         seen.append((batch[Columns.ADVANTAGES].detach().numpy().copy(),
                      batch[ADVANTAGES_RAW].detach().numpy().copy()))
-        return original(self, module_id=module_id, config=config, batch=batch, fwd_out=fwd_out)
+        return original(self, module_id=module_id, config=config, batch=batch, fwd_out=fwd_out,
+                        log=log)
 
-    monkeypatch.setattr(PPOTorchLearner, "compute_loss_for_module", spy)
+    monkeypatch.setattr(PaperPPOTorchLearner, "ppo_loss", spy)
     cfg = make_config(str(tmp_path), mode="off").training(advantage_normalization=norm)
     learner, episodes = build(cfg)
     update(learner, episodes)

@@ -1,0 +1,53 @@
+"""The lean sampling connectors give the episodes RLlib's default pipelines give."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from ray.rllib.connectors.env_to_module import EnvToModulePipeline
+from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
+
+from iif_ray.presets import get_preset
+from iif_ray.rllib import IIFConfig, build_config
+from iif_ray.rllib.connectors.sampling import LeanEnvToModulePipeline, LeanModuleToEnvPipeline
+
+
+def sample(cfg: IIFConfig, steps: int, explore: bool = True) -> tuple[SingleAgentEnvRunner, list]:
+    runner = SingleAgentEnvRunner(config=cfg)
+    torch.manual_seed(0)  # action sampling draws from torch's global stream
+    episodes = runner.sample(num_timesteps=steps, explore=explore)
+    episodes += runner.sample(num_timesteps=steps, explore=explore)  # continues episodes
+    return runner, episodes
+
+
+@pytest.mark.parametrize(("num_envs", "explore"), [(1, True), (4, True), (4, False)])
+def test_lean_connectors_sample_rllibs_episodes(num_envs, explore) -> None:
+    def cfg(lean: bool) -> IIFConfig:
+        return build_config(get_preset("cartpole"), algo="ppo", seed=3,
+                            num_envs=num_envs).env_runners(lean_connectors=lean)
+
+    lean_runner, lean = sample(cfg(True), 150, explore)
+    stock_runner, stock = sample(cfg(False), 150, explore)
+    assert isinstance(lean_runner._env_to_module, LeanEnvToModulePipeline)
+    assert isinstance(lean_runner._module_to_env, LeanModuleToEnvPipeline)
+    assert type(stock_runner._env_to_module) is EnvToModulePipeline
+    assert len(lean) == len(stock) > num_envs  # episodes completed and cut
+    for a, b in zip(lean, stock, strict=True):
+        assert (a.t_started, len(a), a.is_terminated) == (b.t_started, len(b), b.is_terminated)
+        np.testing.assert_array_equal(a.get_observations(), b.get_observations())
+        np.testing.assert_array_equal(a.get_actions(), b.get_actions())
+        np.testing.assert_array_equal(a.get_rewards(), b.get_rewards())
+        if explore:
+            for key in ("action_logp", "action_dist_inputs"):
+                np.testing.assert_array_equal(a.get_extra_model_outputs(key),
+                                              b.get_extra_model_outputs(key))
+    assert sum(len(e) for e in lean) == sum(len(e) for e in stock) >= 2 * 150
+
+
+def test_continuous_actions_keep_rllibs_pipelines() -> None:
+    cfg = build_config(get_preset("bipedalwalker"), algo="ppo")
+    runner = SingleAgentEnvRunner(config=cfg)
+    assert type(runner._env_to_module) is EnvToModulePipeline
+    assert len(runner._module_to_env.connectors) > 1
+    assert sum(len(e) for e in runner.sample(num_timesteps=20)) == 20
