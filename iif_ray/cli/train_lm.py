@@ -1,7 +1,9 @@
 """``iif-ray train-lm``: IIF (or PPO, or the random control) for a language-model policy.
 
-The default task is detox-mini (``iif_ray.lm.detox``); ``--model`` points at any local
-Hugging Face causal-LM directory instead of the project's pre-trained tiny model.
+The default task is detox-mini (``iif_ray.lm.detox``); ``--task arith`` trains digit
+addition with an exact, optionally corrupted reward (``iif_ray.lm.arith``). ``--model``
+points at any local Hugging Face causal-LM directory instead of the task's pre-trained tiny
+model.
 """
 
 from __future__ import annotations
@@ -16,13 +18,14 @@ from iif_ray.cli.flags import add_address, add_flags, add_run_dir, flag_name, gi
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
 from iif_ray.lm.spec import PLACEMENT, LMRunSpec
+from iif_ray.lm.tasks import TASK_DEFAULTS
 
 # The settings train-lm takes flags from: the run spec and its two nested settings.
 SETTINGS = {"update": UpdateSettings, "sampling": SamplingSettings}
 
 
 def spec_from_flags(args: argparse.Namespace, model: str, out_dir: str) -> LMRunSpec:
-    """A new run's spec: the flags given, the dataclasses' defaults for the rest.
+    """A new run's spec: the flags given, the task's defaults, then the dataclasses'.
 
     Raises:
         UsageError: a combination the spec refuses (its message names the fields).
@@ -30,9 +33,13 @@ def spec_from_flags(args: argparse.Namespace, model: str, out_dir: str) -> LMRun
     given_spec = given(args, LMRunSpec)
     if given_spec.get("prompts"):
         given_spec["prompts"] = str(Path(given_spec["prompts"]).resolve())
+    # The task's defaults (iif_ray.lm.tasks.TASK_DEFAULTS) under the flags given.
+    defaults = TASK_DEFAULTS[given_spec.get("task", "detox")]
+    given_spec = {**{k: v for k, v in defaults.items() if k not in SETTINGS}, **given_spec}
     try:
         return LMRunSpec(model=model, out_dir=out_dir, **given_spec,
-                         **{name: cls(**given(args, cls)) for name, cls in SETTINGS.items()})
+                         **{name: cls(**{**defaults.get(name, {}), **given(args, cls)})
+                            for name, cls in SETTINGS.items()})
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -69,13 +76,13 @@ def resume_spec(args: argparse.Namespace) -> LMRunSpec:
 
 class TrainLMCommand(Command):
     name = "train-lm"
-    help = "IIF, PPO or the random control for a language-model policy (detox-mini)"
+    help = "IIF, PPO or the random control for a language-model policy (detox-mini, arith)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", help="local Hugging Face causal-LM directory (default: "
-                                            "the detox-mini model, pre-trained once)")
+                                            "the task's tiny model, pre-trained once)")
         parser.add_argument("--model-cache", default="runs/lm-models",
-                            help="where the detox-mini model is pre-trained and kept")
+                            help="where the task's tiny models are pre-trained and kept")
         add_flags(parser.add_argument_group("the run"), LMRunSpec)
         for name, cls in SETTINGS.items():
             add_flags(parser.add_argument_group(f"the {name}"), cls)
@@ -144,9 +151,10 @@ class TrainLMCommand(Command):
         out = prepare_out(args.out, args.overwrite)
         model = args.model
         if model is None:
-            from iif_ray.lm.pretrain import detox_model
+            from iif_ray.lm.pretrain import arith_model, detox_model
 
-            model = str(detox_model(args.model_cache, echo=console.print))
+            pretrained = arith_model if args.task == "arith" else detox_model
+            model = str(pretrained(args.model_cache, echo=console.print))
         spec = spec_from_flags(args, model=model, out_dir=str(out))
         with ray_session(args.address):
             summary = fit(spec, echo=console.print)

@@ -10,3 +10,4 @@ scores themselves live in :mod:`iif_ray.attribution.sequence`.
 """
 
 LM_ALGOS = ("ppo", "iif", "random")  # the random control drops as many rows as IIF would
+LM_TASKS = ("detox", "arith")  # iif_ray.lm.tasks: detox-mini, digit addition

@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from iif_ray.attribution.selection import SELECTION_RULES
-from iif_ray.lm import LM_ALGOS
+from iif_ray.lm import LM_ALGOS, LM_TASKS
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
+from iif_ray.lm.tasks import check_task
 from iif_ray.options import FRACTION, Accepts, above, at_least, check_options, option
 from iif_ray.run import LM, read_run_spec
 
@@ -27,6 +28,8 @@ ALGO_SELECTION = {"iif": "neg-bottom", "random": "random"}
 # Ray's rule for a GPU reservation: a fraction of one GPU, or whole GPUs.
 GPUS = Accepts(lambda v: 0 <= v <= 1 or v == int(v) > 1,
                "in [0, 1] or a whole number of GPUs (Ray's rule)")
+# Beyond half the rewards flipped, a flipped reward is the likelier one.
+NOISE = Accepts(lambda v: 0 <= v <= 0.5, "in [0, 0.5]")
 # Fields a resumed run may change: where its actors run, not what it trains.
 PLACEMENT = ("rollout_gpus", "learner_gpus", "gpus_per_scorer", "scorer_timeout_s")
 
@@ -121,8 +124,20 @@ class LMRunSpec:
              "real-toxicity-prompts ships), .parquet with a 'prompt' column, or .txt, one per "
              "line (default: detox-mini's prompts)")
 
+    # --- the task (iif_ray.lm.tasks): its prompts, reward, corruption and evaluation ---
+    task: str = option("detox", choices=LM_TASKS,
+                       help="detox: detox-mini (or --reward/--prompts); arith: digit addition "
+                            "with an exact 0/1 reward, greedy held-out accuracy as "
+                            "eval_reward")
+    reward_noise: float = option(0.0, accepts=NOISE,
+                                 help="share of each round's rewards flipped (arith: 1 <-> "
+                                      "0), chosen by (seed, round); the ledger's corrupted "
+                                      "column marks them")
+    # --- end of the task ---
+
     def __post_init__(self) -> None:
         check_options(self)
+        check_task(self)
         if self.algo == "ppo" and self.selection is not None:
             raise ValueError(f"algo 'ppo' drops nothing: it takes no selection rule, got "
                              f"{self.selection!r}")
