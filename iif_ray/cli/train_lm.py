@@ -18,7 +18,7 @@ from iif_ray.cli.flags import add_address, add_flags, add_run_dir, flag_name, gi
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
 from iif_ray.lm.spec import PLACEMENT, LMRunSpec
-from iif_ray.lm.tasks import TASK_DEFAULTS
+from iif_ray.lm.tasks import task_spec
 
 # The settings train-lm takes flags from: the run spec and its two nested settings.
 SETTINGS = {"update": UpdateSettings, "sampling": SamplingSettings}
@@ -33,13 +33,10 @@ def spec_from_flags(args: argparse.Namespace, model: str, out_dir: str) -> LMRun
     given_spec = given(args, LMRunSpec)
     if given_spec.get("prompts"):
         given_spec["prompts"] = str(Path(given_spec["prompts"]).resolve())
-    # The task's defaults (iif_ray.lm.tasks.TASK_DEFAULTS) under the flags given.
-    defaults = TASK_DEFAULTS[given_spec.get("task", "detox")]
-    given_spec = {**{k: v for k, v in defaults.items() if k not in SETTINGS}, **given_spec}
-    try:
-        return LMRunSpec(model=model, out_dir=out_dir, **given_spec,
-                         **{name: cls(**{**defaults.get(name, {}), **given(args, cls)})
-                            for name, cls in SETTINGS.items()})
+    task = given_spec.pop("task", "detox")
+    try:  # the task's defaults (iif_ray.lm.tasks.TASK_DEFAULTS) under the flags given
+        return task_spec(task, model, out_dir, **given_spec,
+                         **{name: given(args, cls) for name, cls in SETTINGS.items()})
     except ValueError as e:
         raise UsageError(str(e)) from None
 

@@ -39,9 +39,11 @@ class PretrainSettings:
 def one_thread() -> Iterator[None]:
     """torch on one CPU thread inside the block (the caller's count restored after).
 
-    A float sum's value depends on how it is split across threads, so a pre-training on
-    another thread count (another machine, or a busy one's default) would end in other
-    weights; on one thread the same seed gives the same weights, bit for bit.
+    A float sum's value can depend on how a kernel splits it across threads, so a
+    pre-training on another thread count (another machine, or a busy one's default) could
+    end in other weights; one thread rules that out. (At the tiny models' sizes no
+    difference between one and two threads was measured: this is a guard, the tests check
+    the outcome, same seed -> same weights.)
     """
     threads = torch.get_num_threads()
     torch.set_num_threads(1)

@@ -39,6 +39,28 @@ TASK_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
+def task_spec(task: str, model: str, out_dir: str, *, update: dict[str, Any] | None = None,
+              sampling: dict[str, Any] | None = None, **fields: Any) -> LMRunSpec:
+    """A run spec of ``task``: ``fields``, ``update`` and ``sampling`` over the task's
+    defaults (:data:`TASK_DEFAULTS`), over the dataclasses' own. What ``train-lm --task``
+    builds, and what a sweep of the task should.
+
+    Raises:
+        KeyError: an unknown task.
+        ValueError: a combination the spec refuses.
+    """
+    from iif_ray.lm.generation import SamplingSettings
+    from iif_ray.lm.learner import UpdateSettings
+    from iif_ray.lm.spec import LMRunSpec
+
+    defaults = TASK_DEFAULTS[task]
+    top = {k: v for k, v in defaults.items() if k not in ("update", "sampling")}
+    return LMRunSpec(model=model, out_dir=out_dir, task=task, **{**top, **fields},
+                     update=UpdateSettings(**{**defaults.get("update", {}), **(update or {})}),
+                     sampling=SamplingSettings(**{**defaults.get("sampling", {}),
+                                                  **(sampling or {})}))
+
+
 def check_task(spec: LMRunSpec) -> None:
     """The task's own rules on a spec (called by the spec's checks).
 

@@ -1,0 +1,39 @@
+"""arith with 30% of rewards flipped, as a Tune grid: algos x seed, GRPO over groups of 8.
+
+    iif-ray sweep arith_noisy --seeds 5 --max-concurrent 1 --out runs/arith-noise30
+    iif-ray report runs/arith-noise30
+
+Every trial is one LM run (``iif_ray.experiments.lm_trials``) of ``train-lm --task arith
+--reward-noise 0.3`` with the task's defaults (``iif_ray.lm.tasks.TASK_DEFAULTS``): 32
+problems x 8 answers a round, evaluation = greedy exact accuracy on the 500 held-out problems
+(the round rows' ``eval_return``, ``progress.csv``'s ``eval_reward``) every 5 rounds. The
+algorithm "ppo" is the unfiltered GRPO update (the estimator is GRPO; "ppo" names the absence
+of a filter). Each run's ledger marks the corrupted records, so the flipped-reward AUROC of
+IIF's scores can be read from it.
+
+A trial reserves 2 CPUs (driver 0.5, rollout 0.5, learner 1): one trial at a time on a
+2-core machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from iif_ray.experiments.lm_trials import lm_tuner
+from iif_ray.experiments.options import SweepOptions
+from iif_ray.lm.tasks import task_spec
+
+ROUNDS = 80
+NOISE = 0.3
+
+
+def tuners(opts: SweepOptions):
+    from iif_ray.lm.pretrain import arith_model
+
+    out = Path(opts.out).resolve()
+    model = arith_model(out / "lm-models")
+    spec = task_spec("arith", str(model), str(out / "lm"), reward_noise=NOISE,
+                     rounds=max(1, round(ROUNDS * opts.budget_scale)),
+                     checkpoint_every=opts.checkpoint_every, rollout_cpus=0.5)
+    name = f"arith-noise{round(100 * NOISE)}"
+    yield name, lm_tuner(spec, opts, name=name)
