@@ -135,9 +135,16 @@ ARITH_MARKER = "arith.json"  # written last, as MARKER
 @dataclass(frozen=True)
 class ArithPretrainSettings:
     """arith's pre-training: sized so the model answers a minority of held-out problems
-    exactly (greedy), leaving RL room to improve (see :func:`pretrain_arith`)."""
+    exactly (greedy), leaving RL room to improve (see :func:`pretrain_arith`).
 
-    steps: int = 1200
+    Measured (one thread, seed 0): 1,100 steps of 64 problems take about 3.5 minutes on
+    a quiet core and reach 43.8% greedy held-out accuracy. The model learns carrying
+    abruptly, so the figure is steep in the step count (1,000 steps: 1.8%; 1,200: 72.8%;
+    2,400: 86.8%, each with its own one-cycle schedule): the steps are pinned here, and the
+    same settings give the same weights bit for bit.
+    """
+
+    steps: int = 1100
     batch_size: int = 64
     lr: float = 3e-3
     problems: int = 100_000
