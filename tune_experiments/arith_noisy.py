@@ -12,7 +12,13 @@ of a filter). Each run's ledger marks the corrupted records, so the flipped-rewa
 IIF's scores can be read from it.
 
 A trial reserves 2 CPUs (driver 0.5, rollout 0.5, learner 1): one trial at a time on a
-2-core machine.
+2-core machine, about 2.5 s per round there (IIF, quiet machine; 256 sequences).
+
+Measured before this grid was run (seed 0, clean rewards, from the pre-trained model's 43.8%):
+GRPO did not move the greedy held-out accuracy within 60 rounds (0.37-0.44 at lr 5e-4,
+with LoRA on q/v or on every linear layer; 0.38-0.44 in 16 rounds at lr 1e-3), while the
+per-token KL grew to about 0.2; what the grid can show at 30% noise is whether a filter
+keeps the corrupted records from pulling the policy away.
 """
 
 from __future__ import annotations
