@@ -66,6 +66,8 @@ SEQUENCE_LEDGER_SCHEMA: dict[str, type | None] = {
     "logp": np.float32,  # sum over the response's tokens, at collection
     "score": np.float32,  # NaN where the round was not scored (plain PPO)
     "kept": bool,
+    # The reward was flipped on purpose (a run's reward_noise): ``reward`` is the flipped one.
+    "corrupted": bool,
 }
 OBS_COLUMN = "obs"
 _OBS_SHAPE_KEY = b"obs_shape"

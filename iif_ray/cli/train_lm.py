@@ -1,7 +1,9 @@
 """``iif-ray train-lm``: IIF (or PPO, or the random control) for a language-model policy.
 
-The default task is detox-mini (``iif_ray.lm.detox``); ``--model`` points at any local
-Hugging Face causal-LM directory instead of the project's pre-trained tiny model.
+The default task is detox-mini (``iif_ray.lm.detox``); ``--task arith`` trains digit
+addition with an exact, optionally corrupted reward (``iif_ray.lm.arith``). ``--model``
+points at any local Hugging Face causal-LM directory instead of the task's pre-trained tiny
+model.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ from iif_ray.cli.common import UsageError, check_local_gpus, check_out, console,
 from iif_ray.cli.flags import add_address, add_flags, add_run_dir, flag_name, given, resume_dir
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
-from iif_ray.lm.spec import LM_PRESETS, PLACEMENT, LMRunSpec, preset_fields
+from iif_ray.lm.spec import LM_PRESETS, PLACEMENT, LMRunSpec, preset_fields, task_spec
 
 # The settings train-lm takes flags from: the run spec and its two nested settings.
 SETTINGS = {"update": UpdateSettings, "sampling": SamplingSettings}
 
 
 def spec_from_flags(args: argparse.Namespace, model: str, out_dir: str) -> LMRunSpec:
-    """A new run's spec: the flags given, the dataclasses' defaults for the rest.
+    """A new run's spec: the flags given, the task's defaults, then the dataclasses'.
 
     Raises:
         UsageError: a combination the spec refuses (its message names the fields).
@@ -30,13 +32,14 @@ def spec_from_flags(args: argparse.Namespace, model: str, out_dir: str) -> LMRun
     given_spec = given(args, LMRunSpec)
     if given_spec.get("prompts"):
         given_spec["prompts"] = str(Path(given_spec["prompts"]).resolve())
+    task = given_spec.pop("task", "detox")
     preset: dict = {}
     if args.preset:
         preset = preset_fields(args.preset, given_spec.get("algo", "iif"))
-    try:  # the preset's values, then the flags given (an explicit flag wins)
-        nested = {name: cls(**{**preset.pop(name, {}), **given(args, cls)})
+    try:  # the task's defaults, the preset's values, then the flags given (a flag wins)
+        nested = {name: {**preset.pop(name, {}), **given(args, cls)}
                   for name, cls in SETTINGS.items()}
-        return LMRunSpec(model=model, out_dir=out_dir, **{**preset, **given_spec}, **nested)
+        return task_spec(task, model, out_dir, **{**preset, **given_spec}, **nested)
     except ValueError as e:
         raise UsageError(str(e)) from None
 
@@ -76,13 +79,13 @@ def resume_spec(args: argparse.Namespace) -> LMRunSpec:
 
 class TrainLMCommand(Command):
     name = "train-lm"
-    help = "IIF, PPO or the random control for a language-model policy (detox-mini)"
+    help = "IIF, PPO or the random control for a language-model policy (detox-mini, arith)"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
         parser.add_argument("--model", help="local Hugging Face causal-LM directory (default: "
-                                            "the detox-mini model, pre-trained once)")
+                                            "the task's tiny model, pre-trained once)")
         parser.add_argument("--model-cache", default="runs/lm-models",
-                            help="where the detox-mini model is pre-trained and kept")
+                            help="where the task's tiny models are pre-trained and kept")
         parser.add_argument("--preset", choices=sorted(LM_PRESETS),
                             help="start from a recipe's settings; flags given override them "
                                  "(paper-rlhf: the paper's RLHF PPO, minibatch 1, Adam 1e-5, "
@@ -196,10 +199,11 @@ class TrainLMCommand(Command):
         check_out(args.out, mode=NEW, overwrite=args.overwrite)  # before a model is built
         model = args.model
         if model is None:
-            from iif_ray.lm.pretrain import detox_model
+            from iif_ray.lm.pretrain import arith_model, detox_model
 
-            model = str(detox_model(args.model_cache, echo=console.print))
-            if args.prompts:  # their length against the detox-mini model's context
+            pretrained = arith_model if args.task == "arith" else detox_model
+            model = str(pretrained(args.model_cache, echo=console.print))
+            if args.prompts:  # their length against the default model's context
                 self._check_files(spec_from_flags(args, model=model, out_dir=args.out))
         with owned_dir(args.out, mode=NEW, overwrite=args.overwrite,
                        command=self.name) as out:

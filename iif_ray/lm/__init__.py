@@ -14,3 +14,4 @@ scores themselves live in :mod:`iif_ray.attribution.sequence`.
 LM_ALGOS = ("ppo", "iif", "random", "group-filter", "group-filter+iif")
 GROUP_FILTER_ALGOS = ("group-filter", "group-filter+iif")
 INFLUENCE_ALGOS = ("iif", "random", "group-filter+iif")  # the algos that score records
+LM_TASKS = ("detox", "arith")  # iif_ray.lm.tasks: detox-mini, digit addition

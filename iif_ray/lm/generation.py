@@ -51,9 +51,12 @@ def records_from_generation(output_ids: torch.Tensor, prompt_mask: torch.Tensor,
 
 @torch.no_grad()
 def sample_records(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
-                   settings: SamplingSettings, seed: int) -> SequenceBatch:
+                   settings: SamplingSettings, seed: int, *, greedy: bool = False
+                   ) -> SequenceBatch:
     """Sample one response per prompt (repeat prompts for groups) with ``model.generate``,
-    on the model's device; the records come back on that device."""
+    on the model's device; the records come back on that device. ``greedy``: the likeliest
+    token at every step instead (no sampling noise; temperature and top-k unused), as an
+    exact-answer evaluation wants."""
     enc = tokenizer(list(prompts), padding=True, return_tensors="pt",
                     add_special_tokens=False)
     # A prompt too long for the context keeps its last ``limit`` tokens (prompts are
@@ -71,10 +74,12 @@ def sample_records(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
     device = next(model.parameters()).device
     input_ids, prompt_mask = input_ids.to(device), prompt_mask.to(device)
     torch.manual_seed(seed)  # every device's generator, a GPU's included
-    out = model.generate(input_ids=input_ids, attention_mask=prompt_mask, do_sample=True,
-                         max_new_tokens=settings.max_new_tokens,
-                         temperature=settings.temperature, top_k=settings.top_k or None,
-                         top_p=1.0, pad_token_id=tokenizer.pad_token_id,
+    sampling = ({"do_sample": False} if greedy else
+                {"do_sample": True, "temperature": settings.temperature,
+                 "top_k": settings.top_k or None, "top_p": 1.0})
+    out = model.generate(input_ids=input_ids, attention_mask=prompt_mask,
+                         max_new_tokens=settings.max_new_tokens, **sampling,
+                         pad_token_id=tokenizer.pad_token_id,
                          eos_token_id=tokenizer.eos_token_id)
     return records_from_generation(out, prompt_mask, tokenizer.eos_token_id,
                                    tokenizer.pad_token_id)
@@ -88,9 +93,12 @@ def _left_align(ids: torch.Tensor, mask: torch.Tensor, pad_id: int
     return torch.where(mask.bool(), ids, torch.full_like(ids, pad_id)), mask
 
 
-def response_texts(tokenizer: Any, batch: SequenceBatch) -> list[str]:
-    """The generated part of every record, decoded (special tokens dropped)."""
+def response_texts(tokenizer: Any, batch: SequenceBatch, *,
+                   skip_special_tokens: bool = True) -> list[str]:
+    """The generated part of every record, decoded (special tokens dropped unless an exact
+    checker needs to see them: an answer with a stray padding token inside is wrong)."""
     out = []
     for ids, m in zip(batch.input_ids, batch.response_mask, strict=True):
-        out.append(tokenizer.decode(ids[m.bool()].tolist(), skip_special_tokens=True))
+        out.append(tokenizer.decode(ids[m.bool()].tolist(),
+                                    skip_special_tokens=skip_special_tokens))
     return out

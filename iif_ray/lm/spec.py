@@ -13,7 +13,7 @@ from typing import Any
 import torch
 
 from iif_ray.attribution.selection import SELECTION_RULES
-from iif_ray.lm import GROUP_FILTER_ALGOS, LM_ALGOS
+from iif_ray.lm import GROUP_FILTER_ALGOS, LM_ALGOS, LM_TASKS, arith
 from iif_ray.lm.generation import SamplingSettings
 from iif_ray.lm.learner import UpdateSettings
 from iif_ray.options import FRACTION, Accepts, above, at_least, check_options, option
@@ -30,6 +30,8 @@ VALIDATION_SOURCES = ("fresh", "reference", "policy")
 # Ray's rule for a GPU reservation: a fraction of one GPU, or whole GPUs.
 GPUS = Accepts(lambda v: 0 <= v <= 1 or v == int(v) > 1,
                "in [0, 1] or a whole number of GPUs (Ray's rule)")
+# Beyond half the rewards flipped, a flipped reward is the likelier one.
+NOISE = Accepts(lambda v: 0 <= v <= 0.5, "in [0, 0.5]")
 # Fields a resumed run may change: where its actors run, not what it trains.
 PLACEMENT = ("rollout_gpus", "learner_gpus", "gpus_per_scorer", "scorer_timeout_s")
 
@@ -142,12 +144,24 @@ class LMRunSpec:
              "real-toxicity-prompts ships), .parquet with a 'prompt' column, or .txt, one per "
              "line (default: detox-mini's prompts)")
 
+    # --- the task (iif_ray.lm.tasks): its prompts, reward, corruption and evaluation ---
+    task: str = option("detox", choices=LM_TASKS,
+                       help="detox: detox-mini (or --reward/--prompts); arith: digit addition "
+                            "with an exact 0/1 reward, greedy held-out accuracy as "
+                            "eval_reward")
+    reward_noise: float = option(0.0, accepts=NOISE,
+                                 help="share of each round's rewards flipped (arith: 1 <-> "
+                                      "0), chosen by (seed, round); the ledger's corrupted "
+                                      "column marks them")
+    # --- end of the task ---
+
     # The preset a new run started from (``train-lm --preset``), recorded for the reader;
     # every value it set is in the fields above.
     preset: str | None = None
 
     def __post_init__(self) -> None:
         check_options(self)
+        check_task(self)
         if self.algo in ("ppo", "group-filter") and self.selection is not None:
             raise ValueError(f"algo {self.algo!r} does not filter by score: it takes no "
                              f"selection rule, got {self.selection!r}")
@@ -236,6 +250,59 @@ def preset_fields(name: str, algo: str) -> dict[str, Any]:
     selection = LM_PRESETS[name].get("selection", {}).get(algo)
     return {**fields, "update": dict(fields.get("update", {})), "preset": name,
             **({"selection": selection} if selection else {})}
+
+
+# Each task's own defaults for what the command line leaves out (the run spec's are
+# detox-mini's); the nested "update" and "sampling" dicts set those settings' fields.
+TASK_DEFAULTS: dict[str, dict[str, Any]] = {
+    "detox": {},
+    # GRPO over groups of 8 (a 0/1 reward needs several answers per problem to have a
+    # spread); 32 problems x 8 = 256 sequences a round, as detox-mini's 64 x 4; responses
+    # only as long as the longest answer; the whole held-out set at every evaluation.
+    "arith": {"prompts_per_round": 32, "group_size": 8, "eval_prompts": arith.HELD_OUT,
+              "update": {"estimator": "grpo"},
+              "sampling": {"max_new_tokens": arith.ANSWER_TOKENS}},
+}
+
+
+def check_task(spec: LMRunSpec) -> None:
+    """The task's own rules on a spec (called by the spec's checks).
+
+    Raises:
+        ValueError: a combination the task cannot run; the message names the fields.
+    """
+    if spec.task != "arith":
+        if spec.reward_noise:
+            raise ValueError(f"reward_noise {spec.reward_noise:g} needs task 'arith' (a 0/1 "
+                             f"reward to flip); task {spec.task!r} takes 0")
+        return
+    if spec.reward or spec.prompts:
+        raise ValueError("task 'arith' has its own problems and exact checker: it takes no "
+                         "reward classifier or prompt file")
+    if spec.eval_prompts > arith.HELD_OUT:
+        raise ValueError(f"eval_prompts {spec.eval_prompts} is more than arith's held-out "
+                         f"problems; accepted: 1 to {arith.HELD_OUT}")
+    if spec.sampling.max_new_tokens < arith.ANSWER_TOKENS:
+        raise ValueError(f"max_new_tokens {spec.sampling.max_new_tokens} cannot hold arith's "
+                         f"longest answer and its EOS; accepted: >= {arith.ANSWER_TOKENS}")
+
+
+def task_spec(task: str, model: str, out_dir: str, *, update: dict[str, Any] | None = None,
+              sampling: dict[str, Any] | None = None, **fields: Any) -> LMRunSpec:
+    """A run spec of ``task``: ``fields``, ``update`` and ``sampling`` over the task's
+    defaults (:data:`iif_ray.lm.spec.TASK_DEFAULTS`), over the dataclasses' own. What
+    ``train-lm --task`` builds, and what a sweep of the task should.
+
+    Raises:
+        KeyError: an unknown task.
+        ValueError: a combination the spec refuses.
+    """
+    defaults = TASK_DEFAULTS[task]
+    top = {k: v for k, v in defaults.items() if k not in ("update", "sampling")}
+    return LMRunSpec(model=model, out_dir=out_dir, task=task, **{**top, **fields},
+                     update=UpdateSettings(**{**defaults.get("update", {}), **(update or {})}),
+                     sampling=SamplingSettings(**{**defaults.get("sampling", {}),
+                                                  **(sampling or {})}))
 
 
 def read_spec(run_dir: str | Path) -> LMRunSpec:

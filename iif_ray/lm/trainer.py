@@ -42,7 +42,7 @@ from iif_ray.atomic_files import replace_atomically
 from iif_ray.attribution.selection import select
 from iif_ray.attribution.sequence import SequenceBatch
 from iif_ray.ledger import SEQUENCE_LEDGER_SCHEMA, LedgerWriter, ledger_columns
-from iif_ray.lm import GROUP_FILTER_ALGOS, INFLUENCE_ALGOS, detox
+from iif_ray.lm import GROUP_FILTER_ALGOS, INFLUENCE_ALGOS
 from iif_ray.lm.advantages import (
     AdaptiveKL,
     advantages,
@@ -51,9 +51,9 @@ from iif_ray.lm.advantages import (
     varied_groups,
 )
 from iif_ray.lm.learner import trim_to_minibatches
-from iif_ray.lm.prompts import PromptFile
 from iif_ray.lm.scorers import ActorPoolScorer, LearnerScorer
 from iif_ray.lm.spec import LMRunSpec
+from iif_ray.lm.tasks import corrupt, prompt_source
 from iif_ray.lm.workers import LearnerWorker, RewardWorker, RolloutWorker, wait_started
 from iif_ray.run import (
     LM,
@@ -155,7 +155,7 @@ def fit(spec: LMRunSpec, echo: Callable[[str], None] = print, *,
     out.mkdir(parents=True, exist_ok=True)
     # Also on resume: the placement may have changed (train-lm --resume --num-gpus-per-*).
     write_run_spec(out, spec.to_dict(), LM)
-    lang = PromptFile(spec.prompts) if spec.prompts else detox.Language.build(0)
+    lang = prompt_source(spec)  # the task's prompts (iif_ray.lm.tasks)
     actors = Actors.start(spec)
     driver = DriverState(spec)
     rows: list[dict[str, float]] = []
@@ -220,7 +220,8 @@ def train_round(spec: LMRunSpec, k: int, actors: Actors, driver: DriverState, la
     batch, texts = ray.get(actors.rollout.generate.remote(
         grouped, seed=_sampling_seed(spec, 2 * k)))
     t_gen = time.perf_counter()
-    rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
+    rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts, grouped)))
+    rewards, corrupted = corrupt(spec, k, rewards)  # reward_noise's flips, seeded by (seed, k)
     t_rew = time.perf_counter()
     prepared = ray.get(actors.learner.prepare.remote(batch))
     # Advantages over the whole batch, before any row or group is dropped.
@@ -251,7 +252,7 @@ def train_round(spec: LMRunSpec, k: int, actors: Actors, driver: DriverState, la
     frac = 1 - len(kept) / len(rewards)
     metrics = ray.get(actors.learner.update.remote(full, kept, targets))
     write_ledger(ledger, k, grouped, texts, rewards, full, scores, kept,
-                 per_group=spec.group_size)
+                 per_group=spec.group_size, corrupted=corrupted)
     # TRL's controller (the paper's) reads the KL summed over each response's tokens.
     per_row = float(full.response_mask.sum()) / len(rewards)
     driver.kl.update(kl * per_row if spec.kl_per == "sequence" else kl,
@@ -281,9 +282,10 @@ def validation_target(spec: LMRunSpec, k: int, actors: Actors, driver: DriverSta
     ref_logp = None
     if spec.validation == "reference":
         if driver.reference_validation is None:
+            prompts = validation_prompts(spec, lang)
             validation, texts = ray.get(actors.rollout.generate.remote(
-                validation_prompts(spec, lang), seed=_sampling_seed(spec, 0), reference=True))
-            rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
+                prompts, seed=_sampling_seed(spec, 0), reference=True))
+            rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts, prompts)))
             driver.reference_validation = (validation, rewards, None)
         validation, rewards, ref_logp = driver.reference_validation
     else:
@@ -292,7 +294,7 @@ def validation_target(spec: LMRunSpec, k: int, actors: Actors, driver: DriverSta
                                 seed=10_000 + 1000 * spec.seed + k))
         validation, texts = ray.get(actors.rollout.generate.remote(
             prompts, seed=_sampling_seed(spec, 2 * k + 1)))
-        rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts)))
+        rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts, prompts)))
     prepared = ray.get(actors.learner.prepare.remote(validation, ref_logp))
     if spec.validation == "reference" and ref_logp is None:
         # Fixed responses' reference log-probabilities never change: one forward pass a run.
@@ -313,15 +315,17 @@ def validation_prompts(spec: LMRunSpec, lang: Any) -> list[str]:
 
 
 def evaluate(spec: LMRunSpec, actors: Actors, lang: Any) -> dict[str, float]:
-    """The updated policy on the fixed held-out prompts: the detector's and reward's reading."""
+    """The updated policy on the fixed held-out prompts: the detector's and reward's reading
+    (arith: greedy answers, so ``eval_reward`` is the exact accuracy, without sampling noise)."""
     import ray
 
     prompts = lang.prompts(spec.eval_prompts, split="eval", seed=7)
     ray.get(actors.rollout.set_weights.remote(actors.learner.adapter_weights.remote()))
-    _, texts = ray.get(actors.rollout.generate.remote(prompts, seed=99))
-    ev = ray.get(actors.rewarder.evaluate.remote(texts))
-    return {"eval_toxic_rate": ev["toxic_rate"], "eval_negativity": ev["negativity"],
-            "eval_reward": ev["reward"]}
+    _, texts = ray.get(actors.rollout.generate.remote(prompts, seed=99,
+                                                      greedy=spec.task == "arith"))
+    ev = ray.get(actors.rewarder.evaluate.remote(texts, prompts))
+    return {"eval_toxic_rate": ev.get("toxic_rate", math.nan),
+            "eval_negativity": ev.get("negativity", math.nan), "eval_reward": ev["reward"]}
 
 
 def round_line(spec: LMRunSpec, row: dict[str, float]) -> str:
@@ -329,15 +333,19 @@ def round_line(spec: LMRunSpec, row: dict[str, float]) -> str:
     line = (f"round {row['round']}/{spec.rounds}: reward {row['reward_mean']:.3f}, KL "
             f"{row['kl']:.3f}, dropped {row['frac_dropped']:.2f}, scoring "
             f"{row['scoring_s']:.2f} s, update {row['update_s']:.2f} s")
-    if "eval_toxic_rate" in row:
+    if spec.task == "arith" and "eval_reward" in row:
+        line += f", held-out accuracy {row['eval_reward']:.3f}"
+    elif "eval_toxic_rate" in row:
         line += f", held-out toxic rate {row['eval_toxic_rate']:.3f}"
     return line
 
 
 def write_ledger(ledger: LedgerWriter, k: int, prompts: list[str], texts: list[str],
                  rewards: torch.Tensor, full: SequenceBatch, scores: torch.Tensor,
-                 kept: torch.Tensor, *, per_group: int) -> None:
-    """Round ``k``'s records (every one, dropped ones too) as one ledger file."""
+                 kept: torch.Tensor, *, per_group: int, corrupted: np.ndarray | None = None
+                 ) -> None:
+    """Round ``k``'s records (every one, dropped ones too) as one ledger file; ``rewards``
+    as the learner saw them, ``corrupted`` marking those flipped on purpose."""
     n = len(texts)
     mask = full.response_mask
     keep = np.zeros(n, dtype=bool)
@@ -347,7 +355,8 @@ def write_ledger(ledger: LedgerWriter, k: int, prompts: list[str], texts: list[s
         group=np.arange(n) // per_group, prompt=np.asarray(prompts, dtype=object),
         response=np.asarray(texts, dtype=object), response_tokens=mask.sum(1).numpy(),
         reward=rewards.numpy(), advantage=last_token_advantage(full).numpy(),
-        logp=(full.old_logp * mask).sum(1).numpy(), score=scores.numpy(), kept=keep)
+        logp=(full.old_logp * mask).sum(1).numpy(), score=scores.numpy(), kept=keep,
+        corrupted=np.zeros(n, dtype=bool) if corrupted is None else corrupted)
     ledger.write(k, 0, cols)
 
 

@@ -7,13 +7,14 @@ engine's body, :class:`iif_ray.scoring.pool.ScorerWorker`, built from :func:`sco
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import numpy as np
 import torch
 
 from iif_ray.attribution.sequence import SequenceBatch
-from iif_ray.lm import detox
+from iif_ray.lm import arith, detox
 from iif_ray.lm.generation import response_texts, sample_records
 from iif_ray.lm.learner import LMLearner, LMPolicy, ValueTargets
 from iif_ray.lm.models import load_policy, with_lora
@@ -63,37 +64,43 @@ class RolloutWorker:
     def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(weights, strict=False)
 
-    def generate(self, prompts: list[str], seed: int, reference: bool = False
-                 ) -> tuple[SequenceBatch, list[str]]:
+    def generate(self, prompts: list[str], seed: int, *, greedy: bool = False,
+                 reference: bool = False) -> tuple[SequenceBatch, list[str]]:
         """Responses from the current policy, or (``reference``) from the reference policy:
-        the same model with its adapters off."""
-        if reference:
-            with self.model.disable_adapter():
-                batch = sample_records(self.model, self.tokenizer, prompts,
-                                       self.spec.sampling, seed).to("cpu")
-        else:
+        the same model with its adapters off; ``greedy`` for an exact evaluation."""
+        with self.model.disable_adapter() if reference else contextlib.nullcontext():
             batch = sample_records(self.model, self.tokenizer, prompts, self.spec.sampling,
-                                   seed).to("cpu")
-        return batch, response_texts(self.tokenizer, batch)
+                                   seed, greedy=greedy).to("cpu")
+        # arith's checker sees special tokens too: "1<pad>2<eos>" is not "12<eos>".
+        return batch, response_texts(self.tokenizer, batch,
+                                     skip_special_tokens=self.spec.task != "arith")
 
 
 class RewardWorker:
-    """Actor body: the reward (detox-mini's classifier, or ``spec.reward``'s local one) and
-    the held-out detector (VADER, whatever the reward)."""
+    """Actor body: the reward (detox-mini's classifier, ``spec.reward``'s local one, or
+    arith's exact checker) and detox's held-out detector (VADER, whatever the reward)."""
 
     def __init__(self, spec: LMRunSpec) -> None:
         torch.set_num_threads(1)
+        self.task = spec.task
         self._reward = detox.reward
         if spec.reward:
             from iif_ray.lm.rewards import ClassifierReward
 
             self._reward = ClassifierReward(spec.reward, spec.reward_label)
 
-    def score(self, texts: list[str]) -> np.ndarray:
+    def score(self, texts: list[str], prompts: list[str]) -> np.ndarray:
+        """Each response's reward; only arith's checker reads the prompts."""
+        if self.task == "arith":
+            return arith.reward(prompts, texts).astype(np.float32)
         return np.asarray(self._reward(texts), dtype=np.float32)
 
-    def evaluate(self, texts: list[str]) -> dict[str, float]:
-        return {**detox.toxicity(texts), "reward": float(np.mean(self.score(texts)))}
+    def evaluate(self, texts: list[str], prompts: list[str]) -> dict[str, float]:
+        """The held-out reading: arith's exact accuracy, or detox's detector and reward."""
+        reward = float(np.mean(self.score(texts, prompts)))
+        if self.task == "arith":
+            return {"reward": reward}
+        return {**detox.toxicity(texts), "reward": reward}
 
 
 class LearnerWorker:

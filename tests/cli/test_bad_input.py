@@ -129,6 +129,15 @@ CASES: list[tuple[list[str], str]] = [
      "num-gpus-per-rollout must be a number in [0, 1] or a whole number of GPUs (Ray's "
      "rule), got '-1'"),
     (["train-lm", "--out", "{tmp}/run", "--dtype", "float16"], "invalid choice: 'float16'"),
+    (["train-lm", "--out", "{tmp}/run", "--task", "arith", "--reward-noise", "0.7"],
+     "reward-noise must be a number in [0, 0.5], got '0.7'"),
+    (["train-lm", "--out", "{tmp}/run", "--reward-noise", "0.3"],
+     "reward_noise 0.3 needs task 'arith'"),
+    (["train-lm", "--out", "{tmp}/run", "--task", "arith", "--eval-prompts", "501"],
+     "eval_prompts 501 is more than arith's held-out problems; accepted: 1 to 500"),
+    (["train-lm", "--out", "{tmp}/run", "--task", "arith", "--max-new-tokens", "4"],
+     "max_new_tokens 4 cannot hold arith's longest answer and its EOS; accepted: >= 5"),
+    (["train-lm", "--out", "{tmp}/run", "--task", "sorting"], "invalid choice: 'sorting'"),
     (["train-lm", "--out", "{tmp}/run", "--num-gpus-per-scorer", "1.5"],
      "num-gpus-per-scorer must be a number in [0, 1] or a whole number of GPUs (Ray's "
      "rule), got '1.5'"),

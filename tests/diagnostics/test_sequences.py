@@ -31,7 +31,8 @@ def _run(tmp_path, scores_by_round: list[np.ndarray], algo: str = "iif"):
             group=np.arange(n) // 2, prompt=np.array([f"prompt {i // 2}" for i in range(n)]),
             response=np.where(toxic, TOXIC, CLEAN), response_tokens=np.full(n, 6),
             reward=np.where(toxic, -1.0, 1.0), advantage=np.where(toxic, -0.5, 0.5),
-            logp=np.zeros(n), score=scores, kept=~np.isfinite(scores) | (scores >= 0))
+            logp=np.zeros(n), score=scores, kept=~np.isfinite(scores) | (scores >= 0),
+            corrupted=np.zeros(n, dtype=bool))
         writer.write(k, 0, cols)
     return run
 

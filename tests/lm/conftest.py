@@ -36,3 +36,15 @@ def tiny_model_dir(tmp_path_factory):
     tiny_llama(len(tok), hidden=32, intermediate=64, layers=2).save_pretrained(path)
     tok.save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def arith_model_dir(tmp_path_factory):
+    """An untrained tiny policy with arith's character tokenizer, saved like a user's model."""
+    from iif_ray.lm.arith import char_tokenizer
+
+    tok = char_tokenizer()
+    path = tmp_path_factory.mktemp("arith-model")
+    tiny_llama(len(tok), hidden=32, intermediate=64, layers=2).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
