@@ -163,16 +163,23 @@ def check_policy_dir(path: str | Path, flag: str = "--model") -> ModelDir:
         raise InputError(f"{flag} {str(path)!r} is a classifier (architectures {heads}): it "
                          "would generate with a random LM head; accepted: a causal LM "
                          "(architectures ...ForCausalLM or ...LMHeadModel)")
-    _check_weights(path, flag)
-    tokenizer = _tokenizer(path, flag)
-    if tokenizer.pad_token is None and tokenizer.eos_token is None:
-        raise InputError(f"{flag} {str(path)!r}: its tokenizer has neither a pad nor an eos "
-                         "token, so prompts cannot be batched; accepted: a tokenizer with one "
-                         "of them (set pad_token and save_pretrained again)")
+    tokenizer = _batching_tokenizer(path, flag, "prompts")
     if tokenizer.bos_token_id is None:
         raise InputError(f"{flag} {str(path)!r}: its tokenizer has no bos token, which starts "
                          "every prompt; accepted: a tokenizer with bos_token set")
     return ModelDir(path, config, tokenizer, context_length(config))
+
+
+def _batching_tokenizer(path: Path, flag: str, what: str) -> Any:
+    """The directory's weights checked and its tokenizer loaded, refused when it has neither
+    a pad nor an eos token (``what`` it batches could not be padded)."""
+    _check_weights(path, flag)
+    tokenizer = _tokenizer(path, flag)
+    if tokenizer.pad_token is None and tokenizer.eos_token is None:
+        raise InputError(f"{flag} {str(path)!r}: its tokenizer has neither a pad nor an eos "
+                         f"token, so {what} cannot be batched; accepted: a tokenizer with one "
+                         "of them (set pad_token and save_pretrained again)")
+    return tokenizer
 
 
 def check_reward_dir(path: str | Path, label: str | None, flag: str = "--reward") -> None:
@@ -197,12 +204,7 @@ def check_reward_dir(path: str | Path, label: str | None, flag: str = "--reward"
     if label is not None and label not in labels:
         raise InputError(f"--reward-label {label!r} is not a label of {str(path)!r}; "
                          f"accepted: {labels}")
-    _check_weights(path, flag)
-    tokenizer = _tokenizer(path, flag)
-    if tokenizer.pad_token is None and tokenizer.eos_token is None:
-        raise InputError(f"{flag} {str(path)!r}: its tokenizer has neither a pad nor an eos "
-                         "token, so responses cannot be batched; accepted: a tokenizer with "
-                         "one of them")
+    _batching_tokenizer(path, flag, "responses")
 
 
 def check_prompts_fit(prompts: PromptFile, model: ModelDir, max_new_tokens: int,

@@ -229,7 +229,10 @@ def own_dir(out: str | Path, *, mode: str = NEW, overwrite: bool = False,
     Raises:
         OwnershipError: ``out`` is empty, unsafe, foreign, in use or not a directory.
     """
-    directory = Path(out).resolve() if str(out).strip() else Path()
+    # Checked before the lock is written, so a refused directory is not even touched, and
+    # again once it is ours (a file may have appeared in between).
+    check_dir(out, mode=mode, overwrite=overwrite, markers=markers, flag=flag)
+    directory, given = Path(out).resolve(), str(out)
     if directory in _held:  # this process owns it already (demo -> evaluate)
         _held[directory][0] += 1
         try:
@@ -237,10 +240,6 @@ def own_dir(out: str | Path, *, mode: str = NEW, overwrite: bool = False,
         finally:
             _held[directory][0] -= 1
         return
-    # Checked before the lock is written, so a refused directory is not even touched, and
-    # again once it is ours (a file may have appeared in between).
-    check_dir(out, mode=mode, overwrite=overwrite, markers=markers, flag=flag)
-    given = str(out)
     created = _first_missing(directory)
     try:
         directory.mkdir(parents=True, exist_ok=True)
