@@ -12,9 +12,14 @@ against the truth (AUROC of scores vs corruption).
   drawn for pre-training, training or validation prompts; evaluation uses them.
 * **Tokenizer**: one token per character (digits, ``+``, ``=``) plus the special tokens,
   built from a config and saved with ``save_pretrained`` like detox-mini's.
-* **Answers** are written most-significant digit first, as people write them: a small model
-  must then carry ahead of the digit it writes, which it learns only partly in a few minutes
-  of pre-training, so RL has room to improve it.
+* **Answers** are written most-significant digit first, as people write them. The model is
+  pre-trained on answers half of which are written without carrying (a habit,
+  :func:`carry_free_sum`), so it can carry but often does not: RL has a habit to break
+  (:class:`iif_ray.lm.pretrain.ArithPretrainSettings` says why a partly-trained model is not
+  enough).
+* **Evaluation** (no sampling noise): the policy's mean probability of the exact answer on
+  the held-out problems (teacher-forced; the expected reward GRPO raises), and the share of
+  greedy answers that are exact.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ HELD_OUT = 500
 SPLIT_SEED = 0  # the held-out problems are the same for every run, algorithm and seed
 CHARS = tuple("0123456789+=")
 # Bump when problems, prompts or answers change: pre-trained models are cached under it.
-TASK_VERSION = 1
+TASK_VERSION = 2
 # Longest answer (999 + 999 = 1998) plus its EOS: what generation needs at most.
 ANSWER_TOKENS = len(str(2 * MAX_OPERAND)) + 1
 EOS_TEXT = "<eos>"
@@ -71,6 +76,23 @@ def answer(prompt: str) -> str:
     """The correct response text: the sum's digits then EOS."""
     a, b = parse(prompt)
     return f"{a + b}{EOS_TEXT}"
+
+
+def carry_free_sum(a: int, b: int) -> int:
+    """``a + b`` written digit by digit without carrying (``58 + 67 -> 115``: 8+7 -> 5,
+    5+6 -> 11, the top digit pair's sum written whole): the classic learner's slip, and the
+    habit pre-training plants (:class:`iif_ray.lm.pretrain.ArithPretrainSettings.habit`)."""
+    total, place = 0, 1
+    while a >= 10 or b >= 10:
+        total += ((a % 10 + b % 10) % 10) * place
+        a, b, place = a // 10, b // 10, place * 10
+    return total + (a + b) * place
+
+
+def habit_answer(prompt: str) -> str:
+    """The response written with :func:`carry_free_sum`: wrong wherever a carry is due."""
+    a, b = parse(prompt)
+    return f"{carry_free_sum(a, b)}{EOS_TEXT}"
 
 
 def reward(prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:

@@ -85,6 +85,30 @@ def sample_records(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
                                    tokenizer.pad_token_id)
 
 
+def forced_records(tokenizer: Any, prompts: Sequence[str], responses: Sequence[str]
+                   ) -> SequenceBatch:
+    """Records of given responses (teacher forcing) in :func:`sample_records`'s layout: BOS
+    and the prompt left-padded, the response's tokens right after, then padding; the
+    response mask marks the response's tokens. What an exact evaluation scores a known
+    answer with (its probability under the policy, no sampling)."""
+    enc = tokenizer(list(prompts), padding=True, return_tensors="pt",
+                    add_special_tokens=False)
+    bos = torch.full((len(prompts), 1), tokenizer.bos_token_id)
+    ids, mask = _left_align(torch.cat([bos, enc["input_ids"]], dim=1),
+                            torch.cat([torch.ones_like(bos), enc["attention_mask"]], dim=1),
+                            tokenizer.pad_token_id)
+    answers = [tokenizer(r, add_special_tokens=False)["input_ids"] for r in responses]
+    width = max(len(a) for a in answers)
+    new = torch.full((len(prompts), width), tokenizer.pad_token_id)
+    response = torch.zeros(len(prompts), width, dtype=torch.long)
+    for i, a in enumerate(answers):
+        new[i, :len(a)] = torch.tensor(a, dtype=new.dtype)
+        response[i, :len(a)] = 1
+    return SequenceBatch(torch.cat([ids, new], dim=1), torch.cat([mask.long(), response], 1),
+                         torch.cat([torch.zeros_like(mask, dtype=torch.float32),
+                                    response.float()], dim=1))
+
+
 def _left_align(ids: torch.Tensor, mask: torch.Tensor, pad_id: int
                 ) -> tuple[torch.Tensor, torch.Tensor]:
     order = torch.argsort(mask, dim=1, stable=True)  # pads (0) first, then real tokens

@@ -16,6 +16,7 @@ from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from iif_ray.lm.detox import CORPUS_VERSION, Language, vocabulary
@@ -141,39 +142,59 @@ ARITH_MARKER = "arith.json"  # written last, as MARKER
 
 @dataclass(frozen=True)
 class ArithPretrainSettings:
-    """arith's pre-training: sized so the model answers a minority of held-out problems
-    exactly (greedy), leaving RL room to improve (see :func:`pretrain_arith`).
+    """arith's pre-training: a model that can carry but has a habit of not doing so, which
+    RL can break (see :func:`pretrain_arith`).
 
-    Measured (one thread, seed 0): 1,100 steps of 64 problems take about 3.5 minutes on
-    a quiet core and reach 43.8% greedy held-out accuracy. The model learns carrying
-    abruptly, so the figure is steep in the step count (1,000 steps: 1.8%; 1,200: 72.8%;
-    2,400: 86.8%, each with its own one-cycle schedule): the steps are pinned here, and the
-    same settings give the same weights bit for bit.
+    ``habit`` is the share of pre-training answers written without carrying
+    (:func:`iif_ray.lm.arith.carry_free_sum`, a learner's classic slip), so the model learns
+    both ways and answers a problem that needs a carry right about half the time. Without a
+    habit to break (the model only half-way through learning to carry, 43.8% greedy held-out
+    accuracy), GRPO did not raise held-out accuracy within 60 rounds: each round's update
+    fitted its own 32 problems (their answers' log-probabilities moved by +0.2 / -0.6) and
+    did not carry over to others. With the habit it does, by sharpening toward the right
+    way the model already knows, which is what RL with verifiable rewards is known to do.
+
+    Measured (one thread, seed 0): 3,200 steps of 64 problems take about 7 minutes on a quiet
+    core; held-out greedy accuracy 50.2%, the policy's mean probability of the exact answer
+    0.477. Learning to carry is abrupt (2,400 steps with the habit: 0.6%), so the steps are
+    pinned here, and the same settings give the same weights bit for bit.
     """
 
-    steps: int = 1100
+    steps: int = 3200
     batch_size: int = 64
     lr: float = 3e-3
     problems: int = 100_000
     hidden: int = 128
     layers: int = 4
     seed: int = 0
+    habit: float = 0.5
+
+
+def pretraining_answers(prompts: list[str], settings: ArithPretrainSettings) -> list[str]:
+    """The answers pre-training teaches: a ``settings.habit`` share of the prompts, chosen
+    by the seed, written without carrying, the rest right."""
+    from iif_ray.lm.arith import answer, habit_answer
+
+    slips = np.random.default_rng([settings.seed, 0x5119]).random(len(prompts)) < settings.habit
+    return [habit_answer(p) if slip else answer(p)
+            for p, slip in zip(prompts, slips, strict=True)]
 
 
 def pretrain_arith(out_dir: str | Path,
                    settings: ArithPretrainSettings = ArithPretrainSettings(),
                    echo: Callable[[str], None] = print) -> Path:
     """Train the tiny model to answer arith's training problems and save it (model,
-    character tokenizer, marker). The loss counts the answer and its EOS only: the operands
-    are uniform digits no model can predict."""
-    from iif_ray.lm.arith import Problems, answer, char_tokenizer
+    character tokenizer, marker), a ``settings.habit`` share of them (chosen by the seed)
+    written without carrying. The loss counts the answer and its EOS only: the operands are
+    uniform digits no model can predict."""
+    from iif_ray.lm.arith import Problems, char_tokenizer
 
     out = Path(out_dir)
     tokenizer = char_tokenizer()
     a, b = Problems().train_pairs(settings.problems, seed=settings.seed)
     prompts = [f"{x}+{y}=" for x, y in zip(a.tolist(), b.tolist(), strict=True)]
-    rows = [[tokenizer.bos_token_id, *tokenizer(p + answer(p), add_special_tokens=False)
-             ["input_ids"]] for p in prompts]
+    rows = [[tokenizer.bos_token_id, *tokenizer(p + r, add_special_tokens=False)["input_ids"]]
+            for p, r in zip(prompts, pretraining_answers(prompts, settings), strict=True)]
     width = max(len(r) for r in rows)
     data = torch.full((len(rows), width), tokenizer.pad_token_id)
     mask = torch.zeros(len(rows), width, dtype=torch.long)
@@ -205,7 +226,8 @@ def arith_model(cache_dir: str | Path,
     from iif_ray.lm.arith import TASK_VERSION
 
     path = Path(cache_dir) / (f"arith-v{TASK_VERSION}-h{settings.hidden}-l{settings.layers}"
-                              f"-n{settings.steps}-s{settings.seed}")
+                              f"-n{settings.steps}-s{settings.seed}"
+                              + (f"-c{settings.habit:g}" if settings.habit else ""))
     marker = path / ARITH_MARKER
     if marker.exists() and json.loads(marker.read_text()) == {
             **json.loads(marker.read_text()), **asdict(settings)}:

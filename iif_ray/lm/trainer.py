@@ -42,7 +42,7 @@ from iif_ray.atomic_files import replace_atomically
 from iif_ray.attribution.selection import select
 from iif_ray.attribution.sequence import SequenceBatch
 from iif_ray.ledger import SEQUENCE_LEDGER_SCHEMA, LedgerWriter, ledger_columns
-from iif_ray.lm import GROUP_FILTER_ALGOS, INFLUENCE_ALGOS
+from iif_ray.lm import GROUP_FILTER_ALGOS, INFLUENCE_ALGOS, arith
 from iif_ray.lm.advantages import (
     AdaptiveKL,
     advantages,
@@ -70,7 +70,7 @@ from iif_ray.scoring.scorer import SequenceScorer
 PROGRESS_FIELDS = ("round", "reward_mean", "kl", "kl_beta", "frac_dropped", "rows_updated",
                    "groups_dropped",
                    "generate_s", "reward_s", "prepare_s", "scoring_s", "update_s", "round_s",
-                   "eval_toxic_rate", "eval_negativity", "eval_reward")
+                   "eval_toxic_rate", "eval_negativity", "eval_reward", "eval_greedy")
 
 
 @dataclass
@@ -316,14 +316,21 @@ def validation_prompts(spec: LMRunSpec, lang: Any) -> list[str]:
 
 def evaluate(spec: LMRunSpec, actors: Actors, lang: Any) -> dict[str, float]:
     """The updated policy on the fixed held-out prompts: the detector's and reward's reading
-    (arith: greedy answers, so ``eval_reward`` is the exact accuracy, without sampling noise)."""
+    of sampled responses (detox), or (arith) the exact accuracy without sampling noise:
+    ``eval_reward`` the policy's mean probability of the exact answer (what GRPO's expected
+    reward is, computed in closed form), ``eval_greedy`` the share of greedy answers that
+    are exact."""
     import ray
 
     prompts = lang.prompts(spec.eval_prompts, split="eval", seed=7)
     ray.get(actors.rollout.set_weights.remote(actors.learner.adapter_weights.remote()))
-    _, texts = ray.get(actors.rollout.generate.remote(prompts, seed=99,
-                                                      greedy=spec.task == "arith"))
+    arith_task = spec.task == "arith"
+    _, texts = ray.get(actors.rollout.generate.remote(prompts, seed=99, greedy=arith_task))
     ev = ray.get(actors.rewarder.evaluate.remote(texts, prompts))
+    if arith_task:
+        exact = ray.get(actors.rollout.answer_probability.remote(
+            prompts, [arith.answer(p) for p in prompts]))
+        return {"eval_reward": float(np.mean(exact)), "eval_greedy": ev["reward"]}
     return {"eval_toxic_rate": ev.get("toxic_rate", math.nan),
             "eval_negativity": ev.get("negativity", math.nan), "eval_reward": ev["reward"]}
 
@@ -334,7 +341,8 @@ def round_line(spec: LMRunSpec, row: dict[str, float]) -> str:
             f"{row['kl']:.3f}, dropped {row['frac_dropped']:.2f}, scoring "
             f"{row['scoring_s']:.2f} s, update {row['update_s']:.2f} s")
     if spec.task == "arith" and "eval_reward" in row:
-        line += f", held-out accuracy {row['eval_reward']:.3f}"
+        line += (f", held-out accuracy {row['eval_reward']:.3f} (greedy "
+                 f"{row['eval_greedy']:.3f})")
     elif "eval_toxic_rate" in row:
         line += f", held-out toxic rate {row['eval_toxic_rate']:.3f}"
     return line

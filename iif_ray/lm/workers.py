@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from iif_ray.attribution.sequence import SequenceBatch
+from iif_ray.attribution.sequence import SequenceBatch, token_logp
 from iif_ray.lm import arith, detox
-from iif_ray.lm.generation import response_texts, sample_records
+from iif_ray.lm.generation import forced_records, response_texts, sample_records
 from iif_ray.lm.learner import LMLearner, LMPolicy, ValueTargets
 from iif_ray.lm.models import load_policy, with_lora
 from iif_ray.lm.spec import DTYPES, LMRunSpec
@@ -58,7 +58,8 @@ class RolloutWorker:
     def __init__(self, spec: LMRunSpec) -> None:
         torch.set_num_threads(1)
         self.spec = spec
-        self.model, self.tokenizer = policy_model(spec, device_for(spec.rollout_gpus))
+        self.device = device_for(spec.rollout_gpus)
+        self.model, self.tokenizer = policy_model(spec, self.device)
         self.model.eval()
 
     def set_weights(self, weights: dict[str, torch.Tensor]) -> None:
@@ -74,6 +75,15 @@ class RolloutWorker:
         # arith's checker sees special tokens too: "1<pad>2<eos>" is not "12<eos>".
         return batch, response_texts(self.tokenizer, batch,
                                      skip_special_tokens=self.spec.task != "arith")
+
+    @torch.no_grad()
+    def answer_probability(self, prompts: list[str], answers: list[str]) -> np.ndarray:
+        """Each prompt's probability, under the current policy's own distribution, of
+        answering exactly ``answers`` (teacher-forced: the product of the answer's token
+        probabilities, EOS included): the policy's exact accuracy without sampling noise."""
+        batch = forced_records(self.tokenizer, prompts, answers).to(self.device)
+        logp = token_logp(self.model, batch)
+        return torch.exp((logp * batch.response_mask).sum(1)).cpu().numpy()
 
 
 class RewardWorker:

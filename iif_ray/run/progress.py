@@ -38,8 +38,9 @@ class ProgressWriter:
     Args:
         run_dir: the run directory.
         fields: the engine's columns, ``round`` first.
-        append: continue the file (after :func:`~iif_ray.run.rewind.rewind`); otherwise a new
-            file with its header.
+        append: continue the file (after :func:`~iif_ray.run.rewind.rewind`) in the columns
+            its header names (a run started before a column existed keeps its schema; the
+            new column is left out of its rows); otherwise a new file with its header.
     """
 
     def __init__(self, run_dir: str | Path, fields: Sequence[str], *,
@@ -48,7 +49,12 @@ class ProgressWriter:
             raise ValueError(f"a progress schema starts with {ROUND!r}, got {list(fields)[:1]}")
         self.fields = tuple(fields)
         path = progress_path(run_dir)
-        if not (append and path.exists()):
+        if append and path.exists():
+            with path.open(newline="") as f:
+                header_row = next(csv.reader(f), None)
+            if header_row and header_row[0] == ROUND:
+                self.fields = tuple(header_row)
+        else:
             header = self._line({f: f for f in self.fields})
             replace_atomically(path, lambda tmp: tmp.write_bytes(header))
         self._fd = os.open(path, os.O_WRONLY | os.O_APPEND)

@@ -158,6 +158,7 @@ def test_two_arith_rounds_on_ray_write_corruption_and_accuracy(ray_local, arith_
     fit(spec, echo=lines.append)
     progress = pd.read_csv(tmp_path / PROGRESS)
     assert progress.eval_reward.notna().tolist() == [False, True]
+    assert progress.eval_greedy.notna().tolist() == [False, True]
     assert 0 <= progress.eval_reward.iloc[1] <= 1
     assert progress.eval_toxic_rate.isna().all()  # detox's detector does not apply
     assert "held-out accuracy" in lines[-1]
@@ -190,3 +191,73 @@ def test_train_lm_task_arith_takes_the_tasks_defaults_under_the_flags_given():
                                                                                       "ppo")
     detox = spec_from_flags(parse(["train-lm", "--out", "x"]), "m", "x")
     assert detox == LMRunSpec(model="m", out_dir="x")
+
+
+def _carry_free_oracle(a: int, b: int) -> int:
+    """Column by column on the decimal strings, each column's digit sum mod 10, the top
+    column's sum written whole."""
+    x, y = str(a), str(b)
+    width = max(len(x), len(y))
+    x, y = x.zfill(width), y.zfill(width)
+    columns = [int(p) + int(q) for p, q in zip(x, y, strict=True)]
+    return int(str(columns[0]) + "".join(str(c % 10) for c in columns[1:]))
+
+
+def test_carry_free_sum_writes_each_column_without_its_carry():
+    rng = np.random.default_rng(3)
+    pairs = [(58, 67), (999, 1), (5, 7), (0, 0), (950, 70), *rng.integers(0, 1000, (300, 2))]
+    for a, b in pairs:
+        assert arith.carry_free_sum(int(a), int(b)) == _carry_free_oracle(int(a), int(b))
+    assert arith.carry_free_sum(58, 67) == 115 and arith.carry_free_sum(123, 456) == 579
+    # Right exactly when no column but the top one carries.
+    no_carry = [(a, b) for a, b in rng.integers(0, 1000, (300, 2))
+                if all((a // 10**i) % 10 + (b // 10**i) % 10 < 10
+                       for i in range(len(str(max(a, b))) - 1))]
+    assert no_carry and all(arith.carry_free_sum(a, b) == a + b for a, b in no_carry)
+    assert arith.habit_answer("58+67=") == "115<eos>"
+
+
+def test_pretraining_writes_the_habit_share_of_answers_without_carrying():
+    from dataclasses import replace
+
+    from iif_ray.lm.pretrain import pretraining_answers
+
+    prompts = arith.Problems().prompts(2000, split="train", seed=1)
+    base = _tiny_settings()
+    right = [arith.answer(p) for p in prompts]
+    habit = [arith.habit_answer(p) for p in prompts]
+    assert pretraining_answers(prompts, replace(base, habit=0.0)) == right
+    assert pretraining_answers(prompts, replace(base, habit=1.0)) == habit
+    half = pretraining_answers(prompts, replace(base, habit=0.5))
+    slipped = [h == ans != r for h, ans, r in zip(habit, half, right, strict=True)]
+    differ = sum(h != r for h, r in zip(habit, right, strict=True))
+    assert all(ans in (r, h) for ans, r, h in zip(half, right, habit, strict=True))
+    assert 0.45 < sum(slipped) / differ < 0.55  # 2,000 draws: SE 0.013
+    assert half == pretraining_answers(prompts, replace(base, habit=0.5))  # seeded
+
+
+def test_answer_probability_is_the_policy_probability_of_the_exact_answer(arith_model_dir):
+    """Teacher-forced, batched and left-padded, against one prompt at a time with no
+    padding, token by token through the model's own next-token distribution."""
+    from iif_ray.lm.workers import RolloutWorker
+
+    spec = LMRunSpec(model=str(arith_model_dir), out_dir="o", task="arith", eval_prompts=10)
+    worker = RolloutWorker(spec)
+    with torch.no_grad():  # adapters away from zero, so the LoRA path counts too
+        for n, p in worker.model.named_parameters():
+            if "lora_" in n:
+                p.normal_(0, 0.3)
+    prompts = ["5+7=", "371+48=", "999+999=", "12+0="]
+    answers = [arith.answer(p) for p in prompts[:3]] + ["99<eos>"]  # one wrong answer too
+    got = worker.answer_probability(prompts, answers)
+    tok = worker.tokenizer
+    for prompt, ans, p in zip(prompts, answers, got, strict=True):
+        ids = [tok.bos_token_id, *tok(prompt, add_special_tokens=False)["input_ids"]]
+        prob = 1.0
+        for t in tok(ans, add_special_tokens=False)["input_ids"]:
+            with torch.no_grad():
+                logits = worker.model(input_ids=torch.tensor([ids])).logits[0, -1]
+            prob *= torch.softmax(logits.double(), -1)[t].item()
+            ids.append(t)
+        assert p == pytest.approx(prob, rel=1e-4)
+    assert got.min() > 0 and got.max() < 1

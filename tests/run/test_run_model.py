@@ -167,3 +167,22 @@ def test_a_legacy_migration_cut_short_is_finished_by_the_next_read(tmp_path):
     (tmp_path / "lm_summary.json").write_text("{}")
     assert read_run_spec(tmp_path, LM) == {"algo": "random", **_here(tmp_path)}
     assert not list(tmp_path.glob("lm_*")) and read_summary(tmp_path) == {}
+
+
+def test_a_resumed_progress_file_keeps_the_columns_it_was_started_with(tmp_path):
+    """A run started before a column existed goes on in its own schema: every row lines up
+    with its header (the new column is left out), not shifted by one."""
+    import csv
+
+    from iif_ray.run import ProgressWriter
+
+    old = ProgressWriter(tmp_path, ("round", "a", "b"))
+    old.write({"round": 1, "a": 1.5, "b": 2.5})
+    old.close()
+    new = ProgressWriter(tmp_path, ("round", "a", "b", "c"), append=True)
+    new.write({"round": 2, "a": 3.5, "b": 4.5, "c": 9.0})
+    new.close()
+    with (tmp_path / "progress.csv").open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert [list(r) for r in rows] == [["round", "a", "b"]] * 2
+    assert rows[1] == {"round": "2", "a": "3.5", "b": "4.5"}
