@@ -1,4 +1,4 @@
-"""The LM sweep's section of ``report.md``: held-out toxicity and reward, with rliable intervals.
+"""The LM sweeps' sections of ``report.md``: held-out metrics with rliable intervals, per task.
 
 An LM sweep's ``rounds.csv`` carries the classic round row (its ``eval_return`` is the
 held-out reward), which the report's generic table reads. What that record cannot carry is
@@ -9,6 +9,11 @@ per metric, the IQM with its 95% stratified-bootstrap interval, P(algo better th
 the mean paired difference from PPO's same seed (both with intervals), and the verdict the
 intervals support. Evaluation rounds sample from fixed held-out prompts with a fixed seed, so
 every algorithm and seed is judged on the same prompts (common random numbers).
+
+Runs are grouped by the task and reward noise their ``run.json`` names (a run without one is
+detox-mini's, as sweeps wrote before tasks existed). arith's section reads its own metrics
+(exact accuracy, no sampling) and, from the ledgers of the runs that score, how well the
+scores find the records whose reward was flipped (:func:`flip_table`).
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iif_ray.ledger import read_ledger
 from iif_ray.reporting import stats as st
 from iif_ray.reporting.metrics import FINAL_FRACTION, run_scores
-from iif_ray.reporting.rounds import LM_ENV, progress_table
+from iif_ray.reporting.rounds import LM_ENV, progress_table, run_name
 from iif_ray.reporting.tables import COLORS, markdown_table, ordered_algos, pyplot
+from iif_ray.run import LM, read_run_spec
 
 LM_RUNS = "lm"  # the LM sweep's run directories: <out>/lm/<algo>-seed<k>
 
@@ -41,6 +48,41 @@ METRICS = (
     Metric("eval_reward", "held-out reward (the training classifier's log-odds of clean, on "
            "evaluation prompts)", higher_is_better=True),
 )
+TASK_METRICS = {
+    "detox": METRICS,
+    "arith": (
+        Metric("eval_reward", "held-out exact accuracy: the policy's mean probability of the "
+               "exact answer on the 500 held-out problems (teacher-forced, no sampling)",
+               higher_is_better=True),
+        Metric("eval_greedy", "held-out greedy exact accuracy (500 problems)",
+               higher_is_better=True),
+    ),
+}
+# Besides PPO: which algorithm each one is also judged against (does IIF beat the filter LM
+# users already have, and does it add to it).
+OTHER_BASELINES = {"iif": "group-filter", "group-filter+iif": "group-filter"}
+
+
+def run_tasks(runs_dir: Path) -> pd.DataFrame:
+    """``algo, seed, task, noise`` of every run under ``runs_dir`` (from its ``run.json``;
+    none: detox-mini, noise 0)."""
+    rows = []
+    for run in sorted(p for p in runs_dir.glob("*") if p.is_dir()):
+        try:
+            spec = read_run_spec(run, LM)
+        except FileNotFoundError:
+            spec = {}
+        algo, _, seed = run.name.rpartition("-seed")
+        rows.append({"algo": algo, "seed": int(seed) if seed.isdigit() else -1,
+                     "task": spec.get("task", "detox"),
+                     "noise": float(spec.get("reward_noise", 0.0))})
+    return pd.DataFrame(rows, columns=["algo", "seed", "task", "noise"])
+
+
+def task_title(task: str, noise: float) -> str:
+    if task == "detox":
+        return LM_ENV
+    return f"{task}, {noise:.0%} of rewards flipped"
 
 
 def complete_runs(df: pd.DataFrame) -> tuple[pd.DataFrame, int, list[str]]:
@@ -76,23 +118,35 @@ def metric_table(df: pd.DataFrame, metric: Metric, rounds: int
                 delta[j] = st.mean(np.array([scores[a][s][j] - scores["ppo"][s][j]
                                              for s in paired]))
             verdicts.append(_verdict(a, metric, poi, delta))
+        other = OTHER_BASELINES.get(a)
+        if other in matrix:
+            paired = sorted(set(scores[a]) & set(scores[other]))
+            p_o = st.probability_of_improvement(sign * matrix[a][:, :1],
+                                                sign * matrix[other][:, :1])
+            d_o = st.mean(np.array([scores[a][s][0] - scores[other][s][0] for s in paired]))
+            verdicts.append(_verdict(a, metric, [p_o], [d_o], baseline=other))
         rows.append([a, str(len(matrix[a])), f"{np.mean(matrix[a][:, 0]):.4g}",
                      iqm_final[a].fmt(1, 3), iqm_auc[a].fmt(1, 3), poi[0].fmt(), poi[1].fmt(),
                      delta[0].fmt(1, 3), delta[1].fmt(1, 3)])
     return rows, verdicts
 
 
-def _verdict(algo: str, metric: Metric, poi: list[st.Estimate], delta: list[st.Estimate]
-             ) -> str:
+def _verdict(algo: str, metric: Metric, poi: list[st.Estimate], delta: list[st.Estimate],
+             baseline: str = "ppo") -> str:
+    """The verdict the intervals support: P(improvement)'s interval above or below 0.5.
+    ``poi``/``delta``: (final[, AUC])."""
     name = "IIF" if algo == "iif" else f"`{algo}`"
+    other = "PPO" if baseline == "ppo" else f"`{baseline}`"
     better = "lower" if not metric.higher_is_better else "higher"
-    answer = {1: "**yes**", -1: "**no**: PPO's is better", 0: "**not resolved** at this "
-              "precision"}
-    return (f"**Verdict ({algo}, {metric.column}).** {name}'s {metric.column} is {better} "
-            f"than PPO's at the end of the run: {answer[poi[0].side(0.5)]} "
-            f"(P = {poi[0].fmt()}, paired difference {delta[0].fmt(1, 3)}); over the whole "
-            f"run (AUC): {answer[poi[1].side(0.5)]} (P = {poi[1].fmt()}, paired difference "
-            f"{delta[1].fmt(1, 3)}).")
+    answer = {1: "**yes**", -1: f"**no**: {other}'s is better",
+              0: "**not resolved** at this precision"}
+    text = (f"**Verdict ({algo} vs {baseline}, {metric.column}).** {name}'s {metric.column} "
+            f"is {better} than {other}'s at the end of the run: {answer[poi[0].side(0.5)]} "
+            f"(P = {poi[0].fmt()}, paired difference {delta[0].fmt(1, 3)})")
+    if len(poi) > 1:
+        text += (f"; over the whole run (AUC): {answer[poi[1].side(0.5)]} (P = "
+                 f"{poi[1].fmt()}, paired difference {delta[1].fmt(1, 3)})")
+    return text + "."
 
 
 def timing_table(df: pd.DataFrame) -> list[list[str]]:
@@ -108,11 +162,12 @@ def timing_table(df: pd.DataFrame) -> list[list[str]]:
     return rows
 
 
-def plot_lm(df: pd.DataFrame, path: Path) -> None:
-    """Both held-out metrics against rounds: mean over seeds and its standard error."""
+def plot_lm(df: pd.DataFrame, path: Path, metrics: tuple[Metric, ...] = METRICS,
+            title: str = LM_ENV) -> None:
+    """The held-out metrics against rounds: mean over seeds and its standard error."""
     plt = pyplot()
-    fig, axes = plt.subplots(1, len(METRICS), figsize=(11, 4))
-    for ax, metric in zip(axes, METRICS, strict=True):
+    fig, axes = plt.subplots(1, len(metrics), figsize=(11, 4))
+    for ax, metric in zip(axes, metrics, strict=True):
         for a in ordered_algos(set(df.algo)):
             ev = df[df.algo == a].dropna(subset=[metric.column])
             by_round = ev.groupby("round")[metric.column]
@@ -123,7 +178,7 @@ def plot_lm(df: pd.DataFrame, path: Path) -> None:
         ax.set_ylabel(metric.column)
         ax.grid(alpha=0.3)
         ax.legend()
-    fig.suptitle(f"{LM_ENV}: held-out evaluation, mean ± standard error over seeds")
+    fig.suptitle(f"{title}: held-out evaluation, mean ± standard error over seeds")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -137,25 +192,122 @@ TIMING_HEAD = ["algo", "s / round", "generate s", "scoring s", "update s",
 
 
 def lm_sections(directory: Path) -> list[str]:
-    """Markdown for the LM runs under ``directory/lm`` (nothing when there are none)."""
+    """Markdown for the LM runs under ``directory/lm`` (nothing when there are none), one
+    section per task and reward noise."""
     df = progress_table(directory / LM_RUNS)
     if df.empty:
         return []
+    df = df.merge(run_tasks(directory / LM_RUNS), on=["algo", "seed"], how="left")
+    parts: list[str] = []
+    for (task, noise), sub in df.groupby(["task", "noise"], sort=True):
+        parts += task_section(directory, str(task), float(noise), sub)
+    return parts
+
+
+def task_section(directory: Path, task: str, noise: float, df: pd.DataFrame) -> list[str]:
+    """One task's (and noise level's) held-out tables, verdicts, flips and timing."""
     df, rounds, notes = complete_runs(df)
-    png = directory / f"curves_{LM_ENV}_heldout.png"
-    plot_lm(df, png)
-    evals = df.groupby(["algo", "seed"])["eval_toxic_rate"].count()
-    parts = [f"## {LM_ENV}: held-out evaluation", "",
+    metrics = TASK_METRICS.get(task, METRICS)
+    title = task_title(task, noise)
+    slug = LM_ENV if task == "detox" else f"{task}-noise{round(100 * noise)}"
+    png = directory / f"curves_{slug}_heldout.png"
+    plot_lm(df, png, metrics, title)
+    evals = df.groupby(["algo", "seed"])[metrics[0].column].count()
+    same = ("the same held-out prompts with the same sampling seed for every run" if
+            task == "detox" else "the same held-out problems, without sampling")
+    parts = [f"## {title}: held-out evaluation", "",
              f"{rounds} rounds per run; {int(evals.min())} evaluation rounds per run, each on "
-             "the same held-out prompts with the same sampling seed for every run. Final: "
-             f"evaluation rounds in the last {FINAL_FRACTION:.0%} of the run; AUC: all of "
-             "them. Intervals: 95% stratified bootstrap (rliable); paired differences are "
-             "per seed (algo minus PPO).", ""]
+             f"{same}. Final: evaluation rounds in the last {FINAL_FRACTION:.0%} of the run; "
+             "AUC: all of them. Intervals: 95% stratified bootstrap (rliable); paired "
+             "differences are per seed (algo minus the baseline).", ""]
     parts += [f"- {n}" for n in notes]
-    for metric in METRICS:
+    for metric in metrics:
         rows, verdicts = metric_table(df, metric, rounds)
         parts += [f"### {metric.label}", "", markdown_table(METRIC_HEAD, rows), "",
                   *[f"{v}\n" for v in verdicts]]
+    flips = flip_table(directory / LM_RUNS, df) if noise > 0 else []
+    if flips:
+        parts += ["### Do the scores find the flipped rewards?", "", FLIP_NOTE, "",
+                  markdown_table(FLIP_HEAD, flips), ""]
     parts += ["### Time per round", "", markdown_table(TIMING_HEAD, timing_table(df)), "",
-              f"![{LM_ENV} held-out]({png.name})", ""]
+              f"![{title} held-out]({png.name})", ""]
     return parts
+
+
+FLIP_NOTE = (
+    "A flipped reward is *harmful* when it turns the sign of the record's group-relative "
+    "advantage against the clean reward's (a right answer pushed down, a wrong one up); a "
+    "flip that leaves the advantage's sign (or zero) is not counted. AUROC: of the negated "
+    "score against harmful, per round over the scored records, averaged over rounds, then "
+    "over seeds (95% bootstrap interval, rliable); precision@k: the share of harmful records "
+    "among the k lowest scores, k = the round's harmful count; dropped: the share of "
+    "harmful and of other scored records the selection dropped.")
+FLIP_HEAD = ["algo", "seeds", "harmful / round", "AUROC [95% CI]", "precision@k [95% CI]",
+             "harmful dropped", "other dropped"]
+
+
+def auroc(positive: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of ``scores`` for the ``positive`` rows (ties count half),
+    from ranks: the Mann-Whitney statistic over (positives x negatives)."""
+    from scipy.stats import rankdata
+
+    positive = np.asarray(positive, dtype=bool)
+    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
+    if not n_pos or not n_neg:
+        return math.nan
+    ranks = rankdata(scores)
+    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+def harmful_flips(records: pd.DataFrame) -> np.ndarray:
+    """``[n]`` bool: corrupted records whose recorded (flipped) advantage has the sign
+    opposite to the one the clean rewards give (group-relative: reward minus the group's
+    mean; the sign is all GRPO's scaling leaves)."""
+    clean = np.where(records["corrupted"], 1.0 - records["reward"], records["reward"])
+    frame = pd.DataFrame({"g": records["group"].to_numpy(), "clean": clean})
+    clean_adv = clean - frame.groupby("g")["clean"].transform("mean").to_numpy()
+    flipped = np.sign(records["advantage"].to_numpy())
+    return (records["corrupted"].to_numpy() & (flipped != 0)
+            & (flipped == -np.sign(clean_adv)))
+
+
+def run_flips(ledger_dir: Path) -> dict[str, float] | None:
+    """One run's flip figures over its rounds (``None``: no ledger, or nothing scored)."""
+    if not ledger_dir.is_dir():
+        return None
+    t = read_ledger(str(ledger_dir), columns=["iteration", "group", "reward", "advantage",
+                                                "score", "kept", "corrupted"]).to_pandas()
+    t = t[np.isfinite(t["score"])]
+    if t.empty or not t["corrupted"].any():
+        return None
+    per_round = []
+    for _, r in t.groupby("iteration"):
+        harmful = harmful_flips(r)
+        k = int(harmful.sum())
+        if not k or k == len(r):
+            continue
+        order = np.argsort(r["score"].to_numpy(), kind="stable")[:k]
+        kept = r["kept"].to_numpy()
+        per_round.append((k, auroc(harmful, -r["score"].to_numpy()), harmful[order].mean(),
+                          1 - kept[harmful].mean(), 1 - kept[~harmful].mean()))
+    if not per_round:
+        return None
+    a = np.array(per_round)
+    return dict(zip(("harmful", "auroc", "precision", "harmful_dropped", "other_dropped"),
+                    a.mean(axis=0), strict=True))
+
+
+def flip_table(runs_dir: Path, df: pd.DataFrame) -> list[list[str]]:
+    """Per scoring algorithm: the flip figures over its seeds' runs (:func:`run_flips`)."""
+    rows = []
+    for a in ordered_algos(set(df.algo)):
+        figs = [f for s in sorted(set(df[df.algo == a].seed))
+                if (f := run_flips(runs_dir / run_name(a, int(s)) / "ledger")) is not None]
+        if not figs:
+            continue
+        col = {k: np.array([f[k] for f in figs]) for k in figs[0]}
+        rows.append([a, str(len(figs)), f"{col['harmful'].mean():.1f}",
+                     st.mean(col["auroc"]).fmt(1, 3), st.mean(col["precision"]).fmt(1, 3),
+                     f"{col['harmful_dropped'].mean():.3f}",
+                     f"{col['other_dropped'].mean():.3f}"])
+    return rows

@@ -102,3 +102,103 @@ def test_lm_section_matches_rliable_and_reads_lower_toxicity_as_better(tmp_path)
 
 def test_no_lm_runs_no_section(tmp_path):
     assert lm_report.lm_sections(tmp_path) == []
+
+
+def test_auroc_matches_scikit_learn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        y = rng.random(60) < 0.3
+        s = rng.integers(0, 8, 60).astype(float)  # many ties
+        assert lm_report.auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    assert math.isnan(lm_report.auroc(np.ones(5, bool), np.arange(5.0)))
+
+
+def test_harmful_flips_are_flips_that_turn_the_advantage_against_the_clean_reward():
+    import pandas as pd
+
+    # Group 0: clean rewards 1,1,0,0; row 0 flipped 1 -> 0 (a right answer pushed down:
+    # harmful). Group 1: clean 0,0,0,1; row 5 flipped 0 -> 1: now 0,1,0,1 (a wrong one
+    # pushed up: harmful). Group 2: clean 1,1,1,1; row 8 flipped to 0: its advantage turns
+    # negative against a clean zero: not counted (sign 0 against -1 is not opposite).
+    # Group 3: clean 0,0,0,0, row 12 flipped to 1 and row 13 too: positive against zero.
+    reward = np.array([0, 1, 0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0], dtype=float)
+    corrupted = np.zeros(16, bool)
+    corrupted[[0, 5, 8, 12, 13]] = True
+    group = np.arange(16) // 4
+    frame = pd.DataFrame({"group": group, "reward": reward, "corrupted": corrupted})
+    mean = frame.groupby("group")["reward"].transform("mean").to_numpy()
+    frame["advantage"] = reward - mean  # the flipped rewards' (GRPO's sign)
+    harmful = lm_report.harmful_flips(frame)
+    assert np.flatnonzero(harmful).tolist() == [0, 5]
+
+
+def _write_arith_run(root: Path, algo: str, seed: int, accuracy: np.ndarray,
+                     scores_find_flips: bool) -> None:
+    """An arith run at 30% noise: run.json, progress.csv and (scoring algos) a ledger
+    whose harmful flips get the lowest scores when ``scores_find_flips``."""
+    from iif_ray.ledger import SEQUENCE_LEDGER_SCHEMA, LedgerWriter, ledger_columns
+    from iif_ray.run import LM, write_run_spec
+
+    out = root / lm_report.LM_RUNS / run_name(algo, seed)
+    out.mkdir(parents=True)
+    write_run_spec(out, {"task": "arith", "reward_noise": 0.3, "algo": algo}, LM)
+    writer = ProgressWriter(out, PROGRESS_FIELDS)
+    for k in range(1, ROUNDS + 1):
+        row = {"round": k, "reward_mean": 0.5, "frac_dropped": 0.0, "round_s": 2.0,
+               "generate_s": 0.5, "scoring_s": 0.4 if "iif" in algo else 0.0, "update_s": 1.0}
+        if k % EVAL_EVERY == 0:
+            row.update(eval_reward=accuracy[k // EVAL_EVERY - 1],
+                       eval_greedy=accuracy[k // EVAL_EVERY - 1] + 0.1)
+        writer.write(row)
+    writer.close()
+    if "iif" not in algo:
+        return
+    rng = np.random.default_rng(seed)
+    ledger = LedgerWriter(str(out / "ledger"))
+    n = 32
+    for k in range(1, 4):
+        clean = (rng.random(n) < 0.5).astype(float)
+        corrupted = rng.random(n) < 0.3
+        reward = np.where(corrupted, 1 - clean, clean)
+        group = np.arange(n) // 4
+        adv = reward - np.repeat(reward.reshape(-1, 4).mean(1), 4)
+        frame = __import__("pandas").DataFrame({"group": group, "reward": reward,
+                                                "corrupted": corrupted, "advantage": adv})
+        harmful = lm_report.harmful_flips(frame)
+        score = np.where(harmful, -1.0, 1.0) if scores_find_flips else rng.standard_normal(n)
+        kept = score > 0
+        cols = ledger_columns(
+            iteration=k, env_steps=k * n, learner=0, schema=SEQUENCE_LEDGER_SCHEMA,
+            group=group, prompt=np.array(["1+1="] * n, dtype=object),
+            response=np.array(["2<eos>"] * n, dtype=object), response_tokens=np.full(n, 2),
+            reward=reward, advantage=adv, logp=np.zeros(n), score=score, kept=kept,
+            corrupted=corrupted)
+        ledger.write(k, 0, cols)
+
+
+@pytest.mark.filterwarnings("ignore::FutureWarning")
+def test_arith_section_has_its_metrics_the_group_filter_verdict_and_the_flip_table(tmp_path):
+    rng = np.random.default_rng(1)
+    points = ROUNDS // EVAL_EVERY
+    level = {"ppo": 0.5, "group-filter": 0.55, "iif": 0.7, "group-filter+iif": 0.72}
+    for algo, acc in level.items():
+        for s in range(4):
+            _write_arith_run(tmp_path, algo, s, acc + 0.01 * rng.standard_normal(points),
+                             scores_find_flips=algo == "iif")
+    text = "\n".join(lm_report.lm_sections(tmp_path))
+    assert "## arith, 30% of rewards flipped: held-out evaluation" in text
+    assert "eval_toxic_rate" not in text
+    assert (tmp_path / "curves_arith-noise30_heldout.png").is_file()
+    acc = _section(text, lm_report.TASK_METRICS["arith"][0].label)
+    assert float(_cells(acc, "iif")[2]) == pytest.approx(0.7, abs=0.03)
+    assert "**Verdict (iif vs group-filter, eval_reward).** IIF's eval_reward is higher " \
+           "than `group-filter`'s at the end of the run: **yes**" in text
+    assert "**Verdict (group-filter+iif vs group-filter, eval_greedy)." in text
+    flips = _section(text, "Do the scores find the flipped rewards?")
+    perfect, noise = _cells(flips, "iif"), _cells(flips, "group-filter+iif")
+    assert _est(perfect[3])[0] == 1.0 and _est(perfect[4])[0] == 1.0
+    assert (float(perfect[5]), float(perfect[6])) == (1.0, 0.0)
+    assert 0.2 < _est(noise[3])[0] < 0.8  # random scores
+    assert "| ppo |" not in flips  # nothing scored, no ledger
