@@ -35,13 +35,20 @@ NOISE = 0.3
 
 
 def tuners(opts: SweepOptions):
+    yield arith_tuner(opts, NOISE)
+
+
+def arith_tuner(opts: SweepOptions, noise: float):
+    """``(name, tuner)`` of the arith grid at ``noise`` (the other noise levels' sweep
+    files call it too; each level needs its own ``--out``, as run directories are named by
+    algorithm and seed only)."""
     from iif_ray.lm.pretrain import arith_model
 
     out = Path(opts.out).resolve()
     model = arith_model(out / "lm-models")
-    spec = task_spec("arith", str(model), str(out / "lm"), reward_noise=NOISE,
+    spec = task_spec("arith", str(model), str(out / "lm"), reward_noise=noise,
                      rounds=max(1, round(ROUNDS * opts.budget_scale)),
                      checkpoint_every=opts.checkpoint_every, rollout_cpus=0.25,
                      learner_cpus=0.25)
-    name = f"arith-noise{round(100 * NOISE)}"
-    yield name, lm_tuner(spec, opts, name=name)
+    name = f"arith-noise{round(100 * noise)}"
+    return name, lm_tuner(spec, opts, name=name)
