@@ -58,9 +58,9 @@ TASK_METRICS = {
                higher_is_better=True),
     ),
 }
-# Besides PPO: which algorithm each one is also judged against (does IIF beat the filter LM
-# users already have, and does it add to it).
-OTHER_BASELINES = {"iif": "group-filter", "group-filter+iif": "group-filter"}
+# Besides PPO: which algorithms each one is also judged against (does IIF beat the random
+# control and the filter LM users already have, and does it add to that filter).
+OTHER_BASELINES = {"iif": ("random", "group-filter"), "group-filter+iif": ("group-filter",)}
 
 
 def run_tasks(runs_dir: Path) -> pd.DataFrame:
@@ -118,8 +118,7 @@ def metric_table(df: pd.DataFrame, metric: Metric, rounds: int
                 delta[j] = st.mean(np.array([scores[a][s][j] - scores["ppo"][s][j]
                                              for s in paired]))
             verdicts.append(_verdict(a, metric, poi, delta))
-        other = OTHER_BASELINES.get(a)
-        if other in matrix:
+        for other in (o for o in OTHER_BASELINES.get(a, ()) if o in matrix):
             paired = sorted(set(scores[a]) & set(scores[other]))
             p_o = st.probability_of_improvement(sign * matrix[a][:, :1],
                                                 sign * matrix[other][:, :1])
