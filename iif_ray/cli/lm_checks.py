@@ -1,4 +1,5 @@
-"""``iif-ray lm-checks``: flipped-reward AUROC and the single-round intervention (LM path)."""
+"""``iif-ray lm-checks``: flipped-reward AUROC and the single-round intervention (LM path),
+on detox-mini (default) or arith (``--task arith``: GRPO over groups of 8, exact rewards)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 from iif_ray.atomic_files import write_json_atomically
 from iif_ray.cli.base import Command
 from iif_ray.cli.common import UsageError, console, int_at_least
+from iif_ray.lm import LM_TASKS
 
 
 def sizes(text: str) -> list[int]:
@@ -28,11 +30,19 @@ class LMChecksCommand(Command):
     help = "LM influence checks: flipped-reward AUROC, single-round intervention"
 
     def add_arguments(self, parser: argparse.ArgumentParser) -> None:
+        parser.add_argument("--task", choices=LM_TASKS, default="detox",
+                            help="detox: detox-mini (log-odds reward, PPO); arith: digit "
+                                 "addition (exact 0/1 reward, GRPO over the task's groups "
+                                 "and update settings; held-out: the exact answer's "
+                                 "probability and greedy accuracy)")
         parser.add_argument("--model", help="local causal-LM directory (default: the "
-                                            "detox-mini model, pre-trained once)")
-        parser.add_argument("--model-cache", default="runs/lm-models")
+                                            "task's tiny model, pre-trained once)")
+        parser.add_argument("--model-cache", default="runs/lm-models",
+                            help="where the task's tiny models are pre-trained and kept")
         parser.add_argument("--seeds", type=int_at_least(1, "seeds"), default=5)
-        parser.add_argument("--sequences", type=int_at_least(8, "sequences"), default=256)
+        parser.add_argument("--sequences", type=int_at_least(8, "sequences"), default=256,
+                            help="records per round (arith: a multiple of the task's "
+                                 "group size)")
         parser.add_argument("--validation-prompts", type=sizes, default=[64, 256, 1024],
                             metavar="V,...",
                             help="validation responses the influence target is built from: "
@@ -51,6 +61,13 @@ class LMChecksCommand(Command):
             raise UsageError(f"--out {args.out!r} is a directory; accepted: a JSON file path")
         if out.exists() and not args.overwrite:
             raise UsageError(f"--out {args.out!r} exists; pass --overwrite to replace it")
+        from iif_ray.lm.spec import TASK_DEFAULTS
+
+        group = TASK_DEFAULTS[args.task].get("group_size", 1)
+        if args.sequences % group:
+            raise UsageError(f"--sequences {args.sequences}: {args.task}'s records come in "
+                             f"groups of {group} answers to one prompt; accepted: a multiple "
+                             f"of {group}")
         if args.model:
             from iif_ray.lm.inputs import InputError, check_policy_dir
 
@@ -62,11 +79,13 @@ class LMChecksCommand(Command):
 
         model = args.model
         if model is None:
-            from iif_ray.lm.pretrain import detox_model
+            from iif_ray.lm.pretrain import arith_model, detox_model
 
-            model = str(detox_model(args.model_cache, echo=console.print))
+            pretrained = arith_model if args.task == "arith" else detox_model
+            model = str(pretrained(args.model_cache, echo=console.print))
         results = run_checks(model, args.seeds, echo=console.print, sequences=args.sequences,
-                             validation=args.validation_prompts)
-        write_json_atomically(out, {"model": model, **results})
+                             validation=args.validation_prompts, task=args.task)
+        task = {} if args.task == "detox" else {"task": args.task}  # detox's file as it was
+        write_json_atomically(out, {"model": model, **task, **results})
         console.print(f"results in {out}")
         return 0

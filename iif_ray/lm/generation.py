@@ -12,10 +12,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
-from iif_ray.attribution.sequence import SequenceBatch
+from iif_ray.attribution.sequence import SequenceBatch, token_logp
 from iif_ray.lm.inputs import context_length, prompt_token_limit
 from iif_ray.options import above, at_least, check_options, option
 
@@ -107,6 +108,18 @@ def forced_records(tokenizer: Any, prompts: Sequence[str], responses: Sequence[s
     return SequenceBatch(torch.cat([ids, new], dim=1), torch.cat([mask.long(), response], 1),
                          torch.cat([torch.zeros_like(mask, dtype=torch.float32),
                                     response.float()], dim=1))
+
+
+@torch.no_grad()
+def answer_probability(model: nn.Module, tokenizer: Any, prompts: Sequence[str],
+                       answers: Sequence[str]) -> np.ndarray:
+    """Each prompt's probability under ``model``'s own distribution of answering exactly
+    ``answers`` (teacher-forced, :func:`forced_records`: the product of the answer's token
+    probabilities, EOS included), on the model's device: an exact-answer task's expected
+    reward without sampling noise."""
+    batch = forced_records(tokenizer, prompts, answers).to(next(model.parameters()).device)
+    logp = token_logp(model, batch)
+    return torch.exp((logp * batch.response_mask).sum(1)).cpu().numpy()
 
 
 def _left_align(ids: torch.Tensor, mask: torch.Tensor, pad_id: int

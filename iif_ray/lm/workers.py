@@ -13,9 +13,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from iif_ray.attribution.sequence import SequenceBatch, token_logp
+from iif_ray.attribution.sequence import SequenceBatch
 from iif_ray.lm import arith, detox
-from iif_ray.lm.generation import forced_records, response_texts, sample_records
+from iif_ray.lm.generation import answer_probability, response_texts, sample_records
 from iif_ray.lm.learner import LMLearner, LMPolicy, ValueTargets
 from iif_ray.lm.models import load_policy, with_lora
 from iif_ray.lm.spec import DTYPES, LMRunSpec
@@ -76,14 +76,11 @@ class RolloutWorker:
         return batch, response_texts(self.tokenizer, batch,
                                      skip_special_tokens=self.spec.task != "arith")
 
-    @torch.no_grad()
     def answer_probability(self, prompts: list[str], answers: list[str]) -> np.ndarray:
         """Each prompt's probability, under the current policy's own distribution, of
         answering exactly ``answers`` (teacher-forced: the product of the answer's token
         probabilities, EOS included): the policy's exact accuracy without sampling noise."""
-        batch = forced_records(self.tokenizer, prompts, answers).to(self.device)
-        logp = token_logp(self.model, batch)
-        return torch.exp((logp * batch.response_mask).sum(1)).cpu().numpy()
+        return answer_probability(self.model, self.tokenizer, prompts, answers)
 
 
 class RewardWorker:

@@ -152,6 +152,10 @@ CASES: list[tuple[list[str], str]] = [
     (["lm-checks", "--out", "{tmp}/x.json", "--model", "{tmp}/nowhere"],
      "is not a local model directory"),
     (["lm-checks", "--out", "{tmp}/x.json", "--seeds", "0"], "seeds must be >= 1, got '0'"),
+    (["lm-checks", "--out", "{tmp}/x.json", "--task", "sorting"], "invalid choice: 'sorting'"),
+    (["lm-checks", "--out", "{tmp}/x.json", "--task", "arith", "--sequences", "20"],
+     "--sequences 20: arith's records come in groups of 8 answers to one prompt; accepted: "
+     "a multiple of 8"),
     # evaluate
     (["evaluate", "{tmp}/nowhere"], "no policy snapshots under '{tmp}/nowhere/policies'"),
     (["evaluate", "{tmp}/empty", "--envs", "pong"], "--envs: unknown preset 'pong'; accepted:"),
