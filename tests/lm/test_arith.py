@@ -183,7 +183,8 @@ def test_train_lm_task_arith_takes_the_tasks_defaults_under_the_flags_given():
     assert (spec.update.estimator, spec.group_size, spec.prompts_per_round, spec.eval_prompts,
             spec.sampling.max_new_tokens) == ("grpo", 8, 32, arith.HELD_OUT,
                                               arith.ANSWER_TOKENS)
-    assert spec.update.lr == UpdateSettings().lr  # what the task leaves: the dataclasses'
+    assert (spec.update.lr, spec.update.epochs) == (3e-4, 2)  # the task's update
+    assert spec.update.clip == UpdateSettings().clip  # what the task leaves: the dataclasses'
     spec = spec_from_flags(parse(["train-lm", "--out", "x", "--task", "arith", "--group-size",
                                   "4", "--max-new-tokens", "9", "--estimator", "ppo"]),
                            "m", "x")
