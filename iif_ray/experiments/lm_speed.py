@@ -36,7 +36,13 @@ from iif_ray.lm import detox
 from iif_ray.lm.advantages import advantages, validation_weights
 from iif_ray.lm.detox import Language
 from iif_ray.lm.generation import response_texts, sample_records
-from iif_ray.lm.learner import LMLearner, LMPolicy, UpdateSettings, ValueTargets
+from iif_ray.lm.learner import (
+    LMLearner,
+    LMPolicy,
+    UpdateSettings,
+    ValueTargets,
+    clip_fractions,
+)
 from iif_ray.lm.models import load_policy, tiny_llama, with_lora, word_tokenizer
 from iif_ray.lm.spec import LMRunSpec
 
@@ -185,54 +191,65 @@ def update_parts(learner: LMLearner, batch: SequenceBatch, kept: Tensor,
                  value_targets: ValueTargets | None = None) -> dict[str, float]:
     """:meth:`LMLearner.update`'s loop with a timer around each part: seconds per part
     (:data:`UPDATE_PARTS`) and ``total``. Same steps in the same order, so the weights it
-    leaves are the production loop's (``tests/lm/test_lm_bench.py`` holds it to that)."""
+    leaves are the production loop's (``tests/lm/test_lm_bench.py`` holds it to that).
+
+    Per epoch, gathering its rows and reading its minibatches' denominators count as
+    "select rows", its clip fractions as "metric reads", as does the one read at the end.
+    """
     s = learner.settings
     clock = time.perf_counter
     t = dict.fromkeys(UPDATE_PARTS, 0.0)
     t_start = clock()
     loss_spec = s.policy_loss()
-    sums = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0}
     ppo = value_targets is not None and s.estimator == "ppo"
+    losses: dict[str, list[Tensor]] = {"policy": [], "value": [], "clip": []}
+    size = s.minibatch_size
     for _ in range(s.epochs):
+        t0 = clock()
         order = kept[torch.randperm(len(kept), generator=learner.generator)]
-        for start in range(0, len(order), s.minibatch_size):
+        rows = batch.select(order)
+        if ppo:
+            vt = value_targets.select(order)
+            rows = replace(rows, old_values=vt.values, returns=vt.returns)
+        specs = loss_spec.for_minibatches(rows, size)
+        t["select rows"] += clock() - t0
+        epoch_logp = []
+        for i, step_spec in enumerate(specs):
             t0 = clock()
-            rows = order[start:start + s.minibatch_size]
-            sub = batch.select(rows)
-            if ppo:
-                vt = value_targets.select(rows)
-                sub_v = replace(sub, old_values=vt.values, returns=vt.returns)
+            sub = rows.select(slice(i * size, (i + 1) * size))
             t1 = clock()
             logp, values = learner.policy.logp_and_values(sub)
             t2 = clock()
-            pg = sequence_losses(logp, sub, loss_spec.for_batch(sub)).sum()
+            pg = sequence_losses(logp, sub, step_spec).sum()
             loss = pg
             if ppo:
-                vf = value_losses(values, sub_v, loss_spec.for_batch(sub_v)).sum()
+                vf = value_losses(values, sub, step_spec).sum()
                 loss = loss + s.vf_coef * vf
+                losses["value"].append(vf.detach())
             t3 = clock()
             learner.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             t4 = clock()
             if s.max_grad_norm:
-                nn.utils.clip_grad_norm_(
-                    [p for p in learner.policy.parameters() if p.requires_grad],
-                    s.max_grad_norm)
+                nn.utils.clip_grad_norm_(learner.trainable, s.max_grad_norm)
             t5 = clock()
             learner.optimizer.step()
             t6 = clock()
-            with torch.no_grad():
-                mask = sub.response_mask.float()
-                if ppo:
-                    sums["value_loss"] += vf.item()
-                ratio = torch.exp(logp - sub.old_logp)
-                sums["clip_frac"] += float((((ratio - 1).abs() > s.clip).float() * mask).sum()
-                                           / mask.sum().clamp(min=1))
-            sums["policy_loss"] += pg.item()
+            losses["policy"].append(pg.detach())
+            epoch_logp.append(logp.detach())
             t7 = clock()
             marks = (t0, t1, t2, t3, t4, t5, t6, t7)
             for name, a, b in zip(UPDATE_PARTS[:-1], marks[:-1], marks[1:], strict=True):
                 t[name] += b - a
+        t0 = clock()
+        if epoch_logp:
+            losses["clip"].append(clip_fractions(torch.cat(epoch_logp), rows, size, s.clip))
+        t["metric reads"] += clock() - t0
+    t0 = clock()
+    for parts in losses.values():
+        if parts:
+            sum(torch.cat([p.reshape(-1) for p in parts]).tolist())
+    t["metric reads"] += clock() - t0
     t["total"] = clock() - t_start
     t["rest of the loop"] = t["total"] - sum(t[name] for name in UPDATE_PARTS[:-1])
     return t
