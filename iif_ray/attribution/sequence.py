@@ -67,7 +67,7 @@ class SequenceBatch:
         return SequenceBatch(**{f.name: None if getattr(self, f.name) is None
                                 else fn(getattr(self, f.name)) for f in fields(self)})
 
-    def select(self, rows: Tensor | list[int]) -> SequenceBatch:
+    def select(self, rows: Tensor | list[int] | slice) -> SequenceBatch:
         return self._map(lambda t: t[rows])
 
     def to(self, device: torch.device | str) -> SequenceBatch:
@@ -116,6 +116,14 @@ class PolicyLoss:
         mask = batch.response_mask.float()
         return replace(self, token_count=self.token_count or float(mask.sum()),
                        seq_count=self.seq_count or float(mask.shape[0]))
+
+    def for_minibatches(self, batch: SequenceBatch, size: int) -> list[PolicyLoss]:
+        """:meth:`for_batch` of each ``size`` consecutive rows of ``batch`` (whose rows are
+        a multiple of ``size``), their token counts read from the device at once."""
+        mask = batch.response_mask.float()
+        counts = mask.reshape(-1, size * mask.shape[-1]).sum(-1).tolist()
+        return [replace(self, token_count=self.token_count or c,
+                        seq_count=self.seq_count or float(size)) for c in counts]
 
 
 def position_ids(attention_mask: Tensor) -> Tensor:

@@ -36,7 +36,8 @@ class BenchCommand(Command):
                          help="timed rounds of each, alternating, after one warm-up round")
         sb3.add_argument("--num-envs", default="1,8,16", help="sampling layouts to compare")
         add_address(sb3)
-        lm = bench_sub.add_parser("lm", help="LM path: scoring vs update seconds per round")
+        lm = bench_sub.add_parser("lm", help="LM path: where a round's seconds go (generation, "
+                                                "reward, prepare, scoring, update)")
         lm.add_argument("--model", help="local causal-LM directory (default: an untrained "
                                         "detox-mini-sized model; timing does not need training)")
         lm.add_argument("--sequences", type=int_at_least(2, "sequences"), default=256)

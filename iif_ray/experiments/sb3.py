@@ -36,12 +36,14 @@ def make_sb3(preset: Preset, seed: int, num_envs: int = 1) -> Any:
     """An SB3 PPO model configured like the preset (MLP presets only).
 
     ``num_envs > 1`` samples from that many environments, ``steps_per_round / num_envs`` steps
-    each, as our PPO does with ``num_envs_per_env_runner``.
+    each, as our PPO does with ``num_envs_per_env_runner``. The model logs nowhere: training
+    writes no file.
     """
     require_sb3()
     import torch
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_util import make_vec_env
+    from stable_baselines3.common.logger import Logger
 
     if "conv_filters" in preset.model:
         raise ValueError(f"preset {preset.name!r} uses a CNN; the SB3 baseline covers MLP presets")
@@ -56,7 +58,7 @@ def make_sb3(preset: Preset, seed: int, num_envs: int = 1) -> Any:
         policy_kwargs["optimizer_kwargs"] = {}
     env = make_vec_env(lambda: make_env(preset.env_id, {"kwargs": preset.env_kwargs}),
                        n_envs=num_envs, seed=seed)
-    return PPO(
+    model = PPO(
         "MlpPolicy", env, n_steps=preset.steps_per_round // num_envs,
         batch_size=preset.minibatch_size,
         n_epochs=preset.num_epochs, learning_rate=preset.lr, gamma=preset.gamma,
@@ -64,6 +66,10 @@ def make_sb3(preset: Preset, seed: int, num_envs: int = 1) -> Any:
         vf_coef=preset.vf_loss_coeff, max_grad_norm=math.inf, policy_kwargs=policy_kwargs,
         seed=seed, device="cpu", verbose=0,
     )
+    # Without a logger of its own, every learn() configures SB3's default one, which creates
+    # a folder SB3-<date> in the system temp directory. This one keeps its figures in memory.
+    model.set_logger(Logger(folder=None, output_formats=[]))
+    return model
 
 
 def sb3_round(model: Any, steps: int) -> float:

@@ -179,8 +179,8 @@ def bench_pool(workloads: list[str], max_scorers: int | None = None, reps: int =
 CONTENDERS = ("ours", "sb3", "bare")
 
 
-def bench_speed(presets: list[str], rounds: int = 5, num_envs_options: tuple[int, ...] = (1, 8),
-                echo=print) -> dict[str, float]:
+def bench_speed(presets: list[str], rounds: int = 5,
+                num_envs_options: tuple[int, ...] = (1, 8, 16), echo=print) -> dict[str, float]:
     """Seconds per PPO round of ours, SB3 and a bare torch loop, alternating round by round.
 
     Per preset and sampling layout, the three run one round each in turn, ``rounds + 1``

@@ -136,6 +136,17 @@ def trim_to_minibatches(kept: Tensor, minibatch_size: int, generator: torch.Gene
     return kept[order].sort().values
 
 
+def clip_fractions(logp: Tensor, rows: SequenceBatch, minibatch_size: int, clip: float
+                   ) -> Tensor:
+    """Per step, the share of its minibatch's response tokens whose ratio left the clip
+    range, from the log-probabilities its forward pass gave (``logp``: an epoch's steps,
+    concatenated in the order of ``rows``)."""
+    mask = rows.response_mask.float().reshape(-1, minibatch_size * logp.shape[-1])
+    ratio = torch.exp(logp - rows.old_logp).reshape(mask.shape)
+    clipped = (((ratio - 1).abs() > clip).float() * mask).sum(-1)
+    return clipped / mask.sum(-1).clamp(min=1)
+
+
 @dataclass
 class LMLearner:
     """Owns the policy and its optimiser; scores and updates at the pre-update weights."""
@@ -145,8 +156,10 @@ class LMLearner:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        trainable = [p for p in self.policy.parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(trainable, lr=self.settings.lr)
+        # What the optimiser steps and the update clips, listed once (walking the model's
+        # modules for them every step cost more than the clipping itself).
+        self.trainable = [p for p in self.policy.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.trainable, lr=self.settings.lr)
         self.generator = torch.Generator().manual_seed(self.seed)
 
     def state(self) -> dict[str, Any]:
@@ -209,37 +222,45 @@ class LMLearner:
             raise ValueError("the ppo estimator needs value targets (values and returns)")
         t0 = time.perf_counter()
         loss_spec = s.policy_loss()
-        sums = {"policy_loss": 0.0, "value_loss": 0.0, "clip_frac": 0.0}
-        steps = 0
+        ppo = value_targets is not None and s.estimator == "ppo"
+        # Per-step figures stay tensors, read once after the last step: no step waits on a
+        # read of the device.
+        policy_losses: list[Tensor] = []
+        vf_losses: list[Tensor] = []
+        clip_fracs: list[Tensor] = []
         for _ in range(s.epochs):
             order = kept[torch.randperm(len(kept), generator=self.generator)]
-            for start in range(0, len(order), s.minibatch_size):
-                rows = order[start:start + s.minibatch_size]
-                sub = batch.select(rows)
+            # The epoch's rows in step order, gathered once: each minibatch is a slice of them.
+            rows = batch.select(order)
+            if ppo:
+                vt = value_targets.select(order)
+                rows = replace(rows, old_values=vt.values, returns=vt.returns)
+            epoch_logp = []
+            # Denominators of each minibatch's own (kept) tokens and sequences.
+            for i, step_spec in enumerate(loss_spec.for_minibatches(rows, s.minibatch_size)):
+                sub = rows.select(slice(i * s.minibatch_size, (i + 1) * s.minibatch_size))
                 logp, values = self.policy.logp_and_values(sub)
-                # Denominators of this minibatch's own (kept) tokens and sequences.
-                pg = sequence_losses(logp, sub, loss_spec.for_batch(sub)).sum()
+                pg = sequence_losses(logp, sub, step_spec).sum()
                 loss = pg
-                mask = sub.response_mask.float()
-                if value_targets is not None and s.estimator == "ppo":
-                    vt = value_targets.select(rows)
-                    sub = replace(sub, old_values=vt.values, returns=vt.returns)
-                    vf = value_losses(values, sub, loss_spec.for_batch(sub)).sum()
+                if ppo:
+                    vf = value_losses(values, sub, step_spec).sum()
                     loss = loss + s.vf_coef * vf
-                    sums["value_loss"] += vf.item()
+                    vf_losses.append(vf.detach())
                 self.optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 if s.max_grad_norm:
-                    nn.utils.clip_grad_norm_(
-                        [p for p in self.policy.parameters() if p.requires_grad],
-                        s.max_grad_norm)
+                    nn.utils.clip_grad_norm_(self.trainable, s.max_grad_norm)
                 self.optimizer.step()
-                with torch.no_grad():
-                    ratio = torch.exp(logp - sub.old_logp)
-                    sums["clip_frac"] += float((((ratio - 1).abs() > s.clip).float() * mask).sum()
-                                               / mask.sum().clamp(min=1))
-                sums["policy_loss"] += pg.item()
-                steps += 1
+                policy_losses.append(pg.detach())
+                epoch_logp.append(logp.detach())
+            if epoch_logp:
+                clip_fracs.append(clip_fractions(torch.cat(epoch_logp), rows,
+                                                 s.minibatch_size, s.clip))
+        steps = len(policy_losses)
+        # Summed in step order as Python floats, as a per-step read would have summed them.
+        sums = {"policy_loss": sum(torch.stack(policy_losses).tolist()) if steps else 0.0,
+                "value_loss": sum(torch.stack(vf_losses).tolist()) if vf_losses else 0.0,
+                "clip_frac": sum(torch.cat(clip_fracs).tolist()) if steps else 0.0}
         out = {k: v / max(steps, 1) for k, v in sums.items()}
         out.update(rows=len(kept), steps=steps, update_s=time.perf_counter() - t0)
         return out
