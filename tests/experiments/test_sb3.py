@@ -1,18 +1,16 @@
-"""The Stable-Baselines3 baseline (an optional dependency, ``.[bench]``): skipped without it."""
+"""The Stable-Baselines3 baseline (``.[bench]`` for users; the dev install has it, so the
+test always runs)."""
 
 from __future__ import annotations
 
 import dataclasses
 import tempfile
 
-import pytest
 import torch._dynamo  # noqa: F401  (see the test)
 
 from iif_ray.experiments.sb3 import make_sb3, sb3_round
 from iif_ray.experiments.threads import torch_threads
 from iif_ray.presets import get_preset
-
-pytest.importorskip("stable_baselines3")
 
 
 def test_a_round_writes_nothing_to_the_temp_directory(tmp_path, monkeypatch) -> None:
