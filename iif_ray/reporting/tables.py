@@ -24,7 +24,8 @@ PAPER = {
 }
 ALGO_ORDER = ("ppo", "iif", "random", "advantage", "sb3-ppo")
 COLORS = {"ppo": "tab:gray", "iif": "tab:blue", "random": "tab:orange",
-          "advantage": "tab:green", "sb3-ppo": "tab:purple", "ppo-sb3init": "tab:brown"}
+          "advantage": "tab:green", "sb3-ppo": "tab:purple", "ppo-sb3init": "tab:brown",
+          "group-filter": "tab:olive", "group-filter+iif": "tab:cyan"}
 
 
 def ordered_algos(present: set[str]) -> list[str]:
