@@ -5,9 +5,21 @@ from __future__ import annotations
 import os
 
 import pytest
+import torch
 
 os.environ.setdefault("RAY_DEDUP_LOGS", "0")
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads_restored():
+    """The actor bodies set one torch thread when built (right inside an actor); a test that
+    builds one (or SB3's trainable) in the test process must not leave the rest of the
+    session on one thread, where float sums reorder and bit-exact fingerprints elsewhere
+    (tests/test_driver.py) move in the last bit."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
