@@ -20,7 +20,7 @@ from iif_ray.rllib.connectors.sampling import (
     lean_sampling_unsupported,
 )
 from iif_ray.rllib.env_registration import ensure_registered
-from iif_ray.rllib.env_runner import RoundRestartEnvRunner, round_seed
+from iif_ray.rllib.env_runner import LeanEnvRunner, RoundRestartEnvRunner, round_seed
 from iif_ray.rllib.iif_learner import IIFPPOTorchLearner
 from iif_ray.rllib.module import IIFPPOTorchRLModule
 from iif_ray.rllib.settings import (
@@ -184,6 +184,11 @@ class IIFConfig(PPOConfig):
     def validate(self) -> None:
         super().validate()
         self.attribution_settings  # noqa: B018  (raises on an invalid dict from Tune)
+        if (self.env_runner_cls is None and self.enable_env_runner_and_connector_v2
+                and not self.output and not self.is_multi_agent):
+            # Where RLlib would pick SingleAgentEnvRunner: its subclass with the lean loop
+            # (which runs RLlib's own loop wherever the lean connectors are off).
+            self.env_runner_cls = LeanEnvRunner
         if self.restart_per_round and not issubclass(self.env_runner_cls or object,
                                                      RoundRestartEnvRunner):
             raise ValueError("restart_per_round needs env_runner_cls=RoundRestartEnvRunner "

@@ -19,6 +19,7 @@ import numpy as np
 import pytest
 import torch
 from ray.rllib.core import COMPONENT_RL_MODULE
+from ray.rllib.core.distribution.torch.torch_distribution import TorchCategorical
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.policy.sample_batch import MultiAgentBatch, SampleBatch
 from ray.rllib.utils.metrics.metrics_logger import MetricsLogger
@@ -27,7 +28,7 @@ from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
 from iif_ray.ledger import read_ledger
 from iif_ray.rllib import IIFConfig
 from iif_ray.rllib.minibatches import CyclicMinibatches
-from iif_ray.rllib.ppo_learner import _gather
+from iif_ray.rllib.ppo_learner import LeanCategorical, _gather
 from tests.rllib.test_iif_learner import N_STEPS, RecordingLearner, make_config
 
 TOL = 1e-6
@@ -138,6 +139,7 @@ def test_lean_update_gives_rllibs_weights_metrics_and_scores(tmp_path, mode, nor
     stock, stock_w, stock_res, *_ = run_rounds(cfg("stock", False), "CartPole-v1",
                                                episodes, start)
     assert isinstance(lean, RecordingLearner)
+    assert lean.direct_step_unsupported(["default_policy"]) is None  # the inlined step ran
     # The same minibatches, in the same order.
     assert len(lean.seen) == len(stock.seen) > 8
     for a, b in zip(lean.seen, stock.seen, strict=True):
@@ -209,6 +211,48 @@ def test_minibatch_metrics_flag_logs_every_minibatch(tmp_path, monkeypatch) -> N
     every = count(make_config(str(tmp_path / "b"), mode="off").training(minibatch_metrics=True))
     assert once == 1
     assert every == 2 * N_STEPS // 64  # no row dropped: 4 minibatches per epoch
+
+
+def test_lean_categorical_is_torchs_categorical() -> None:
+    """logp, entropy and their gradients: the same floats as RLlib's TorchCategorical."""
+    torch.manual_seed(0)
+    base = torch.randn(64, 5) * 3
+    base[0, 2] = -1e4  # a nearly impossible action
+    actions = torch.randint(0, 5, (64,))
+    actions[0] = 2
+    weights = torch.randn(64)
+    out = {}
+    for name, make in (("lean", LeanCategorical),
+                       ("rllib", TorchCategorical.from_logits)):
+        logits = base.clone().requires_grad_()
+        dist = make(logits)
+        logp, entropy = dist.logp(actions), dist.entropy()
+        (weights * logp.exp() - 0.01 * entropy).sum().backward()
+        out[name] = (logp.detach(), entropy.detach(), logits.grad)
+    for lean, rllib in zip(out["lean"], out["rllib"], strict=True):
+        assert torch.equal(lean, rllib)
+
+
+def test_direct_step_names_what_it_does_not_cover(tmp_path) -> None:
+    learner, _ = build_pair(make_config(str(tmp_path / "a"), mode="off"), "CartPole-v1")
+    assert learner.direct_step_unsupported(["default_policy"]) is None
+    assert learner.direct_step_unsupported(["a", "b"]) == "2 modules"
+    clipped, _ = build_pair(make_config(str(tmp_path / "b"), mode="off")
+                            .training(grad_clip=0.5), "CartPole-v1")
+    assert clipped.direct_step_unsupported(["default_policy"]) == (
+        "gradient clipping, scaling or lr schedulers")
+
+
+def test_clipped_gradients_take_rllibs_step_with_the_same_weights(tmp_path) -> None:
+    """Gradient clipping runs RLlib's step inside the lean loop: still RLlib's weights."""
+    def cfg(name: str, fast: bool) -> IIFConfig:
+        return (make_config(str(tmp_path / name), mode="off")
+                .training(fast_update=fast, grad_clip=0.05, optimizer="adam", lr=3e-3))
+
+    _, lean_w, _, episodes, start = run_rounds(cfg("lean", True), "CartPole-v1")
+    _, stock_w, *_ = run_rounds(cfg("stock", False), "CartPole-v1", episodes, start)
+    for k in lean_w:
+        torch.testing.assert_close(lean_w[k], stock_w[k], rtol=TOL, atol=TOL, msg=k)
 
 
 def test_unsupported_updates_fall_back_to_rllibs_loop(tmp_path) -> None:

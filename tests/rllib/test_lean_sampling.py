@@ -1,4 +1,5 @@
-"""The lean sampling connectors give the episodes RLlib's default pipelines give."""
+"""The lean sampling path (connector pieces and env-runner loop) gives the episodes RLlib's
+default pipelines and ``SingleAgentEnvRunner`` give."""
 
 from __future__ import annotations
 
@@ -11,10 +12,12 @@ from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from iif_ray.presets import get_preset
 from iif_ray.rllib import IIFConfig, build_config
 from iif_ray.rllib.connectors.sampling import LeanEnvToModulePipeline, LeanModuleToEnvPipeline
+from iif_ray.rllib.env_runner import LeanEnvRunner
 
 
-def sample(cfg: IIFConfig, steps: int, explore: bool = True) -> tuple[SingleAgentEnvRunner, list]:
-    runner = SingleAgentEnvRunner(config=cfg)
+def sample(cfg: IIFConfig, steps: int, explore: bool = True,
+           runner_cls: type = SingleAgentEnvRunner) -> tuple[SingleAgentEnvRunner, list]:
+    runner = runner_cls(config=cfg)
     torch.manual_seed(0)  # action sampling draws from torch's global stream
     episodes = runner.sample(num_timesteps=steps, explore=explore)
     episodes += runner.sample(num_timesteps=steps, explore=explore)  # continues episodes
@@ -27,8 +30,9 @@ def test_lean_connectors_sample_rllibs_episodes(num_envs, explore) -> None:
         return build_config(get_preset("cartpole"), algo="ppo", seed=3,
                             num_envs=num_envs).env_runners(lean_connectors=lean)
 
-    lean_runner, lean = sample(cfg(True), 150, explore)
+    lean_runner, lean = sample(cfg(True), 150, explore, LeanEnvRunner)
     stock_runner, stock = sample(cfg(False), 150, explore)
+    assert lean_runner.lean_loop() and type(stock_runner) is SingleAgentEnvRunner
     assert isinstance(lean_runner._env_to_module, LeanEnvToModulePipeline)
     assert isinstance(lean_runner._module_to_env, LeanModuleToEnvPipeline)
     assert type(stock_runner._env_to_module) is EnvToModulePipeline
@@ -43,6 +47,19 @@ def test_lean_connectors_sample_rllibs_episodes(num_envs, explore) -> None:
                 np.testing.assert_array_equal(a.get_extra_model_outputs(key),
                                               b.get_extra_model_outputs(key))
     assert sum(len(e) for e in lean) == sum(len(e) for e in stock) >= 2 * 150
+    for key in ("num_env_steps_sampled", "num_episodes"):
+        assert lean_runner.metrics.peek(key) == stock_runner.metrics.peek(key), key
+    assert lean_runner.num_env_steps_sampled_lifetime == stock_runner.num_env_steps_sampled_lifetime
+
+
+def test_iif_configs_run_the_lean_loop() -> None:
+    """Where RLlib would build a SingleAgentEnvRunner, an IIF config builds the lean one."""
+    algo = build_config(get_preset("cartpole"), algo="ppo", seed=0).build_algo()
+    try:
+        assert type(algo.env_runner) is LeanEnvRunner and algo.env_runner.lean_loop()
+        assert algo.train()["env_runners"]["num_env_steps_sampled"] > 0
+    finally:
+        algo.stop()
 
 
 def test_continuous_actions_keep_rllibs_pipelines() -> None:

@@ -75,7 +75,8 @@ class ObservationsToTensor(ConnectorV2):
         obs = kwargs.get(Columns.OBS)
         if obs is None:
             obs = [e.get_observations(-1) for e in episodes]
-        tensor = torch.from_numpy(np.stack(obs))
+        # The vector env's batched array as it is (the same rows np.stack would copy).
+        tensor = torch.from_numpy(obs if isinstance(obs, np.ndarray) else np.stack(obs))
         if tensor.dtype == torch.float64:
             tensor = tensor.float()
         if self._device is not None:
