@@ -8,6 +8,8 @@
   (common random numbers: paired differences cancel most of the noise).
 * :mod:`.sampler`: the policy as these evaluators see it (probabilities, or actions from
   given uniform noise).
+* :mod:`.flips`: corrupted rewards as ground truth for a filter (which flips harm; AUROC and
+  precision@k of the scores that should find them).
 """
 
 from iif_ray.evaluation.exact import FiniteMDP, expected_return, finite_mdp, supports_exact

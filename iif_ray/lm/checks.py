@@ -8,9 +8,10 @@
   among the ``k`` lowest scores (``k`` = the number of corrupted records). Not every flip
   harms: a response whose true reward is already below the baseline and whose flipped one
   is further below is pushed down either way. The **clean** variant counts as positives only
-  the *harmful* flips (:func:`harmful_flips`: the flip reverses the sign of the record's
-  last-token advantage, so the update pushes the response's likelihood the other way than
-  its true reward says), leaves the harmless flips out of both classes, and ranks them
+  the *harmful* flips (:func:`~iif_ray.evaluation.flips.harmful_flips`: the record's
+  last-token advantage under the flipped reward is non-zero and of another sign than under
+  the true one, so the update pushes the response's likelihood where its true reward does
+  not), leaves the harmless flips out of both classes, and ranks them
   against the uncorrupted records. The definition uses rewards and advantages only, not
   gradients, so the check does not grade the score against itself.
 * **Single-round intervention** (:func:`intervention`): from the same weights and batch, one
@@ -41,6 +42,7 @@ import numpy as np
 import torch
 
 from iif_ray.attribution.sequence import SequenceBatch
+from iif_ray.evaluation.flips import auroc, harmful_flips, precision_at_k
 from iif_ray.lm import LM_TASKS, arith, detox
 from iif_ray.lm.advantages import advantages, last_token_advantage, validation_weights
 from iif_ray.lm.generation import (
@@ -160,22 +162,6 @@ def with_validation(r: Round, v: int) -> Round:
     return replace(r, validation=val, weights=weights, validation_rewards=rewards)
 
 
-def harmful_flips(flipped: np.ndarray, true_advantage: np.ndarray,
-                  flipped_advantage: np.ndarray) -> np.ndarray:
-    """The corrupted records whose flip reverses the sign of their last-token advantage
-    (GRPO's is the same on every token): the update then pushes their response the other
-    way than the true reward says (or pushes it where the true reward says nothing: a zero
-    advantage made non-zero)."""
-    return flipped & (np.sign(true_advantage) != np.sign(flipped_advantage))
-
-
-def precision_at_k(positive: np.ndarray, scores: np.ndarray, k: int) -> float:
-    """The share of positives among the ``k`` lowest scores (ties: record order)."""
-    if k < 1:
-        return float("nan")
-    return float(positive[np.argsort(scores, kind="stable")[:k]].mean())
-
-
 @dataclass
 class Flips:
     """A round's rewards with some flipped, and the advantages the learner then sees."""
@@ -213,18 +199,15 @@ def flip_rewards(r: Round, *, fraction: float = 0.1, seed: int = 0) -> Flips:
 def flipped_reward_auroc(r: Round, *, fraction: float = 0.1, seed: int = 0,
                          method: str = "ghost") -> dict[str, float]:
     """AUROC of ``-score`` for finding the records whose reward was flipped."""
-    from sklearn.metrics import roc_auc_score
-
     flips = flip_rewards(r, fraction=fraction, seed=seed)
     flipped, harmful = flips.flipped, flips.harmful
     scores = r.learner.scores(flips.batch, r.validation, r.weights, method).numpy()
     clean = ~flipped | harmful  # the harmless flips belong to neither class
     both = harmful.any() and (~flipped).any()
-    return {"auroc": float(roc_auc_score(flipped, -scores)),
+    return {"auroc": auroc(flipped, -scores),
             "precision_at_k": precision_at_k(flipped, scores, int(flipped.sum())),
             "clean_flips": int(harmful.sum()), "flips": int(flipped.sum()),
-            "clean_auroc": float(roc_auc_score(harmful[clean], -scores[clean]))
-            if both else float("nan"),
+            "clean_auroc": auroc(harmful[clean], -scores[clean]) if both else float("nan"),
             "clean_precision_at_k": precision_at_k(harmful[clean], scores[clean],
                                                    int(harmful.sum())),
             "flipped_negative": float((scores[flipped] < 0).mean()),

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from iif_ray.evaluation.flips import auroc, harmful_flips, precision_at_k
 from iif_ray.ledger import read_ledger
 from iif_ray.reporting import stats as st
 from iif_ray.reporting.metrics import FINAL_FRACTION, run_scores
@@ -234,9 +235,10 @@ def task_section(directory: Path, task: str, noise: float, df: pd.DataFrame) -> 
 
 
 FLIP_NOTE = (
-    "A flipped reward is *harmful* when it turns the sign of the record's group-relative "
-    "advantage against the clean reward's (a right answer pushed down, a wrong one up); a "
-    "flip that leaves the advantage's sign (or zero) is not counted. AUROC: of the negated "
+    "A flipped reward is *harmful* when the record's group-relative advantage under it is "
+    "non-zero and of another sign than under the clean reward (a right answer pushed down, "
+    "a wrong one pushed up, including where the clean advantage is zero); a flip that "
+    "leaves the sign, or leaves a zero advantage, is not counted. AUROC: of the negated "
     "score against harmful, per round over the scored records, averaged over rounds, then "
     "over seeds (95% bootstrap interval, rliable); precision@k: the share of harmful records "
     "among the k lowest scores, k = the round's harmful count; dropped: the share of "
@@ -245,29 +247,15 @@ FLIP_HEAD = ["algo", "seeds", "harmful / round", "AUROC [95% CI]", "precision@k 
              "harmful dropped", "other dropped"]
 
 
-def auroc(positive: np.ndarray, scores: np.ndarray) -> float:
-    """Area under the ROC curve of ``scores`` for the ``positive`` rows (ties count half),
-    from ranks: the Mann-Whitney statistic over (positives x negatives)."""
-    from scipy.stats import rankdata
-
-    positive = np.asarray(positive, dtype=bool)
-    n_pos, n_neg = int(positive.sum()), int((~positive).sum())
-    if not n_pos or not n_neg:
-        return math.nan
-    ranks = rankdata(scores)
-    return float((ranks[positive].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def harmful_flips(records: pd.DataFrame) -> np.ndarray:
-    """``[n]`` bool: corrupted records whose recorded (flipped) advantage has the sign
-    opposite to the one the clean rewards give (group-relative: reward minus the group's
-    mean; the sign is all GRPO's scaling leaves)."""
+def ledger_harmful_flips(records: pd.DataFrame) -> np.ndarray:
+    """``[n]`` bool: a round's harmful flips (:func:`~iif_ray.evaluation.flips.harmful_flips`)
+    from its ledger rows; the clean advantage is GRPO's sign, the reward minus its group's
+    mean under the clean rewards (corrupted 0/1 rewards flipped back)."""
     clean = np.where(records["corrupted"], 1.0 - records["reward"], records["reward"])
     frame = pd.DataFrame({"g": records["group"].to_numpy(), "clean": clean})
     clean_adv = clean - frame.groupby("g")["clean"].transform("mean").to_numpy()
-    flipped = np.sign(records["advantage"].to_numpy())
-    return (records["corrupted"].to_numpy() & (flipped != 0)
-            & (flipped == -np.sign(clean_adv)))
+    return harmful_flips(records["corrupted"].to_numpy(), clean_adv,
+                         records["advantage"].to_numpy())
 
 
 def run_flips(ledger_dir: Path) -> dict[str, float] | None:
@@ -281,13 +269,12 @@ def run_flips(ledger_dir: Path) -> dict[str, float] | None:
         return None
     per_round = []
     for _, r in t.groupby("iteration"):
-        harmful = harmful_flips(r)
+        harmful = ledger_harmful_flips(r)
         k = int(harmful.sum())
         if not k or k == len(r):
             continue
-        order = np.argsort(r["score"].to_numpy(), kind="stable")[:k]
-        kept = r["kept"].to_numpy()
-        per_round.append((k, auroc(harmful, -r["score"].to_numpy()), harmful[order].mean(),
+        scores, kept = r["score"].to_numpy(), r["kept"].to_numpy()
+        per_round.append((k, auroc(harmful, -scores), precision_at_k(harmful, scores, k),
                           1 - kept[harmful].mean(), 1 - kept[~harmful].mean()))
     if not per_round:
         return None

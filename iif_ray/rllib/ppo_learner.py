@@ -28,10 +28,11 @@ and entropy computed by torch's own operations (:class:`LeanCategorical`), backw
 guarded step, without the MultiRLModule and per-module dispatch around each call.
 
 Same keys, same values, same weights: ``tests/rllib/test_fast_update.py`` checks it against
-RLlib's stock update (bit-identical on one machine). Not covered, so RLlib's stock update runs instead (with a one-line
-log message): recurrent (stateful) modules, updates from Ray Data iterators, and
-``minibatch_size=None``. Dict/Tuple observations and continuous actions take the lean loop
-(columns are gathered structurally; the loss uses the module's own distribution classes).
+RLlib's stock update (bit-identical on one machine). Not covered, so RLlib's stock update
+runs instead (with a one-line log message): recurrent (stateful) modules, updates from Ray
+Data iterators, and ``minibatch_size=None``. Dict/Tuple observations and continuous actions
+take the lean loop (columns are gathered structurally; the loss uses the module's own
+distribution classes).
 """
 
 from __future__ import annotations

@@ -116,10 +116,12 @@ def test_flips_are_one_zero_and_harmful_where_the_group_advantage_changes_sign(
         flips = flip_rewards(r, fraction=0.5, seed=seed)
         assert flips.flipped.sum() == SEQUENCES // 2
         corrupted = np.where(flips.flipped, 1 - true, true)
-        expected = flips.flipped & (np.sign(_grpo(true)) != np.sign(_grpo(corrupted)))
+        recorded = np.sign(_grpo(corrupted))
+        expected = flips.flipped & (recorded != 0) & (np.sign(_grpo(true)) != recorded)
         np.testing.assert_array_equal(flips.harmful, expected)
         harmless_seen |= bool((flips.flipped & ~expected).any())
-    # A group flipped whole keeps its zero advantages: the one way a 0/1 flip is harmless.
+    # A 0/1 flip is harmless where it leaves the record's advantage zero (a group flipped
+    # whole, or one made uniform) or of its sign.
     assert harmless_seen
     out = flipped_reward_auroc(r, seed=0)
     assert out["flips"] == 2 and out["clean_flips"] == flip_rewards(r, seed=0).harmful.sum()

@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
 import pytest
 import torch
 
 from iif_ray.lm.checks import (
-    harmful_flips,
-    precision_at_k,
     prepare_round,
     run_checks,
     with_validation,
@@ -42,21 +39,6 @@ def test_checks_report_auroc_and_three_paired_arms(tiny_model_dir, monkeypatch):
                    for a in arms.values())
     assert "flipped-reward AUROC" in lines[0] and "clean flips" in lines[0]
     assert "V=6: held-out reward" in lines[1] and "V=12" in lines[2]
-
-
-def test_harmful_flips_and_precision_by_hand():
-    """A flip harms when it reverses the sign of the record's last-token advantage; the
-    precision counts positives among the k lowest scores."""
-    flipped = np.array([True, True, True, False, False])
-    true_adv = np.array([1.0, -2.0, -0.5, 1.0, -1.0])
-    flip_adv = np.array([-1.0, -3.0, 0.5, -1.0, -1.0])  # rows 3-4 unflipped: never harmful
-    assert harmful_flips(flipped, true_adv, flip_adv).tolist() == [True, False, True, False,
-                                                                  False]
-    positive = np.array([True, False, True, False])
-    scores = np.array([-3.0, -2.0, 1.0, 0.0])  # lowest two: rows 0 and 1
-    assert precision_at_k(positive, scores, 2) == 0.5
-    assert precision_at_k(positive, scores, 4) == 0.5 and np.isnan(precision_at_k(positive,
-                                                                                scores, 0))
 
 
 @pytest.mark.slow

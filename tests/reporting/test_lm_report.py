@@ -104,34 +104,24 @@ def test_no_lm_runs_no_section(tmp_path):
     assert lm_report.lm_sections(tmp_path) == []
 
 
-def test_auroc_matches_scikit_learn_with_ties():
-    from sklearn.metrics import roc_auc_score
-
-    rng = np.random.default_rng(4)
-    for _ in range(20):
-        y = rng.random(60) < 0.3
-        s = rng.integers(0, 8, 60).astype(float)  # many ties
-        assert lm_report.auroc(y, s) == pytest.approx(roc_auc_score(y, s), abs=1e-12)
-    assert math.isnan(lm_report.auroc(np.ones(5, bool), np.arange(5.0)))
-
-
-def test_harmful_flips_are_flips_that_turn_the_advantage_against_the_clean_reward():
+def test_ledger_harmful_flips_use_the_clean_group_relative_advantage():
     import pandas as pd
 
-    # Group 0: clean rewards 1,1,0,0; row 0 flipped 1 -> 0 (a right answer pushed down:
-    # harmful). Group 1: clean 0,0,0,1; row 5 flipped 0 -> 1: now 0,1,0,1 (a wrong one
-    # pushed up: harmful). Group 2: clean 1,1,1,1; row 8 flipped to 0: its advantage turns
-    # negative against a clean zero: not counted (sign 0 against -1 is not opposite).
-    # Group 3: clean 0,0,0,0, row 12 flipped to 1 and row 13 too: positive against zero.
-    reward = np.array([0, 1, 0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0], dtype=float)
-    corrupted = np.zeros(16, bool)
-    corrupted[[0, 5, 8, 12, 13]] = True
-    group = np.arange(16) // 4
+    # Group 0: clean rewards 1,1,0,0; row 0 flipped 1 -> 0 (a right answer pushed down).
+    # Group 1: clean 0,0,0,1; row 5 flipped 0 -> 1: now 0,1,0,1 (a wrong one pushed up).
+    # Group 2: clean 1,1,1,1; row 8 flipped to 0: pushed down where the clean update leaves
+    # it alone. Group 3: clean 0,0,0,0, rows 12 and 13 flipped to 1: pushed up likewise.
+    # Group 4: clean 1,0,0,0, row 16 flipped to 0: every reward 0, no gradient: not counted.
+    reward = np.array([0, 1, 0, 0, 0, 1, 0, 1, 0, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0],
+                      dtype=float)
+    corrupted = np.zeros(20, bool)
+    corrupted[[0, 5, 8, 12, 13, 16]] = True
+    group = np.arange(20) // 4
     frame = pd.DataFrame({"group": group, "reward": reward, "corrupted": corrupted})
     mean = frame.groupby("group")["reward"].transform("mean").to_numpy()
     frame["advantage"] = reward - mean  # the flipped rewards' (GRPO's sign)
-    harmful = lm_report.harmful_flips(frame)
-    assert np.flatnonzero(harmful).tolist() == [0, 5]
+    harmful = lm_report.ledger_harmful_flips(frame)
+    assert np.flatnonzero(harmful).tolist() == [0, 5, 8, 12, 13]
 
 
 def _write_arith_run(root: Path, algo: str, seed: int, accuracy: np.ndarray,
@@ -166,7 +156,7 @@ def _write_arith_run(root: Path, algo: str, seed: int, accuracy: np.ndarray,
         adv = reward - np.repeat(reward.reshape(-1, 4).mean(1), 4)
         frame = __import__("pandas").DataFrame({"group": group, "reward": reward,
                                                 "corrupted": corrupted, "advantage": adv})
-        harmful = lm_report.harmful_flips(frame)
+        harmful = lm_report.ledger_harmful_flips(frame)
         score = np.where(harmful, -1.0, 1.0) if scores_find_flips else rng.standard_normal(n)
         kept = score > 0
         cols = ledger_columns(
