@@ -220,7 +220,8 @@ def train_round(spec: LMRunSpec, k: int, actors: Actors, driver: DriverState, la
     batch, texts = ray.get(actors.rollout.generate.remote(
         grouped, seed=_sampling_seed(spec, 2 * k)))
     t_gen = time.perf_counter()
-    rewards = torch.as_tensor(ray.get(actors.rewarder.score.remote(texts, grouped)))
+    # A copy: Ray hands back a read-only array (zero-copy from the object store).
+    rewards = torch.tensor(ray.get(actors.rewarder.score.remote(texts, grouped)))
     rewards, corrupted = corrupt(spec, k, rewards)  # reward_noise's flips, seeded by (seed, k)
     t_rew = time.perf_counter()
     prepared = ray.get(actors.learner.prepare.remote(batch))
