@@ -3,12 +3,14 @@
 **The lean sampling loop** (:class:`LeanEnvRunner`). With the lean connector pipelines
 (:mod:`iif_ray.rllib.connectors.sampling`) in place, what RLlib's
 ``SingleAgentEnvRunner._sample`` adds per environment step is bookkeeping: two timers (module
-inference, env step), a Prometheus counter, and ``unbatch`` of observations and actions
-through ``tree``. For one LunarLander environment that is several percent of a round. The
-lean loop takes the same steps in the same order (forward, module-to-env, env step, episode
+inference, env step), a Prometheus counter, ``unbatch`` of observations and actions through
+``tree``, and an ``on_episode_step`` call per sub-environment even when no callback defines
+it. For one LunarLander environment that is several percent of a round. The lean loop takes
+the same steps in the same order (forward, module-to-env, env step, episode
 ``add_env_reset``/``add_env_step`` with the same extra model outputs, env-to-module, episode
-callbacks, cut and return) and logs the sampling counters once per call, so the episodes
-are RLlib's (``tests/rllib/test_lean_sampling.py``). Not logged any more: RLlib's
+callbacks, cut and return), calls ``on_episode_step`` only where a callback defines it, and
+logs the sampling counters once per call, so the episodes are RLlib's
+(``tests/rllib/test_lean_sampling.py``). Not logged any more: RLlib's
 ``rlmodule_inference_timer`` and ``env_step_timer``. Everything the lean pipelines do not
 cover (random actions, sampling by episodes, RLlib's default pipelines) runs RLlib's loop.
 
@@ -26,10 +28,12 @@ import logging
 from typing import Any
 
 import numpy as np
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.core.columns import Columns
 from ray.rllib.env.env_runner import ENV_STEP_FAILURE, NUM_ENV_STEP_FAILURES_LIFETIME
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
@@ -109,6 +113,16 @@ class LeanEnvRunner(SingleAgentEnvRunner):
             self._log_env_steps(metric=self._metrics_num_try_env_step, num_steps=vector_steps)
         return ts
 
+    def _episode_step_callbacks(self) -> bool:
+        """Whether ``on_episode_step`` does anything: a registered function, or a callback
+        class that overrides RLlib's no-op method. When nothing does, the lean loop skips
+        the call (one per sub-environment and step, building its keyword arguments and
+        walking the env's wrappers for ``env.unwrapped``)."""
+        base = RLlibCallback.on_episode_step
+        return bool(force_list(self.config.callbacks_on_episode_step)) or any(
+            getattr(type(c), "on_episode_step", base) is not base
+            for c in force_list(self._callbacks))
+
     def _step_envs(self, actions: Any) -> Any:
         """``env.step(actions)``, failures handled as RLlib's ``_try_env_step`` handles
         them (recreate the env and return ``ENV_STEP_FAILURE``, or raise), untimed."""
@@ -150,11 +164,13 @@ class LeanEnvRunner(SingleAgentEnvRunner):
             **{Columns.OBS: observations, Columns.ACTIONS: actions, Columns.REWARDS: rewards,
                Columns.INFOS: infos, Columns.TERMINATEDS: terminateds,
                Columns.TRUNCATEDS: truncateds})
+        step_callbacks = self._episode_step_callbacks()
         for i in range(self.num_envs):
             if i in started:
                 self._make_on_episode_callback("on_episode_start", i, episodes)
                 continue
-            self._make_on_episode_callback("on_episode_step", i, episodes)
+            if step_callbacks:
+                self._make_on_episode_callback("on_episode_step", i, episodes)
             if episodes[i].is_done:
                 self._make_on_episode_callback("on_episode_end", i, episodes)
                 done.append(episodes[i].to_numpy() if self.episodes_to_numpy else episodes[i])

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from ray.rllib.callbacks.callbacks import RLlibCallback
 from ray.rllib.connectors.env_to_module import EnvToModulePipeline
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 
@@ -50,6 +51,32 @@ def test_lean_connectors_sample_rllibs_episodes(num_envs, explore) -> None:
     for key in ("num_env_steps_sampled", "num_episodes"):
         assert lean_runner.metrics.peek(key) == stock_runner.metrics.peek(key), key
     assert lean_runner.num_env_steps_sampled_lifetime == stock_runner.num_env_steps_sampled_lifetime
+
+
+class StepCounter(RLlibCallback):
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps = 0
+
+    def on_episode_step(self, **kwargs) -> None:
+        self.steps += 1
+
+
+def test_episode_step_callbacks_run_where_defined() -> None:
+    """The lean loop skips RLlib's no-op ``on_episode_step``, and calls a defined one as
+    often as RLlib's loop does."""
+    def cfg(lean: bool) -> IIFConfig:
+        return (build_config(get_preset("cartpole"), algo="ppo", seed=3, num_envs=4)
+                .env_runners(lean_connectors=lean).callbacks(StepCounter))
+
+    lean_runner, _ = sample(cfg(True), 100, runner_cls=LeanEnvRunner)
+    stock_runner, _ = sample(cfg(False), 100)
+    assert lean_runner._episode_step_callbacks()
+    counts = [sum(c.steps for c in r._callbacks if isinstance(c, StepCounter))
+              for r in (lean_runner, stock_runner)]
+    assert counts[0] == counts[1] > 0
+    plain = LeanEnvRunner(config=build_config(get_preset("cartpole"), algo="ppo"))
+    assert not plain._episode_step_callbacks()
 
 
 def test_iif_configs_run_the_lean_loop() -> None:
