@@ -36,6 +36,45 @@ def test_outputs_equal_rllib_and_mode_is_left_alone() -> None:
     assert ours.training  # never toggled
 
 
+def build_space(cls, obs_space, act_space, **model_config):
+    torch.manual_seed(0)
+    return RLModuleSpec(module_class=cls, observation_space=obs_space, action_space=act_space,
+                        model_config={"fcnet_hiddens": [16, 8], **model_config}).build()
+
+
+@pytest.mark.parametrize(("act_space", "model_config", "plain"), [
+    (gym.spaces.Discrete(3), {"vf_share_layers": False}, True),
+    # RLlib's Gaussian head clips its log-stds, a shared encoder has one trunk: RLlib's code.
+    (gym.spaces.Box(-1, 1, (2,), np.float32), {"vf_share_layers": False}, False),
+    (gym.spaces.Discrete(3), {"vf_share_layers": True}, False),
+])
+def test_plain_forwards_are_rllibs_floats_and_gradients(act_space, model_config,
+                                                         plain) -> None:
+    """The direct Sequential calls give RLlib's outputs bit for bit, and the same
+    gradients; other structures keep RLlib's forwards."""
+    obs_space = gym.spaces.Box(-1, 1, (4,), np.float32)
+    ours = build_space(IIFPPOTorchRLModule, obs_space, act_space, **model_config)
+    theirs = build_space(DefaultPPOTorchRLModule, obs_space, act_space, **model_config)
+    assert (ours._plain is not None) == plain
+    batch = {Columns.OBS: torch.randn(7, 4)}
+    with torch.no_grad():
+        assert torch.equal(ours._forward(batch)[Columns.ACTION_DIST_INPUTS],
+                           theirs._forward(batch)[Columns.ACTION_DIST_INPUTS])
+    grads = []
+    for m in (ours, theirs):
+        out = m._forward_train(batch)
+        values = m.compute_values(batch, embeddings=out[Columns.EMBEDDINGS])
+        assert torch.equal(values, m.compute_values(batch))  # embeddings recomputed
+        (out[Columns.ACTION_DIST_INPUTS].square().sum() + values.sum()).backward()
+        grads.append((out, values, {k: p.grad for k, p in m.named_parameters()}))
+    (out_a, v_a, g_a), (out_b, v_b, g_b) = grads
+    for key in (Columns.ACTION_DIST_INPUTS, Columns.EMBEDDINGS):
+        assert torch.equal(out_a[key], out_b[key]), key
+    assert torch.equal(v_a, v_b) and g_a.keys() == g_b.keys()
+    for k in g_a:
+        assert torch.equal(g_a[k], g_b[k]), k
+
+
 def test_mode_dependence_detection() -> None:
     assert mode_independent(nn.Sequential(nn.Linear(2, 2), nn.Tanh(), nn.LayerNorm(2)))
     assert not mode_independent(nn.Sequential(nn.Linear(2, 2), nn.Dropout(0.1)))
