@@ -38,6 +38,7 @@ distribution classes).
 from __future__ import annotations
 
 import logging
+import math
 from typing import Any
 
 import numpy as np
@@ -350,7 +351,10 @@ class PaperPPOTorchLearner(PPOTorchLearner):
 
         The clipped surrogate, the squared value error clipped at ``vf_clip_param``, the
         entropy bonus, all averaged over ``loss_mask`` rows when the batch has that column,
-        plus the KL penalty when ``use_kl_loss``.
+        plus the KL penalty when ``use_kl_loss``. Two terms that change nothing are left out
+        of the graph: the entropy bonus at coefficient 0 and the value clip at ``inf`` (the
+        presets' settings, as SB3's); same loss, same gradients, five fewer small tensor
+        operations per minibatch forward and as many backward.
         """
         module = self.module[module_id].unwrapped()
         mask = batch.get(Columns.LOSS_MASK)
@@ -374,7 +378,10 @@ class PaperPPOTorchLearner(PPOTorchLearner):
             mean_kl = mean(sampler_dist.kl(dist))
         else:
             mean_kl = torch.tensor(0.0, device=ratio.device)
-        entropy = dist.entropy()
+        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
+        # With a zero coefficient the entropy term adds exactly 0 to the loss and zeros to
+        # the gradients: it is left out of the graph (computed, without one, for the log).
+        entropy = dist.entropy() if entropy_coeff != 0 else None
         adv = batch[Columns.ADVANTAGES]
         surrogate = torch.min(adv * ratio,
                               adv * torch.clamp(ratio, 1 - config.clip_param,
@@ -382,14 +389,19 @@ class PaperPPOTorchLearner(PPOTorchLearner):
         if config.use_critic:
             values = module.compute_values(batch, embeddings=fwd_out.get(Columns.EMBEDDINGS))
             vf_loss = torch.pow(values - batch[Columns.VALUE_TARGETS], 2.0)
-            vf_clipped = torch.clamp(vf_loss, 0, config.vf_clip_param)
+            # Clamping a square to [0, inf] changes neither it nor its gradient.
+            vf_clipped = (vf_loss if config.vf_clip_param == math.inf
+                          else torch.clamp(vf_loss, 0, config.vf_clip_param))
         else:
             values = vf_loss = vf_clipped = torch.tensor(0.0, device=surrogate.device)
-        entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
-        total = mean(-surrogate + config.vf_loss_coeff * vf_clipped - entropy_coeff * entropy)
+        per_row = -surrogate + config.vf_loss_coeff * vf_clipped
+        total = mean(per_row - entropy_coeff * entropy if entropy is not None else per_row)
         if config.use_kl_loss:
             total += self.curr_kl_coeffs_per_module[module_id] * mean_kl
         if log:
+            if entropy is None:
+                with torch.no_grad():
+                    entropy = dist.entropy()
             self.metrics.log_dict({
                 POLICY_LOSS_KEY: -mean(surrogate),
                 VF_LOSS_KEY: mean(vf_clipped) if config.use_critic else vf_clipped,

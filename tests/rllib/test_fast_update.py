@@ -13,6 +13,7 @@ order.
 from __future__ import annotations
 
 import copy
+import math
 
 import gymnasium as gym
 import numpy as np
@@ -125,15 +126,19 @@ def flat(d: dict, prefix: str = "") -> dict[str, float]:
 TIMING = ("_s", "throughput", "records_per_s", "timers", "learner_connector")
 
 
-@pytest.mark.parametrize(("mode", "norm"), [("off", "minibatch"), ("filter", "minibatch"),
-                                            ("filter", "batch")])
-def test_lean_update_gives_rllibs_weights_metrics_and_scores(tmp_path, mode, norm) -> None:
+@pytest.mark.parametrize(("mode", "norm", "entropy", "vf_clip"), [
+    ("off", "minibatch", 0.0, math.inf), ("filter", "minibatch", 0.0, math.inf),
+    ("filter", "batch", 0.0, math.inf),
+    ("off", "minibatch", 0.01, 0.5),  # the entropy term and the value clip in the graph
+])
+def test_lean_update_gives_rllibs_weights_metrics_and_scores(tmp_path, mode, norm, entropy,
+                                                             vf_clip) -> None:
     """PPO (mode off) and IIF: two rounds, three epochs of minibatch 64, from the same
     weights and episodes, once through the lean loop and once through RLlib's."""
     def cfg(name: str, fast: bool) -> IIFConfig:
         return (make_config(str(tmp_path / name), mode=mode, drop_fraction=0.25)
                 .training(advantage_normalization=norm, fast_update=fast, optimizer="adam",
-                          lr=3e-3))
+                          lr=3e-3, entropy_coeff=entropy, vf_clip_param=vf_clip))
 
     lean, lean_w, lean_res, episodes, start = run_rounds(cfg("lean", True), "CartPole-v1")
     stock, stock_w, stock_res, *_ = run_rounds(cfg("stock", False), "CartPole-v1",
