@@ -131,3 +131,25 @@ def test_fused_gradient_guard_steps_like_rllib(tmp_path, optimizer) -> None:
     moved = two_steps(PaperPPOTorchLearner.apply_gradients, finite)
     learner.set_state(copy.deepcopy(start))
     assert any(not torch.equal(a, b) for a, b in zip(moved, learner._params.values(), strict=True))
+
+
+@pytest.mark.parametrize("spec", [{"type": "sgd", "momentum": 0.9}, {"type": "adam", "eps": 1e-5}])
+def test_multi_tensor_step_gives_the_single_tensor_floats(spec) -> None:
+    """make_optimizer's multi-tensor step (torch's GPU default, chosen on CPU too) moves
+    the parameters exactly as torch's per-tensor loop does."""
+    from iif_ray.rllib.ppo_learner import make_optimizer
+
+    def run(foreach: bool) -> list[torch.Tensor]:
+        torch.manual_seed(0)
+        params = [torch.randn(s, requires_grad=True) for s in ((16, 4), (16,), (3, 16), (3,))]
+        opt = make_optimizer(params, {**spec, "foreach": foreach} if not foreach else spec)
+        assert opt.defaults["foreach"] is foreach
+        g = torch.Generator().manual_seed(1)
+        for _ in range(20):
+            for p in params:
+                p.grad = torch.randn(p.shape, generator=g)
+            opt.step()
+        return params
+
+    for a, b in zip(run(True), run(False), strict=True):
+        assert torch.equal(a, b)
