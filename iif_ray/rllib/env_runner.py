@@ -91,6 +91,7 @@ class LeanEnvRunner(SingleAgentEnvRunner):
         ts = vector_steps = 0
         runners = self.config.num_env_runners or 1
         lifetime = self.num_env_steps_sampled_lifetime
+        step_callbacks = self._episode_step_callbacks()  # fixed for the call: ask once
         while ts < num_timesteps:
             to_module, self._cached_to_module = self._cached_to_module, None
             if explore:
@@ -108,7 +109,7 @@ class LeanEnvRunner(SingleAgentEnvRunner):
                 self._reset_envs_and_episodes(explore)
                 continue
             vector_steps += 1
-            ts += self._add_steps(results, actions, to_env, explore, done)
+            ts += self._add_steps(results, actions, to_env, explore, done, step_callbacks)
         if vector_steps:
             self._log_env_steps(metric=self._metrics_num_try_env_step, num_steps=vector_steps)
         return ts
@@ -139,7 +140,7 @@ class LeanEnvRunner(SingleAgentEnvRunner):
             return ENV_STEP_FAILURE
 
     def _add_steps(self, results: tuple, actions: Any, to_env: dict, explore: bool,
-                   done: list[SingleAgentEpisode]) -> int:
+                   done: list[SingleAgentEpisode], step_callbacks: bool) -> int:
         """One vector step into the episodes, the next module input, the callbacks; returns
         the env steps added (sub-environments that were not just reset)."""
         observations, rewards, terminateds, truncateds, infos = results
@@ -164,7 +165,6 @@ class LeanEnvRunner(SingleAgentEnvRunner):
             **{Columns.OBS: observations, Columns.ACTIONS: actions, Columns.REWARDS: rewards,
                Columns.INFOS: infos, Columns.TERMINATEDS: terminateds,
                Columns.TRUNCATEDS: truncateds})
-        step_callbacks = self._episode_step_callbacks()
         for i in range(self.num_envs):
             if i in started:
                 self._make_on_episode_callback("on_episode_start", i, episodes)
