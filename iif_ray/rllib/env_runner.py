@@ -4,15 +4,19 @@
 (:mod:`iif_ray.rllib.connectors.sampling`) in place, what RLlib's
 ``SingleAgentEnvRunner._sample`` adds per environment step is bookkeeping: two timers (module
 inference, env step), a Prometheus counter, ``unbatch`` of observations and actions through
-``tree``, and an ``on_episode_step`` call per sub-environment even when no callback defines
-it. For one LunarLander environment that is several percent of a round. The lean loop takes
-the same steps in the same order (forward, module-to-env, env step, episode
-``add_env_reset``/``add_env_step`` with the same extra model outputs, env-to-module, episode
-callbacks, cut and return), calls ``on_episode_step`` only where a callback defines it, and
-logs the sampling counters once per call, so the episodes are RLlib's
-(``tests/rllib/test_lean_sampling.py``). Not logged any more: RLlib's
-``rlmodule_inference_timer`` and ``env_step_timer``. Everything the lean pipelines do not
-cover (random actions, sampling by episodes, RLlib's default pipelines) runs RLlib's loop.
+``tree``, an ``on_episode_step`` call per sub-environment even when no callback defines it,
+and ``SingleAgentEpisode.add_env_step`` per sub-environment (seven buffer appends, a dict of
+model outputs, a clock read). The lean loop takes the same steps in the same order (forward,
+module-to-env, env step, env-to-module, episode callbacks, cut and return) and writes the
+episodes in bulk (:class:`_StepLog`): each vector step's arrays are kept as they come and an
+episode's buffers are extended with its rows when it ends (before ``on_episode_end``) or the
+call returns. It calls ``on_episode_step`` only where a callback defines it (and then, like
+foreign connector pieces that might read episodes, writes every step at once), and logs the
+sampling counters once per call. The episodes are RLlib's, item for item, flags, lookback
+and successors included (``tests/rllib/test_lean_sampling.py``); their wall-clock times are
+read once per vector step. Not logged any more: RLlib's ``rlmodule_inference_timer`` and
+``env_step_timer``. Everything the lean pipelines do not cover (random actions, sampling by
+episodes, RLlib's default pipelines) runs RLlib's loop.
 
 **The per-round restart** (:class:`RoundRestartEnvRunner`). The paper's official IIF
 pipeline runs every round as a new process: the policy is loaded, the environment is created
@@ -25,6 +29,7 @@ restart with this runner, so the two protocols can be compared with everything e
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 import numpy as np
@@ -33,11 +38,17 @@ from ray.rllib.core.columns import Columns
 from ray.rllib.env.env_runner import ENV_STEP_FAILURE, NUM_ENV_STEP_FAILURES_LIFETIME
 from ray.rllib.env.single_agent_env_runner import SingleAgentEnvRunner
 from ray.rllib.env.single_agent_episode import SingleAgentEpisode
+from ray.rllib.env.utils.infinite_lookback_buffer import InfiniteLookbackBuffer
 from ray.rllib.utils import force_list
 from ray.rllib.utils.annotations import override
 from ray.rllib.utils.metrics import WEIGHTS_SEQ_NO
 
-from iif_ray.rllib.connectors.sampling import LeanEnvToModulePipeline, LeanModuleToEnvPipeline
+from iif_ray.rllib.connectors.sampling import (
+    LeanEnvToModulePipeline,
+    LeanModuleToEnvPipeline,
+    ObservationsToTensor,
+    SampleActions,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +81,10 @@ class LeanEnvRunner(SingleAgentEnvRunner):
         done: list[SingleAgentEpisode] = []
         ts = self._lean_steps(num_timesteps, explore, done)
         self._done_episodes_for_metrics.extend(done)
+        # RLlib's order: cut first, so the successors hold lists (appending to a NumPy
+        # lookback buffer would copy it on every step), then return the chunks as NumPy.
+        lookback = self.config.episode_lookback_horizon
+        successors = [e.cut(len_lookback_buffer=lookback) for e in self._ongoing_episodes]
         chunks = []
         for episode in self._ongoing_episodes:
             if episode.t == 0:
@@ -77,9 +92,7 @@ class LeanEnvRunner(SingleAgentEnvRunner):
             episode.validate()
             self._ongoing_episodes_for_metrics[episode.id_].append(episode)
             chunks.append(episode.to_numpy() if self.episodes_to_numpy else episode)
-        lookback = self.config.episode_lookback_horizon
-        self._ongoing_episodes = [e.cut(len_lookback_buffer=lookback)
-                                  for e in self._ongoing_episodes]
+        self._ongoing_episodes = successors
         self._log_env_steps(metric=self._metrics_num_env_steps_sampled, num_steps=ts)
         self._increase_sampled_metrics(ts, len(done))
         return done + chunks
@@ -87,11 +100,15 @@ class LeanEnvRunner(SingleAgentEnvRunner):
     def _lean_steps(self, num_timesteps: int, explore: bool,
                     done: list[SingleAgentEpisode]) -> int:
         """Step every sub-environment until ``num_timesteps`` env steps are taken; finished
-        episodes go to ``done``. Returns the steps taken (RLlib's ``ts``)."""
+        episodes go to ``done``, the others hold every step taken. Returns the steps taken
+        (RLlib's ``ts``)."""
         ts = vector_steps = 0
         runners = self.config.num_env_runners or 1
         lifetime = self.num_env_steps_sampled_lifetime
         step_callbacks = self._episode_step_callbacks()  # fixed for the call: ask once
+        log = _StepLog(self._ongoing_episodes, self._weights_seq_no,
+                       eager=step_callbacks or not self.lean_pieces(),
+                       step_callbacks=step_callbacks)
         while ts < num_timesteps:
             to_module, self._cached_to_module = self._cached_to_module, None
             if explore:
@@ -107,12 +124,20 @@ class LeanEnvRunner(SingleAgentEnvRunner):
             if results is ENV_STEP_FAILURE:  # RLlib's handling: reset and start over
                 ts = 0
                 self._reset_envs_and_episodes(explore)
+                log.restart(self._ongoing_episodes)
                 continue
             vector_steps += 1
-            ts += self._add_steps(results, actions, to_env, explore, done, step_callbacks)
+            ts += self._add_steps(results, actions, to_env, explore, done, log)
+        log.flush(self._ongoing_episodes)
         if vector_steps:
             self._log_env_steps(metric=self._metrics_num_try_env_step, num_steps=vector_steps)
         return ts
+
+    def lean_pieces(self) -> bool:
+        """Whether the lean pipelines hold only the lean pieces, which read this step's
+        arrays and never the episodes (so the episodes may be written in bulk)."""
+        return ([type(c) for c in self._env_to_module.connectors] == [ObservationsToTensor]
+                and [type(c) for c in self._module_to_env.connectors] == [SampleActions])
 
     def _episode_step_callbacks(self) -> bool:
         """Whether ``on_episode_step`` does anything: a registered function, or a callback
@@ -140,42 +165,129 @@ class LeanEnvRunner(SingleAgentEnvRunner):
             return ENV_STEP_FAILURE
 
     def _add_steps(self, results: tuple, actions: Any, to_env: dict, explore: bool,
-                   done: list[SingleAgentEpisode], step_callbacks: bool) -> int:
-        """One vector step into the episodes, the next module input, the callbacks; returns
-        the env steps added (sub-environments that were not just reset)."""
+                   done: list[SingleAgentEpisode], log: _StepLog) -> int:
+        """One vector step into the log (episodes of sub-environments that just reset get
+        their reset observation now), the next module input, the callbacks; returns the env
+        steps added (sub-environments that were not just reset)."""
         observations, rewards, terminateds, truncateds, infos = results
         episodes = self._ongoing_episodes
-        started = set()
-        added = 0
-        for i, episode in enumerate(episodes):
-            if not episode.is_reset:
-                episode.add_env_reset(observation=observations[i], infos=infos[i])
-                started.add(i)
-                continue
-            extra = {k: v[i] for k, v in to_env.items()}
-            extra[WEIGHTS_SEQ_NO] = self._weights_seq_no
-            episode.add_env_step(observation=observations[i], action=actions[i],
-                                 reward=rewards[i], infos=infos[i],
-                                 terminated=terminateds[i], truncated=truncateds[i],
-                                 extra_model_outputs=extra)
-            added += 1
+        started, log.fresh = log.fresh, []
+        for i in started:
+            episodes[i].add_env_reset(observation=observations[i], infos=infos[i])
+        log.append(observations, actions, rewards, terminateds, truncateds, infos, to_env,
+                   started)
+        if log.eager:
+            log.flush(episodes)
         self._cached_to_module = self._env_to_module(
             episodes=episodes, batch={}, explore=explore, rl_module=self.module,
             shared_data=self._shared_data, metrics=self.metrics,
             **{Columns.OBS: observations, Columns.ACTIONS: actions, Columns.REWARDS: rewards,
                Columns.INFOS: infos, Columns.TERMINATEDS: terminateds,
                Columns.TRUNCATEDS: truncateds})
+        ended = np.flatnonzero(np.logical_or(terminateds, truncateds)).tolist()
+        if started:
+            ended = [i for i in ended if i not in started]
+        if not (started or ended or log.step_callbacks):
+            return self.num_envs
         for i in range(self.num_envs):
             if i in started:
                 self._make_on_episode_callback("on_episode_start", i, episodes)
                 continue
-            if step_callbacks:
+            if log.step_callbacks:
                 self._make_on_episode_callback("on_episode_step", i, episodes)
-            if episodes[i].is_done:
+            if i in ended:
+                log.flush_one(episodes[i], i)
                 self._make_on_episode_callback("on_episode_end", i, episodes)
                 done.append(episodes[i].to_numpy() if self.episodes_to_numpy else episodes[i])
                 self._new_episode(i, episodes)
-        return added
+                log.fresh.append(i)
+        return self.num_envs - len(started)
+
+
+class _StepLog:
+    """The vector steps of one sample call, written into the episodes in bulk.
+
+    RLlib's loop adds every sub-environment's step to its episode as it comes
+    (``SingleAgentEpisode.add_env_step``: seven lookback-buffer appends, a dict of extra
+    model outputs and a clock read per sub-environment and step), a fifth of a sampling
+    call for 16 LunarLander environments. The log keeps each vector step's arrays as the
+    env and the module return them and extends an episode's buffers with its rows when
+    the episode ends or the call returns: the same items in the same order, the same
+    flags and last observation and info, and the clock read once per vector step.
+    Where something may read an episode between steps (an ``on_episode_step`` callback,
+    connector pieces other than the lean ones), ``eager`` writes every step right away.
+    """
+
+    def __init__(self, episodes: list[SingleAgentEpisode], weights_seq_no: int, *,
+                 eager: bool, step_callbacks: bool) -> None:
+        self.eager, self.step_callbacks = eager, step_callbacks
+        self.seq_no = weights_seq_no
+        self.steps: list[tuple] = []
+        self.times: list[float] = []
+        self.first = [0] * len(episodes)  # per sub-environment: its first unwritten step
+        self.restart(episodes)
+
+    def append(self, observations: Any, actions: Any, rewards: Any, terminateds: Any,
+               truncateds: Any, infos: Any, to_env: dict, started: list[int]) -> None:
+        self.steps.append((observations, actions, rewards, terminateds, truncateds, infos,
+                           to_env))
+        self.times.append(time.perf_counter())
+        for i in started:  # the reset observation is in; its episode's steps come next
+            self.first[i] = len(self.steps)
+
+    def restart(self, episodes: list[SingleAgentEpisode]) -> None:
+        """Start over with ``episodes`` (the env runner reset every sub-environment)."""
+        self.steps.clear()
+        self.times.clear()
+        self.first = [0] * len(episodes)
+        # Sub-environments whose episode awaits its reset observation (the next step's).
+        self.fresh = [i for i, episode in enumerate(episodes) if not episode.is_reset]
+
+    def flush(self, episodes: list[SingleAgentEpisode]) -> None:
+        for i, episode in enumerate(episodes):
+            self.flush_one(episode, i)
+
+    def flush_one(self, episode: SingleAgentEpisode, i: int) -> None:
+        """Write sub-environment ``i``'s logged steps into ``episode``, as
+        ``add_env_step`` would have one by one."""
+        a, b = self.first[i], len(self.steps)
+        if a >= b:
+            return
+        self.first[i] = b
+        rows = self.steps[a:b]
+        observations = [s[0][i] for s in rows]
+        infos = [s[5][i] or {} for s in rows]
+        _extend(episode.observations, observations)
+        _extend(episode.actions, [s[1][i] for s in rows])
+        _extend(episode.rewards, [s[2][i] for s in rows])
+        _extend(episode.infos, infos)
+        extra = episode.extra_model_outputs
+        for k in rows[0][6]:
+            values = [s[6][k][i] for s in rows]
+            if k in extra:
+                _extend(extra[k], values)
+            else:
+                extra[k] = InfiniteLookbackBuffer(values)
+        seq = [self.seq_no] * (b - a)
+        if WEIGHTS_SEQ_NO in extra:
+            _extend(extra[WEIGHTS_SEQ_NO], seq)
+        else:
+            extra[WEIGHTS_SEQ_NO] = InfiniteLookbackBuffer(seq)
+        episode.t += b - a
+        episode.is_terminated = rows[-1][3][i]
+        episode.is_truncated = rows[-1][4][i]
+        episode._last_added_observation = observations[-1]
+        episode._last_added_infos = infos[-1]
+        episode._last_step_time = self.times[b - 1]
+        if episode._start_time is None:
+            episode._start_time = self.times[a]
+
+
+def _extend(buffer: InfiniteLookbackBuffer, items: list) -> None:
+    if buffer.finalized:
+        buffer.extend(items)
+    else:
+        buffer.data.extend(items)
 
 
 class RoundRestartEnvRunner(LeanEnvRunner):

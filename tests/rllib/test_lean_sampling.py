@@ -25,28 +25,70 @@ def sample(cfg: IIFConfig, steps: int, explore: bool = True,
     return runner, episodes
 
 
-@pytest.mark.parametrize(("num_envs", "explore"), [(1, True), (4, True), (4, False)])
-def test_lean_connectors_sample_rllibs_episodes(num_envs, explore) -> None:
+class EndRecorder(RLlibCallback):
+    """What an ``on_episode_end`` callback sees of the finished episode."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[tuple] = []
+
+    def on_episode_end(self, *, episode, env_index, **kwargs) -> None:
+        self.seen.append((env_index, len(episode), episode.is_terminated,
+                          episode.is_truncated, float(np.sum(episode.get_rewards())),
+                          float(np.sum(episode.get_observations()))))
+
+
+def assert_same_episode(a, b, explore: bool) -> None:
+    """Everything an episode holds but its random id and wall-clock times."""
+    assert (a.t_started, a.t, len(a), a.is_terminated, a.is_truncated) == (
+        b.t_started, b.t, len(b), b.is_terminated, b.is_truncated)
+    assert (a.is_numpy, a.observations.lookback) == (b.is_numpy, b.observations.lookback)
+    np.testing.assert_array_equal(a.get_observations(), b.get_observations())
+    np.testing.assert_array_equal(a.get_actions(), b.get_actions())
+    np.testing.assert_array_equal(a.get_rewards(), b.get_rewards())
+    assert a.get_infos() == b.get_infos()
+    assert list(a.extra_model_outputs) == list(b.extra_model_outputs)
+    for key in a.extra_model_outputs:
+        np.testing.assert_array_equal(a.get_extra_model_outputs(key),
+                                      b.get_extra_model_outputs(key))
+        assert a.extra_model_outputs[key].lookback == b.extra_model_outputs[key].lookback
+    if explore and len(a):
+        assert {"action_logp", "action_dist_inputs"} <= set(a.extra_model_outputs)
+    assert a.get_duration_s() >= 0.0
+    assert abs(a.get_duration_s() - b.get_duration_s()) < 0.5  # wall clock, not exact
+    a.validate()
+
+
+@pytest.mark.parametrize(("num_envs", "explore", "limit"),
+                         [(1, True, None), (4, True, None), (4, False, None), (5, True, 23)])
+def test_lean_connectors_sample_rllibs_episodes(num_envs, explore, limit) -> None:
+    """The lean loop writes episodes in bulk; they equal RLlib's step-by-step ones, also
+    across a cut (the second call continues the first's episodes), with time limits
+    (``limit``: truncated episodes) and as an ``on_episode_end`` callback sees them."""
     def cfg(lean: bool) -> IIFConfig:
-        return build_config(get_preset("cartpole"), algo="ppo", seed=3,
-                            num_envs=num_envs).env_runners(lean_connectors=lean)
+        c = build_config(get_preset("cartpole"), algo="ppo", seed=3, num_envs=num_envs)
+        if limit is not None:
+            c.env_config["kwargs"] = {"max_episode_steps": limit}
+        return c.env_runners(lean_connectors=lean).callbacks(EndRecorder)
 
     lean_runner, lean = sample(cfg(True), 150, explore, LeanEnvRunner)
     stock_runner, stock = sample(cfg(False), 150, explore)
-    assert lean_runner.lean_loop() and type(stock_runner) is SingleAgentEnvRunner
+    assert lean_runner.lean_loop() and lean_runner.lean_pieces()
+    assert type(stock_runner) is SingleAgentEnvRunner
     assert isinstance(lean_runner._env_to_module, LeanEnvToModulePipeline)
     assert isinstance(lean_runner._module_to_env, LeanModuleToEnvPipeline)
     assert type(stock_runner._env_to_module) is EnvToModulePipeline
     assert len(lean) == len(stock) > num_envs  # episodes completed and cut
     for a, b in zip(lean, stock, strict=True):
-        assert (a.t_started, len(a), a.is_terminated) == (b.t_started, len(b), b.is_terminated)
-        np.testing.assert_array_equal(a.get_observations(), b.get_observations())
-        np.testing.assert_array_equal(a.get_actions(), b.get_actions())
-        np.testing.assert_array_equal(a.get_rewards(), b.get_rewards())
-        if explore:
-            for key in ("action_logp", "action_dist_inputs"):
-                np.testing.assert_array_equal(a.get_extra_model_outputs(key),
-                                              b.get_extra_model_outputs(key))
+        assert_same_episode(a, b, explore)
+    if limit is not None:
+        assert any(e.is_truncated for e in lean)
+    for a, b in zip(lean_runner._ongoing_episodes, stock_runner._ongoing_episodes,
+                    strict=True):  # the successors the next call continues
+        assert_same_episode(a, b, explore)
+    seen = [[c.seen for c in r._callbacks if isinstance(c, EndRecorder)]
+            for r in (lean_runner, stock_runner)]
+    assert seen[0] == seen[1] and seen[0][0]
     assert sum(len(e) for e in lean) == sum(len(e) for e in stock) >= 2 * 150
     for key in ("num_env_steps_sampled", "num_episodes"):
         assert lean_runner.metrics.peek(key) == stock_runner.metrics.peek(key), key
@@ -69,9 +111,11 @@ def test_episode_step_callbacks_run_where_defined() -> None:
         return (build_config(get_preset("cartpole"), algo="ppo", seed=3, num_envs=4)
                 .env_runners(lean_connectors=lean).callbacks(StepCounter))
 
-    lean_runner, _ = sample(cfg(True), 100, runner_cls=LeanEnvRunner)
-    stock_runner, _ = sample(cfg(False), 100)
+    lean_runner, lean = sample(cfg(True), 100, runner_cls=LeanEnvRunner)
+    stock_runner, stock = sample(cfg(False), 100)
     assert lean_runner._episode_step_callbacks()
+    for a, b in zip(lean, stock, strict=True):  # written step by step here
+        assert_same_episode(a, b, explore=True)
     counts = [sum(c.steps for c in r._callbacks if isinstance(c, StepCounter))
               for r in (lean_runner, stock_runner)]
     assert counts[0] == counts[1] > 0
