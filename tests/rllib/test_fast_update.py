@@ -29,7 +29,7 @@ from ray.rllib.utils.minibatch_utils import MiniBatchCyclicIterator
 from iif_ray.ledger import read_ledger
 from iif_ray.rllib import IIFConfig
 from iif_ray.rllib.minibatches import CyclicMinibatches
-from iif_ray.rllib.ppo_learner import LeanCategorical, _gather
+from iif_ray.rllib.ppo_learner import LeanCategorical, PaperPPOTorchLearner, _gather
 from tests.rllib.test_iif_learner import N_STEPS, RecordingLearner, make_config
 
 TOL = 1e-6
@@ -275,3 +275,30 @@ def test_unsupported_updates_fall_back_to_rllibs_loop(tmp_path) -> None:
 def test_update_options_are_checked() -> None:
     with pytest.raises(ValueError, match="fast must be True or False, got 'yes'"):
         IIFConfig().training(fast_update="yes")
+
+
+def test_non_finite_gradients_mid_round_take_rllibs_handling(tmp_path, monkeypatch) -> None:
+    """A NaN reward makes one minibatch per epoch non-finite. RLlib zeroes such gradients
+    and steps; the lean loop's gradient buffer sees it in its one check, hands the step to
+    RLlib's handling and builds a new buffer after it: still RLlib's weights."""
+    def cfg(name: str, fast: bool) -> IIFConfig:
+        return (make_config(str(tmp_path / name), mode="off")
+                .training(fast_update=fast, optimizer="adam", lr=3e-3,
+                          advantage_normalization="minibatch"))
+
+    _, episodes = build_pair(cfg("sample", True), "CartPole-v1")
+    episodes[0].rewards.data[0] = np.nan  # the batch's first row (GAE runs backwards)
+    handled = []
+    original = PaperPPOTorchLearner.apply_gradients
+
+    def spy(self, grads):
+        handled.append(all(torch.isfinite(g).all() for g in grads.values() if g is not None))
+        return original(self, grads)
+
+    monkeypatch.setattr(PaperPPOTorchLearner, "apply_gradients", spy)
+    _, lean_w, _, _, start = run_rounds(cfg("lean", True), "CartPole-v1", episodes)
+    assert handled.count(False) == 2 * 3  # one minibatch per epoch, two rounds of three
+    _, stock_w, *_ = run_rounds(cfg("stock", False), "CartPole-v1", episodes, start)
+    for k in lean_w:
+        assert torch.isfinite(lean_w[k]).all()
+        torch.testing.assert_close(lean_w[k], stock_w[k], rtol=TOL, atol=TOL, msg=k)
