@@ -397,7 +397,7 @@ class PaperPPOTorchLearner(PPOTorchLearner):
                 batch[Columns.ACTION_DIST_INPUTS])
             mean_kl = mean(sampler_dist.kl(dist))
         else:
-            mean_kl = torch.tensor(0.0, device=ratio.device)
+            mean_kl = None  # RLlib logs a zero
         entropy_coeff = self.entropy_coeff_schedulers_per_module[module_id].get_current_value()
         # With a zero coefficient the entropy term adds exactly 0 to the loss and zeros to
         # the gradients: it is left out of the graph (computed, without one, for the log).
@@ -430,7 +430,8 @@ class PaperPPOTorchLearner(PPOTorchLearner):
                 LEARNER_RESULTS_VF_EXPLAINED_VAR_KEY: explained_variance(
                     batch[Columns.VALUE_TARGETS], values),
                 ENTROPY_KEY: mean(entropy),
-                LEARNER_RESULTS_KL_KEY: mean_kl,
+                LEARNER_RESULTS_KL_KEY: (mean_kl if mean_kl is not None
+                                         else torch.tensor(0.0, device=ratio.device)),
             }, key=module_id, window=1)
         return total
 
