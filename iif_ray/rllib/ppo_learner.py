@@ -25,7 +25,9 @@ for the setup every preset uses (one default PPO module, one optimiser, no gradi
 one learner) :meth:`PaperPPOTorchLearner._direct_step` inlines RLlib's
 ``_uncompiled_update``: the module's train forward, the loss with the categorical log-prob
 and entropy computed by torch's own operations (:class:`LeanCategorical`), backward and the
-guarded step, without the MultiRLModule and per-module dispatch around each call.
+guarded step, without the MultiRLModule and per-module dispatch around each call; from the
+round's second minibatch on, the gradients live in one flat tensor
+(:class:`GradientBuffer`), zeroed and checked for nan/inf as one.
 
 Same keys, same values, same weights: ``tests/rllib/test_fast_update.py`` checks it against
 RLlib's stock update (bit-identical on one machine). Not covered, so RLlib's stock update
