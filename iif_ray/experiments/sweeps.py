@@ -12,6 +12,7 @@ import importlib.util
 import logging
 import math
 import pickle
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -148,8 +149,70 @@ def resumable_tuner(trainable: Any, *, param_space: dict[str, Any], run_config: 
              "(trials that need one will fail on Tune's placeholder)")
     tuner = tune.Tuner.restore(str(path), trainable=trainable, param_space=space,
                                resume_errored=True, restart_errored=False)
-    echo(f"{run_config.name}: {describe_resume(tuner.get_results())}")
+    results = tuner.get_results()
+    rounds = restore_rotated_checkpoints(results, echo=echo)
+    echo(f"{run_config.name}: {describe_resume(results, rounds)}")
     return tuner
+
+
+CHECKPOINT_PREFIX = "checkpoint_"  # Tune's checkpoint folders: checkpoint_000003
+
+
+def _checkpoint_index(path: Path) -> int:
+    """The number of a Tune checkpoint folder, -1 for anything else."""
+    digits = path.name[len(CHECKPOINT_PREFIX):]
+    return int(digits) if path.name.startswith(CHECKPOINT_PREFIX) and digits.isdigit() else -1
+
+
+def restore_rotated_checkpoints(results: Iterable[Any], *,
+                                echo: Callable[[str], None] = print) -> dict[str, int]:
+    """Give back the checkpoint Tune will restore where Tune itself rotated it away.
+
+    Tune registers a trial's new checkpoint and at once deletes the one before
+    (``num_to_keep=1``), but writes its experiment state only every ten seconds or more.
+    A sweep stopped in between leaves a state that names a deleted checkpoint, and every
+    restore of that trial fails ("does not exist on storage anymore"). The checkpoint that
+    replaced it is complete (Tune deletes the old one only after registering the new), so
+    it is copied, whole and then renamed, under the name the state expects; Tune restores
+    it and continues its numbering from there, overwriting the original on its next save.
+
+    Returns ``{trial path: round}`` for the trials so mended (the round their restored
+    checkpoint holds, where it can be read).
+    """
+    mended: dict[str, int] = {}
+    for result in results:
+        checkpoint = getattr(result, "checkpoint", None)
+        if checkpoint is None or (result.metrics or {}).get("done"):
+            continue
+        expected = Path(checkpoint.path)
+        if expected.exists() or not expected.parent.is_dir():  # intact, or not local
+            continue
+        index = _checkpoint_index(expected)
+        later = sorted((p for p in expected.parent.iterdir()
+                        if p.is_dir() and _checkpoint_index(p) > index), key=_checkpoint_index)
+        if index < 0 or not later:
+            continue
+        source = later[0]
+        partial = expected.with_name(f".{expected.name}.partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        shutil.copytree(source, partial)
+        partial.rename(expected)
+        round_ = _checkpoint_round(source)
+        if round_ >= 0:
+            mended[str(result.path)] = round_
+        echo(f"{expected.parent.name}: Tune's state names {expected.name}, which it had "
+             f"replaced by {source.name} ({f'round {round_}' if round_ >= 0 else 'round unknown'}"
+             ") when the sweep stopped; resuming from that one")
+    return mended
+
+
+def _checkpoint_round(checkpoint: Path) -> int:
+    """The training iteration an RLlib algorithm checkpoint holds (-1 if unreadable)."""
+    try:
+        with open(checkpoint / "algorithm_state.pkl", "rb") as f:
+            return int(pickle.load(f)["training_iteration"])
+    except (OSError, KeyError, TypeError, ValueError, pickle.UnpicklingError):
+        return -1
 
 
 def space_for_restore(param_space: dict[str, Any],
@@ -189,14 +252,19 @@ def _restrict(space: dict[str, Any], keys: set[str], prefix: str) -> dict[str, A
     return kept
 
 
-def describe_resume(results: Any) -> str:
-    """"resuming N trials: F finished, C from checkpoints at rounds {...}, S from the start"."""
+def describe_resume(results: Any, mended: dict[str, int] | None = None) -> str:
+    """"resuming N trials: F finished, C from checkpoints at rounds {...}, S from the start";
+    ``mended``: trials whose checkpoint :func:`restore_rotated_checkpoints` gave back, with
+    the round it holds."""
     finished, from_round, fresh = 0, [], 0
+    mended = mended or {}
     for result in results:
         if result.metrics and result.metrics.get("done"):
             finished += 1
             continue
         rounds = [m.get("training_iteration", 0) for _, m in (result.best_checkpoints or [])]
+        if str(result.path) in mended:
+            rounds = [mended[str(result.path)]]
         if rounds:
             from_round.append(int(max(rounds)))
         else:

@@ -265,3 +265,71 @@ def test_an_interrupted_sweep_resumes_with_its_objects_under_a_grown_config(ray_
     assert "starting fresh" in lines[0] and "resuming 1 trial(s): 0 finished" in lines[1]
     assert results.num_errors == 0, [r.error for r in results]
     assert sorted(r.metrics["a"] for r in results) == [1, 2, 3]
+
+
+def _counter_trainable():
+    import pickle
+
+    from ray import tune
+
+    class Counter(tune.Trainable):
+        """Counts rounds; its checkpoint holds the count as RLlib's algorithm state does.
+        Fails in round 3 of its first life, so the sweep stops with a checkpoint behind."""
+
+        def setup(self, config: dict) -> None:
+            self.flag = Path(config["flag"])
+            self.restored_from = 0
+
+        def step(self) -> dict:
+            if self.iteration + 1 == 3 and not self.flag.exists():
+                self.flag.touch()
+                raise RuntimeError("stopped in round 3")
+            return {"restored_from": self.restored_from}
+
+        def save_checkpoint(self, checkpoint_dir: str) -> None:
+            with open(Path(checkpoint_dir) / "algorithm_state.pkl", "wb") as f:
+                pickle.dump({"training_iteration": self.iteration}, f)
+
+        def load_checkpoint(self, checkpoint_dir: str) -> None:
+            with open(Path(checkpoint_dir) / "algorithm_state.pkl", "rb") as f:
+                self.restored_from = pickle.load(f)["training_iteration"]
+
+    return Counter
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_resume_gives_back_a_checkpoint_tune_rotated_away(ray_local, tmp_path):
+    """Tune deletes a trial's previous checkpoint as soon as it registers the next, but
+    writes its experiment state seconds later: a sweep stopped in between names a deleted
+    checkpoint, and Tune's restore fails on it every time. Here the state names
+    checkpoint_000001 and the disk holds only checkpoint_000002 (renamed into place, as Tune
+    leaves it); the resume copies it back under the expected name and the trial finishes
+    from its round."""
+    from ray import tune
+
+    from iif_ray.experiments.sweeps import resumable_tuner
+
+    run_config = tune.RunConfig(
+        name="rotated", storage_path=str(tmp_path), verbose=0, stop={"training_iteration": 5},
+        checkpoint_config=tune.CheckpointConfig(checkpoint_frequency=1, num_to_keep=1),
+        failure_config=tune.FailureConfig(max_failures=0))
+    lines: list[str] = []
+
+    def sweep():
+        return resumable_tuner(_counter_trainable(), param_space={"flag": str(tmp_path / "f")},
+                               run_config=run_config, echo=lines.append).fit()
+
+    first = sweep()
+    assert first.num_errors == 1
+    trial_dir = Path(first[0].path)
+    assert [p.name for p in trial_dir.glob("checkpoint_*")] == ["checkpoint_000001"]
+    (trial_dir / "checkpoint_000001").rename(trial_dir / "checkpoint_000002")
+
+    results = sweep()
+    assert results.num_errors == 0, [r.error for r in results]
+    assert any("names checkpoint_000001, which it had replaced by checkpoint_000002 "
+               "(round 2)" in line for line in lines), lines
+    assert "1 from their round-2 checkpoints" in lines[-1], lines
+    assert results[0].metrics["training_iteration"] == 5
+    assert results[0].metrics["restored_from"] == 2
