@@ -105,10 +105,13 @@ class LeanEnvRunner(SingleAgentEnvRunner):
         ts = vector_steps = 0
         runners = self.config.num_env_runners or 1
         lifetime = self.num_env_steps_sampled_lifetime
-        step_callbacks = self._episode_step_callbacks()  # fixed for the call: ask once
+        # Fixed for the call: ask once.
+        step_callbacks = self._episode_callbacks("on_episode_step")
         log = _StepLog(self._ongoing_episodes, self._weights_seq_no,
                        eager=step_callbacks or not self.lean_pieces(),
-                       step_callbacks=step_callbacks)
+                       step_callbacks=step_callbacks,
+                       event_callbacks=any(self._episode_callbacks(hook) for hook in (
+                           "on_episode_created", "on_episode_start", "on_episode_end")))
         while ts < num_timesteps:
             to_module, self._cached_to_module = self._cached_to_module, None
             if explore:
@@ -139,15 +142,15 @@ class LeanEnvRunner(SingleAgentEnvRunner):
         return ([type(c) for c in self._env_to_module.connectors] == [ObservationsToTensor]
                 and [type(c) for c in self._module_to_env.connectors] == [SampleActions])
 
-    def _episode_step_callbacks(self) -> bool:
-        """Whether ``on_episode_step`` does anything: a registered function, or a callback
-        class that overrides RLlib's no-op method. When nothing does, the lean loop skips
-        the call (one per sub-environment and step, building its keyword arguments and
-        walking the env's wrappers for ``env.unwrapped``)."""
-        base = RLlibCallback.on_episode_step
-        return bool(force_list(self.config.callbacks_on_episode_step)) or any(
-            getattr(type(c), "on_episode_step", base) is not base
-            for c in force_list(self._callbacks))
+    def _episode_callbacks(self, hook: str) -> bool:
+        """Whether the episode callback ``hook`` does anything: a registered function, or
+        a callback class that overrides RLlib's no-op method. Where ``on_episode_step``
+        does nothing, the lean loop skips the call (one per sub-environment and step,
+        building its keyword arguments and walking the env's wrappers for
+        ``env.unwrapped``)."""
+        base = getattr(RLlibCallback, hook)
+        return bool(force_list(getattr(self.config, f"callbacks_{hook}"))) or any(
+            getattr(type(c), hook, base) is not base for c in force_list(self._callbacks))
 
     def _step_envs(self, actions: Any) -> Any:
         """``env.step(actions)``, failures handled as RLlib's ``_try_env_step`` handles
@@ -189,6 +192,8 @@ class LeanEnvRunner(SingleAgentEnvRunner):
             ended = [i for i in ended if i not in started]
         if not (started or ended or log.step_callbacks):
             return self.num_envs
+        if log.event_callbacks:  # they get the env runner: every episode complete so far
+            log.flush(episodes)
         for i in range(self.num_envs):
             if i in started:
                 self._make_on_episode_callback("on_episode_start", i, episodes)
@@ -215,22 +220,26 @@ class _StepLog:
     the episode ends or the call returns: the same items in the same order, the same
     flags and last observation and info, and the clock read once per vector step.
     Where something may read an episode between steps (an ``on_episode_step`` callback,
-    connector pieces other than the lean ones), ``eager`` writes every step right away.
+    connector pieces other than the lean ones), ``eager`` writes every step right away;
+    where episode created/start/end callbacks are defined (they get the env runner, hence
+    every episode), all episodes are written before they run. Rewards and flags are copied
+    as they come (RLlib takes their scalars at once; a vector env may reuse its arrays);
+    observations and infos are kept as RLlib keeps them, by reference.
     """
 
     def __init__(self, episodes: list[SingleAgentEpisode], weights_seq_no: int, *,
-                 eager: bool, step_callbacks: bool) -> None:
+                 eager: bool, step_callbacks: bool, event_callbacks: bool) -> None:
         self.eager, self.step_callbacks = eager, step_callbacks
+        self.event_callbacks = event_callbacks
         self.seq_no = weights_seq_no
         self.steps: list[tuple] = []
         self.times: list[float] = []
-        self.first = [0] * len(episodes)  # per sub-environment: its first unwritten step
         self.restart(episodes)
 
     def append(self, observations: Any, actions: Any, rewards: Any, terminateds: Any,
                truncateds: Any, infos: Any, to_env: dict, started: list[int]) -> None:
-        self.steps.append((observations, actions, rewards, terminateds, truncateds, infos,
-                           to_env))
+        self.steps.append((observations, actions, _copy(rewards), _copy(terminateds),
+                           _copy(truncateds), infos, to_env))
         self.times.append(time.perf_counter())
         for i in started:  # the reset observation is in; its episode's steps come next
             self.first[i] = len(self.steps)
@@ -239,7 +248,7 @@ class _StepLog:
         """Start over with ``episodes`` (the env runner reset every sub-environment)."""
         self.steps.clear()
         self.times.clear()
-        self.first = [0] * len(episodes)
+        self.first = [0] * len(episodes)  # per sub-environment: its first unwritten step
         # Sub-environments whose episode awaits its reset observation (the next step's).
         self.fresh = [i for i, episode in enumerate(episodes) if not episode.is_reset]
 
@@ -281,6 +290,11 @@ class _StepLog:
         episode._last_step_time = self.times[b - 1]
         if episode._start_time is None:
             episode._start_time = self.times[a]
+
+
+def _copy(values: Any) -> Any:
+    """A copy of one step's per-sub-environment values (an array or a sequence)."""
+    return values.copy() if isinstance(values, np.ndarray) else list(values)
 
 
 def _extend(buffer: InfiniteLookbackBuffer, items: list) -> None:

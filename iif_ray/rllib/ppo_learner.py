@@ -253,7 +253,7 @@ class PaperPPOTorchLearner(PPOTorchLearner):
         :meth:`_direct_step` inlines RLlib's step for the setup every preset uses: one
         module, RLlib's default PPO module without mode toggles, one optimiser, no gradient
         clipping, scaling or lr scheduler classes, one learner (no DDP wrapper to sync
-        through) and RLlib's own loss (no self-supervised loss API).
+        through), RLlib's own loss (no self-supervised loss API) and no gradient logging.
         """
         if len(module_ids) != 1:
             return f"{len(module_ids)} modules"
@@ -267,6 +267,8 @@ class PaperPPOTorchLearner(PPOTorchLearner):
         if (self.config.grad_clip is not None or self._grad_scalers is not None
                 or self._lr_scheduler_classes is not None):
             return "gradient clipping, scaling or lr schedulers"
+        if self.config.log_gradients:  # RLlib logs the global norm in postprocessing
+            return "gradient logging"
         if self.config.num_learners > 1:
             return "several learners"
         return None
@@ -492,9 +494,12 @@ class GradientBuffer:
     step with a finiteness check per gradient tensor; for the paper's 64-64 networks on
     CPU the two take about a tenth of a PPO update. With every gradient a view into one
     tensor, zeroing is one ``zero_()`` and the guard one ``isfinite().all()``; backward
-    accumulates into the views (``0 + g``: the same floats). Only built where it changes
-    nothing: every parameter that requires a gradient got one in the step before (so none
-    that RLlib would leave at None gets a zero instead), all of one dtype and device.
+    accumulates into the views (``0 + g``: the same values; a ``-0.0`` entry comes out
+    ``+0.0``, equal as a number). Only built where it changes nothing:
+    every parameter that requires a gradient got one in the round's first step (so none
+    that RLlib would leave at None gets a zero instead; the loss's graph is the same for
+    every minibatch of a round, its coefficients being fixed within one), all of one dtype
+    and device.
     """
 
     __slots__ = ("flat",)

@@ -246,6 +246,9 @@ def test_direct_step_names_what_it_does_not_cover(tmp_path) -> None:
                             .training(grad_clip=0.5), "CartPole-v1")
     assert clipped.direct_step_unsupported(["default_policy"]) == (
         "gradient clipping, scaling or lr schedulers")
+    logged, _ = build_pair(make_config(str(tmp_path / "c"), mode="off")
+                           .reporting(log_gradients=True), "CartPole-v1")
+    assert logged.direct_step_unsupported(["default_policy"]) == "gradient logging"
 
 
 def test_clipped_gradients_take_rllibs_step_with_the_same_weights(tmp_path) -> None:

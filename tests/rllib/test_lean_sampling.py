@@ -32,10 +32,11 @@ class EndRecorder(RLlibCallback):
         super().__init__()
         self.seen: list[tuple] = []
 
-    def on_episode_end(self, *, episode, env_index, **kwargs) -> None:
+    def on_episode_end(self, *, episode, env_index, env_runner, **kwargs) -> None:
         self.seen.append((env_index, len(episode), episode.is_terminated,
                           episode.is_truncated, float(np.sum(episode.get_rewards())),
-                          float(np.sum(episode.get_observations()))))
+                          float(np.sum(episode.get_observations())),
+                          [len(e) for e in env_runner._ongoing_episodes]))  # the others too
 
 
 def assert_same_episode(a, b, explore: bool) -> None:
@@ -59,17 +60,20 @@ def assert_same_episode(a, b, explore: bool) -> None:
     a.validate()
 
 
-@pytest.mark.parametrize(("num_envs", "explore", "limit"),
-                         [(1, True, None), (4, True, None), (4, False, None), (5, True, 23)])
-def test_lean_connectors_sample_rllibs_episodes(num_envs, explore, limit) -> None:
+@pytest.mark.parametrize(("num_envs", "explore", "limit", "ends"), [
+    (1, True, None, False), (4, True, None, False), (4, False, None, True),
+    (5, True, 23, False), (5, True, 23, True)])
+def test_lean_connectors_sample_rllibs_episodes(num_envs, explore, limit, ends) -> None:
     """The lean loop writes episodes in bulk; they equal RLlib's step-by-step ones, also
     across a cut (the second call continues the first's episodes), with time limits
-    (``limit``: truncated episodes) and as an ``on_episode_end`` callback sees them."""
+    (``limit``: truncated episodes) and (``ends``) as an ``on_episode_end`` callback sees
+    its episode and the others."""
     def cfg(lean: bool) -> IIFConfig:
         c = build_config(get_preset("cartpole"), algo="ppo", seed=3, num_envs=num_envs)
         if limit is not None:
             c.env_config["kwargs"] = {"max_episode_steps": limit}
-        return c.env_runners(lean_connectors=lean).callbacks(EndRecorder)
+        c = c.env_runners(lean_connectors=lean)
+        return c.callbacks(EndRecorder) if ends else c
 
     lean_runner, lean = sample(cfg(True), 150, explore, LeanEnvRunner)
     stock_runner, stock = sample(cfg(False), 150, explore)
@@ -86,9 +90,10 @@ def test_lean_connectors_sample_rllibs_episodes(num_envs, explore, limit) -> Non
     for a, b in zip(lean_runner._ongoing_episodes, stock_runner._ongoing_episodes,
                     strict=True):  # the successors the next call continues
         assert_same_episode(a, b, explore)
-    seen = [[c.seen for c in r._callbacks if isinstance(c, EndRecorder)]
-            for r in (lean_runner, stock_runner)]
-    assert seen[0] == seen[1] and seen[0][0]
+    if ends:
+        seen = [[c.seen for c in r._callbacks if isinstance(c, EndRecorder)]
+                for r in (lean_runner, stock_runner)]
+        assert seen[0] == seen[1] and seen[0][0]
     assert sum(len(e) for e in lean) == sum(len(e) for e in stock) >= 2 * 150
     for key in ("num_env_steps_sampled", "num_episodes"):
         assert lean_runner.metrics.peek(key) == stock_runner.metrics.peek(key), key
@@ -113,14 +118,14 @@ def test_episode_step_callbacks_run_where_defined() -> None:
 
     lean_runner, lean = sample(cfg(True), 100, runner_cls=LeanEnvRunner)
     stock_runner, stock = sample(cfg(False), 100)
-    assert lean_runner._episode_step_callbacks()
+    assert lean_runner._episode_callbacks("on_episode_step")
     for a, b in zip(lean, stock, strict=True):  # written step by step here
         assert_same_episode(a, b, explore=True)
     counts = [sum(c.steps for c in r._callbacks if isinstance(c, StepCounter))
               for r in (lean_runner, stock_runner)]
     assert counts[0] == counts[1] > 0
     plain = LeanEnvRunner(config=build_config(get_preset("cartpole"), algo="ppo"))
-    assert not plain._episode_step_callbacks()
+    assert not plain._episode_callbacks("on_episode_step")
 
 
 def test_iif_configs_run_the_lean_loop() -> None:
