@@ -181,16 +181,16 @@ def restore_rotated_checkpoints(results: Iterable[Any], *,
     """
     mended: dict[str, int] = {}
     for result in results:
-        checkpoint = getattr(result, "checkpoint", None)
-        if checkpoint is None or (result.metrics or {}).get("done"):
+        if result.checkpoint is None or (result.metrics or {}).get("done"):
             continue
-        expected = Path(checkpoint.path)
-        if expected.exists() or not expected.parent.is_dir():  # intact, or not local
-            continue
+        expected = Path(result.checkpoint.path)
         index = _checkpoint_index(expected)
+        # Not a Tune checkpoint folder, intact, or not on a local file system: nothing to do.
+        if index < 0 or expected.exists() or not expected.parent.is_dir():
+            continue
         later = sorted((p for p in expected.parent.iterdir()
                         if p.is_dir() and _checkpoint_index(p) > index), key=_checkpoint_index)
-        if index < 0 or not later:
+        if not later:
             continue
         source = later[0]
         partial = expected.with_name(f".{expected.name}.partial")

@@ -271,17 +271,13 @@ class _StepLog:
         _extend(episode.rewards, [s[2][i] for s in rows])
         _extend(episode.infos, infos)
         extra = episode.extra_model_outputs
-        for k in rows[0][6]:
-            values = [s[6][k][i] for s in rows]
+        outputs = {k: [s[6][k][i] for s in rows] for k in rows[0][6]}
+        outputs[WEIGHTS_SEQ_NO] = [self.seq_no] * (b - a)
+        for k, values in outputs.items():  # add_env_step's order: the module's, then seq
             if k in extra:
                 _extend(extra[k], values)
             else:
                 extra[k] = InfiniteLookbackBuffer(values)
-        seq = [self.seq_no] * (b - a)
-        if WEIGHTS_SEQ_NO in extra:
-            _extend(extra[WEIGHTS_SEQ_NO], seq)
-        else:
-            extra[WEIGHTS_SEQ_NO] = InfiniteLookbackBuffer(seq)
         episode.t += b - a
         episode.is_terminated = rows[-1][3][i]
         episode.is_truncated = rows[-1][4][i]

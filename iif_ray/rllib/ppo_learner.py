@@ -296,9 +296,7 @@ class PaperPPOTorchLearner(PPOTorchLearner):
             grads.zero()
             loss.backward()
             if grads.finite():  # what RLlib's guard and ours let through: step
-                for mid, names in self._module_optimizers.items():
-                    for name in names:
-                        self.get_optimizer(mid, name).step()
+                self._step_optimizers()
                 return {module_id: loss}, grads
             # RLlib's nan/inf handling replaces the gradient tensors: no buffer after it.
             self.apply_gradients({pid: p.grad for pid, p in self._params.items()})
@@ -464,6 +462,11 @@ class PaperPPOTorchLearner(PPOTorchLearner):
             return
         for pid, grad in gradients_dict.items():
             self._params[pid].grad = grad
+        self._step_optimizers()
+
+    def _step_optimizers(self) -> None:
+        """Every optimiser's step on the gradients in place: RLlib's step once its guard
+        has passed (no scalers or lr schedulers to drive)."""
         for module_id, names in self._module_optimizers.items():
             for name in names:
                 self.get_optimizer(module_id, name).step()
